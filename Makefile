@@ -1,0 +1,61 @@
+# pgmig — the front door. `make help` lists the targets.
+
+SHELL       := /bin/bash
+GO          ?= go
+PG_CONFIG   ?= $(shell command -v pg_config 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/pg_config 2>/dev/null | sort -V | tail -1)
+VERSION     := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sql/pgmig.control)
+SQL_SRC     := $(sort $(wildcard sql/src/*.sql))
+EXT_SCRIPT  := sql/build/pgmig--$(VERSION).sql
+PLAIN       := sql/build/pgmig.sql
+TEST_FLAGS  ?= -count=1 -timeout 20m
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+.PHONY: sql
+sql: $(EXT_SCRIPT) $(PLAIN) ## build the install scripts from sql/src (committed; see verify)
+
+# The extension script is the sources concatenated in name order with the version filled in.
+$(EXT_SCRIPT): $(SQL_SRC) sql/pgmig.control
+	@mkdir -p sql/build
+	@rm -f sql/build/pgmig--*.sql
+	cat $(SQL_SRC) | sed 's/@PGMIG_VERSION@/$(VERSION)/g' > $@
+
+# The plain script is the same text in one transaction, for psql -f / admin GUIs / pgmig install.
+$(PLAIN): $(EXT_SCRIPT)
+	{ printf -- '-- pgmig %s plain install/upgrade script: psql -v ON_ERROR_STOP=1 -f pgmig.sql\n' '$(VERSION)'; \
+	  echo 'BEGIN;'; cat $<; echo 'COMMIT;'; } > $@
+
+.PHONY: install
+install: sql ## copy the extension files into the server's extension directory (CREATE EXTENSION pgmig)
+	@test -n "$(PG_CONFIG)" || { echo "pg_config not found: install the PostgreSQL server package or set PG_CONFIG"; exit 2; }
+	install -m 644 sql/pgmig.control $(EXT_SCRIPT) "$$($(PG_CONFIG) --sharedir)/extension/"
+
+.PHONY: build
+build: ## build the pgmig CLI into bin/pgmig
+	$(GO) build -o bin/pgmig ./cmd/pgmig
+
+.PHONY: test
+test: sql ## run the whole default suite against a real PostgreSQL (see README, "Tests")
+	$(GO) vet ./...
+	$(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: lint
+lint: ## go vet + gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: verify
+verify: ## regenerate the committed install scripts and fail if they differ
+	@$(MAKE) --no-print-directory -B sql >/dev/null
+	@git diff --exit-code -- sql/build || { echo "sql/build is stale: run make sql and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- sql/build)" || { git status --porcelain -- sql/build; echo "sql/build has untracked or stale files"; exit 1; }
+
+.PHONY: demo
+demo: sql ## start a throwaway PostgreSQL, install the engine, apply examples/demo with psql
+	./examples/demo.sh
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf bin

@@ -1,0 +1,38 @@
+-- The history. Its lock is the migrators' mutex: migrate_apply takes
+-- LOCK TABLE pgmig.history IN EXCLUSIVE MODE, which conflicts with itself and with every
+-- writer, but not with ACCESS SHARE, so status readers are never blocked by a migration.
+CREATE TABLE IF NOT EXISTS pgmig.history (
+    version            bigint      NOT NULL PRIMARY KEY CHECK (version >= 1),
+    name               text        NOT NULL,
+    checksum           text        NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    sql                text,
+    down_sql           text,
+    transactional      boolean     NOT NULL DEFAULT true,
+    kind               text        NOT NULL DEFAULT 'applied' CHECK (kind IN ('applied', 'baseline')),
+    applied_at         timestamptz NOT NULL,
+    applied_by         text        NOT NULL,
+    login_role         text        NOT NULL,
+    client_application text,
+    client_addr        inet,
+    client_info        text,
+    backend_pid        integer,
+    duration           interval    NOT NULL,
+    engine_version     text        NOT NULL
+);
+COMMENT ON TABLE pgmig.history IS 'One row per applied migration. Locked IN EXCLUSIVE MODE by migrators for the whole batch.';
+COMMENT ON COLUMN pgmig.history.checksum IS 'lowercase hex sha256 of the UTF-8 bytes of sql';
+COMMENT ON COLUMN pgmig.history.applied_by IS 'current_user that ran the migration';
+COMMENT ON COLUMN pgmig.history.login_role IS 'session_user (the role that logged in)';
+COMMENT ON COLUMN pgmig.history.client_info IS 'free text from the caller, e.g. host and tool version';
+
+CREATE TABLE IF NOT EXISTS pgmig.install_log (
+    version      text        NOT NULL,
+    mode         text        NOT NULL CHECK (mode IN ('extension', 'script')),
+    api_schema   text        NOT NULL,
+    installed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    installed_by text        NOT NULL DEFAULT CURRENT_USER,
+    PRIMARY KEY (version, api_schema)
+);
+COMMENT ON TABLE pgmig.install_log IS 'Each engine version installed into this database, and where its API functions live.';
+
+REVOKE ALL ON pgmig.history, pgmig.install_log FROM PUBLIC;

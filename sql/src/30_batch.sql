@@ -1,0 +1,178 @@
+-- Batch parsing and validation. Internal helpers pin search_path so that hostile objects in
+-- the caller's schemas (an overloaded jsonb_typeof, a public."=") cannot change what they see.
+
+-- Every shape problem of the batch, one row each; empty when the batch is well-formed.
+-- Checks that need no history, so migrate_apply can reject a bad batch before locking.
+CREATE OR REPLACE FUNCTION pgmig._batch_problems(p_batch jsonb)
+RETURNS TABLE (entry bigint, version bigint, problem text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH entries AS (
+    SELECT e.ord,
+           CASE WHEN jsonb_typeof(e.elem) = 'object' THEN e.elem END AS obj,
+           jsonb_typeof(e.elem) AS kind
+    FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
+         WITH ORDINALITY AS e(elem, ord)
+), checked AS (
+    SELECT ord, obj, kind,
+           CASE WHEN jsonb_typeof(obj->'version') = 'number' THEN
+               CASE WHEN (obj->>'version')::numeric = trunc((obj->>'version')::numeric)
+                     AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
+                    THEN (obj->>'version')::bigint END
+           END AS version
+    FROM entries
+), problems AS (
+    SELECT 0::bigint AS ord, NULL::bigint AS version,
+           'the batch must be a JSON array of migration objects, got '
+           || coalesce(jsonb_typeof(p_batch), 'SQL NULL') AS msg
+    WHERE jsonb_typeof(p_batch) IS DISTINCT FROM 'array'
+  UNION ALL
+    SELECT c.ord, c.version, p.msg
+    FROM checked c
+    CROSS JOIN LATERAL (VALUES
+        (CASE WHEN c.obj IS NULL THEN format('is a JSON %s, not an object', c.kind) END),
+        (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL THEN
+            CASE WHEN NOT c.obj ? 'version' THEN '"version" is missing'
+                 ELSE format('"version" must be an integer from 1 to 9223372036854775807, got %s',
+                             left((c.obj->'version')::text, 40)) END
+         END),
+        (CASE WHEN c.obj IS NOT NULL THEN
+            CASE WHEN NOT c.obj ? 'name' THEN '"name" is missing'
+                 WHEN jsonb_typeof(c.obj->'name') <> 'string'
+                     THEN format('"name" must be a string, got a JSON %s', jsonb_typeof(c.obj->'name'))
+                 WHEN btrim(c.obj->>'name', E' \t\r\n') = '' THEN '"name" is empty'
+            END
+         END),
+        (CASE WHEN c.obj IS NOT NULL THEN
+            CASE WHEN c.obj ? 'sql' AND jsonb_typeof(c.obj->'sql') <> 'string'
+                     THEN format('"sql" must be a string, got a JSON %s', jsonb_typeof(c.obj->'sql'))
+                 WHEN c.obj ? 'sql' AND btrim(c.obj->>'sql', E' \t\r\n\f\v') = ''
+                     THEN '"sql" is empty or only white space'
+                 WHEN NOT c.obj ? 'sql' AND NOT c.obj ? 'checksum'
+                     THEN 'has neither "sql" nor "checksum"'
+            END
+         END),
+        (CASE WHEN c.obj ? 'down' AND jsonb_typeof(c.obj->'down') NOT IN ('string', 'null')
+              THEN format('"down" must be a string or null, got a JSON %s', jsonb_typeof(c.obj->'down')) END),
+        (CASE WHEN c.obj ? 'transactional' AND jsonb_typeof(c.obj->'transactional') <> 'boolean'
+              THEN format('"transactional" must be true or false, got a JSON %s', jsonb_typeof(c.obj->'transactional')) END),
+        (CASE WHEN c.obj ? 'checksum' THEN
+            CASE WHEN jsonb_typeof(c.obj->'checksum') <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
+                     THEN '"checksum" must be 64 lowercase hex digits (the sha256 of "sql")'
+                 WHEN jsonb_typeof(c.obj->'sql') = 'string'
+                      AND c.obj->>'checksum' <> encode(sha256(convert_to(c.obj->>'sql', 'UTF8')), 'hex')
+                     THEN '"checksum" is not the sha256 of "sql"'
+            END
+         END),
+        ((SELECT format('unknown key%s %s (allowed: version, name, sql, down, transactional, checksum)',
+                        CASE WHEN count(*) > 1 THEN 's' ELSE '' END,
+                        string_agg(quote_ident(k), ', ' ORDER BY k))
+          FROM jsonb_object_keys(c.obj) AS k
+          WHERE k NOT IN ('version', 'name', 'sql', 'down', 'transactional', 'checksum')
+          HAVING count(*) > 0))
+    ) AS p(msg)
+    WHERE p.msg IS NOT NULL
+  UNION ALL
+    SELECT min(ord), version,
+           format('the same version appears %s times (entries %s)', count(*),
+                  string_agg(ord::text, ', ' ORDER BY ord))
+    FROM checked
+    WHERE version IS NOT NULL
+    GROUP BY version
+    HAVING count(*) > 1
+)
+SELECT ord, version,
+       CASE WHEN ord = 0 THEN msg
+            ELSE format('entry %s%s: %s', ord,
+                        CASE WHEN version IS NOT NULL THEN format(' (version %s)', version) ELSE '' END, msg)
+       END
+FROM problems ORDER BY ord, msg
+$fn$;
+
+-- The batch as rows, for a batch that _batch_problems found well-formed. The checksum is the
+-- batch's own when given (it was verified against sql), otherwise computed here.
+CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
+RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean, checksum text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT (e->>'version')::bigint,
+       e->>'name',
+       e->>'sql',
+       e->>'down',
+       coalesce((e->>'transactional')::boolean, true),
+       coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex'))
+FROM jsonb_array_elements(p_batch) AS e
+$fn$;
+
+-- The batch joined with the history as of the calling statement's snapshot (migrate_apply
+-- calls it only after it holds the history lock). One row per batch entry ('pending' or
+-- 'already_applied') and one per applied version absent from the batch ('ahead' when newer
+-- than every batch entry, else 'missing'), in version order.
+CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
+RETURNS TABLE (version bigint, name text, outcome text, applied_at timestamptz, sql text,
+               down_sql text, transactional boolean, checksum text,
+               recorded_name text, recorded_checksum text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH b AS MATERIALIZED (
+    SELECT * FROM pgmig._batch_rows(p_batch)
+), newest AS (
+    SELECT max(b.version) AS v FROM b
+)
+SELECT * FROM (
+    SELECT b.version, b.name,
+           CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
+           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum
+    FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
+  UNION ALL
+    SELECT h.version, h.name,
+           CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
+           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum
+    FROM pgmig.history AS h
+    WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
+) AS rows
+ORDER BY 1
+$fn$;
+
+-- Drift between a (well-formed) batch and the history: every changed, missing and
+-- out-of-order version, one row each. An applied version newer than the whole batch is not
+-- drift: the database is ahead (a newer release migrated it).
+CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
+                                                 p_allow_missing boolean)
+RETURNS TABLE (version bigint, problem text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH p AS MATERIALIZED (
+    SELECT r.version, r.name, r.outcome, r.applied_at, r.checksum, r.recorded_name, r.recorded_checksum
+    FROM pgmig._plan_rows(p_batch) AS r
+), newest_applied AS (
+    SELECT max(p.version) AS v FROM p WHERE p.outcome <> 'pending'
+)
+SELECT d.version, d.problem FROM (
+    SELECT p.version,
+           format('version %s (%s): changed after it was applied on %s: recorded sha256 %s, the batch has %s',
+                  p.version, left(p.name, 100), p.applied_at, p.recorded_checksum, p.checksum) AS problem
+    FROM p WHERE p.outcome = 'already_applied' AND p.checksum <> p.recorded_checksum
+  UNION ALL
+    SELECT p.version,
+           format('version %s: applied as %s, the batch names it %s',
+                  p.version, quote_literal(left(p.recorded_name, 100)), quote_literal(left(p.name, 100)))
+    FROM p WHERE p.outcome = 'already_applied' AND p.name <> p.recorded_name
+  UNION ALL
+    SELECT p.version,
+           format('version %s (%s): applied on %s but missing from the batch',
+                  p.version, left(p.name, 100), p.applied_at)
+    FROM p WHERE p.outcome = 'missing' AND NOT p_allow_missing
+  UNION ALL
+    SELECT p.version,
+           format('version %s (%s): pending but older than the newest applied version %s (out of order)',
+                  p.version, left(p.name, 100), (SELECT v FROM newest_applied))
+    FROM p WHERE p.outcome = 'pending' AND NOT p_allow_out_of_order
+           AND p.version < (SELECT v FROM newest_applied)
+) AS d
+ORDER BY d.version, d.problem
+$fn$;

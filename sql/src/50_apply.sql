@@ -1,0 +1,310 @@
+-- Raises PM001 listing every shape problem of the batch, if any.
+CREATE OR REPLACE FUNCTION pgmig._assert_well_formed(p_batch jsonb)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count    bigint;
+    v_detail   text;
+    v_versions text;
+BEGIN
+    SELECT count(*),
+           string_agg(p.problem, E'\n' ORDER BY p.entry, p.problem),
+           string_agg(DISTINCT p.version::text, ', ')
+      INTO v_count, v_detail, v_versions
+      FROM pgmig._batch_problems(p_batch) AS p;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: invalid batch: %s problem%s%s; nothing was applied', v_count,
+                             CASE WHEN v_count > 1 THEN 's' ELSE '' END,
+                             CASE WHEN v_versions IS NOT NULL THEN ' (versions ' || v_versions || ')' ELSE '' END),
+            DETAIL = v_detail,
+            HINT = 'Fix the listed entries (see docs/sql-api.md, "Batch format") and run again.';
+    END IF;
+END
+$fn$;
+
+-- Raises PM004 unless this transaction can take the lock and then see fresh history.
+CREATE OR REPLACE FUNCTION pgmig._assert_can_migrate(p_what text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF pg_is_in_recovery() THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = format('pgmig: %s cannot run on a standby (the server is in recovery)', p_what),
+            HINT = 'Connect to the primary.';
+    END IF;
+    IF current_setting('transaction_read_only') = 'on' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = format('pgmig: %s cannot run in a read-only transaction', p_what),
+            HINT = 'Run it in a read-write transaction (check default_transaction_read_only and target_session_attrs).';
+    END IF;
+    -- In READ COMMITTED every statement of a VOLATILE function takes a new snapshot, so the
+    -- history read after LOCK TABLE sees every migrator that committed before the lock was
+    -- granted. In REPEATABLE READ / SERIALIZABLE the snapshot is fixed at the first statement
+    -- of the transaction, which is before the lock: a racer's commit would be invisible and
+    -- its migrations applied twice (docs "Transaction Isolation", 13.2.2).
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = format('pgmig: %s needs a READ COMMITTED transaction; this one is %s, so its snapshot may predate the history lock',
+                             p_what, upper(current_setting('transaction_isolation'))),
+            HINT = 'Call it in its own transaction (autocommit), or after BEGIN ISOLATION LEVEL READ COMMITTED.';
+    END IF;
+END
+$fn$;
+
+-- Takes the history lock (EXCLUSIVE: excludes other migrators and writers, not readers),
+-- waiting at most p_lock_timeout (NULL: the session's lock_timeout; 0: do not wait).
+-- On timeout raises PM003 naming the holder.
+CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_saved text := current_setting('lock_timeout');
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+    IF p_lock_timeout IS NOT NULL THEN
+        -- lock_timeout = 0 means "wait forever" to PostgreSQL; a zero interval here means
+        -- "do not wait", so ask for at least 1 ms.
+        PERFORM set_config('lock_timeout',
+                           greatest(1, ceil(extract(epoch FROM p_lock_timeout) * 1000))::bigint::text || 'ms',
+                           true);
+    END IF;
+    BEGIN
+        LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
+    EXCEPTION WHEN lock_not_available THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM003',
+            MESSAGE = format('pgmig: another migrator holds the migration lock (waited %s)',
+                             coalesce(p_lock_timeout::text, 'lock_timeout = ' || v_saved)),
+            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+                     'a session this role cannot see (grant pg_read_all_stats to see it)'),
+            HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
+    END;
+    PERFORM set_config('lock_timeout', v_saved, true);
+END
+$fn$;
+
+-- The engine: see docs/sql-api.md, "migrate_apply". Runs in the caller's transaction.
+CREATE OR REPLACE FUNCTION pgmig._apply(
+    p_batch              jsonb,
+    p_target_version     bigint,
+    p_lock_timeout       interval,
+    p_allow_out_of_order boolean,
+    p_allow_missing      boolean,
+    p_dry_run            boolean,
+    p_client_info        text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- The migrations run with the caller's search_path and role; the bookkeeping must not
+    -- resolve a single name through them (a hostile public."=" or sha256() would otherwise
+    -- decide what is recorded). So capture them with schema-qualified calls only, then pin
+    -- search_path before evaluating anything else.
+    v_caller_path text := pg_catalog.current_setting('search_path');
+    v_caller_role text := pg_catalog.current_setting('role');
+    v_safe_path   constant text := 'pg_catalog, pg_temp';
+    v_path_after  text;
+    v_role_after  text;
+    v_settings    text[];
+    v_count       bigint;
+    v_versions    text;
+    v_detail      text;
+    v_total       bigint;
+    v_done        bigint := 0;
+    v_ahead       text;
+    r             record;
+    v_started     timestamptz;
+    v_batch_start timestamptz;
+    v_duration    interval;
+    v_cur_version bigint;
+    v_cur_name    text;
+    v_phase       text;
+    v_state       text;
+    v_message     text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
+    v_settings := pgmig._settings();
+    v_batch_start := clock_timestamp();
+
+    PERFORM pgmig._assert_can_migrate('migrate_apply');
+    IF p_target_version IS NOT NULL AND p_target_version < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target_version);
+    END IF;
+    -- Shape errors need no history: reject them before queueing for the lock.
+    PERFORM pgmig._assert_well_formed(p_batch);
+
+    PERFORM pgmig._lock_history(p_lock_timeout);
+
+    -- From here on the history cannot change under us, and (READ COMMITTED) each statement
+    -- below sees everything committed before the lock was granted.
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
+            DETAIL = v_detail,
+            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
+                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
+    END IF;
+
+    SELECT count(*),
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.sql IS NULL),
+           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version) FILTER (WHERE NOT p.transactional)
+      INTO v_total, v_versions, v_detail
+      FROM pgmig._plan_rows(p_batch) AS p
+     WHERE p.outcome = 'pending'
+       AND (p_target_version IS NULL OR p.version <= p_target_version);
+    IF NOT p_dry_run AND v_versions IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_versions),
+            HINT = 'Send the full batch (with "sql") to apply them.';
+    END IF;
+    IF NOT p_dry_run AND v_detail IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_detail),
+            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
+            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock.';
+    END IF;
+
+    SELECT string_agg(p.version::text, ', ' ORDER BY p.version) INTO v_ahead
+      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'ahead';
+    IF v_ahead IS NOT NULL THEN
+        RAISE NOTICE USING
+            ERRCODE = 'PM011',
+            MESSAGE = format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_ahead);
+    END IF;
+
+    BEGIN
+        FOR r IN SELECT * FROM pgmig._plan_rows(p_batch) LOOP
+            version    := r.version;
+            name       := r.name;
+            outcome    := r.outcome;
+            duration   := NULL;
+            applied_at := r.applied_at;
+            IF r.outcome = 'pending' AND NOT p_dry_run
+               AND (p_target_version IS NULL OR r.version <= p_target_version) THEN
+                v_done := v_done + 1;
+                v_cur_version := r.version;
+                v_cur_name := r.name;
+                v_phase := 'migration';
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
+                v_started := clock_timestamp();
+
+                -- Only EXECUTE and schema-qualified calls between here and the restore.
+                PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+                EXECUTE r.sql;
+                v_path_after := pg_catalog.current_setting('search_path');
+                v_role_after := pg_catalog.current_setting('role');
+                PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
+                IF v_role_after IS DISTINCT FROM v_caller_role THEN
+                    PERFORM pg_catalog.set_config('role', v_caller_role, false);
+                END IF;
+
+                v_duration := clock_timestamp() - v_started;
+                v_phase := 'bookkeeping';
+                IF v_path_after IS DISTINCT FROM v_caller_path THEN
+                    -- A plain SET in the migration changed the session value: put it back
+                    -- (is_local => false), then pin the safe path again for this transaction.
+                    PERFORM set_config('search_path', v_caller_path, false);
+                    PERFORM set_config('search_path', v_safe_path, true);
+                END IF;
+                IF pgmig._settings() IS DISTINCT FROM v_settings THEN
+                    PERFORM pgmig._restore_settings(v_settings);
+                END IF;
+
+                INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                                           applied_at, applied_by, login_role, client_application,
+                                           client_addr, client_info, backend_pid, duration, engine_version)
+                VALUES (r.version, r.name, r.checksum, r.sql, r.down_sql, r.transactional, 'applied',
+                        v_started, current_user, session_user, current_setting('application_name'),
+                        inet_client_addr(), p_client_info, pg_backend_pid(), v_duration,
+                        pgmig.engine_version());
+                outcome    := 'applied';
+                duration   := v_duration;
+                applied_at := v_started;
+                v_cur_version := NULL;
+            END IF;
+            RETURN NEXT;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
+        -- this block is already rolled back, so nothing of the batch survives. A bare RAISE
+        -- re-throws the original error with its SQLSTATE, detail, hint and internal
+        -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
+        IF v_cur_version IS NULL THEN
+            RAISE;
+        END IF;
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF v_phase = 'migration' THEN
+            IF v_state = '2D000' OR (v_state = '0A000' AND v_message LIKE 'EXECUTE of transaction commands%') THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'PM005',
+                    MESSAGE = format('pgmig: migration %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
+                                     v_cur_version, v_cur_name),
+                    DETAIL = 'PostgreSQL said: ' || v_message,
+                    HINT = 'pgmig applies the whole batch in one transaction: remove the transaction control statements from the migration.';
+            END IF;
+            IF v_state = '25001' THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'PM005',
+                    MESSAGE = format('pgmig: migration %s (%s) cannot run inside a transaction; nothing was applied',
+                                     v_cur_version, v_cur_name),
+                    DETAIL = 'PostgreSQL said: ' || v_message,
+                    HINT = 'Mark the migration non-transactional (tern: add the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
+            END IF;
+            IF v_state = '53200' THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = '53200',
+                    MESSAGE = format('pgmig: migration %s (%s): %s; nothing was applied', v_cur_version, v_cur_name, v_message),
+                    DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the lock table holds (max_locks_per_transaction = %s).',
+                                    current_setting('max_locks_per_transaction')),
+                    HINT = 'Apply the batch in smaller consecutive calls (target_version), or raise max_locks_per_transaction (needs a restart).';
+            END IF;
+            RAISE WARNING USING
+                ERRCODE = 'PM010',
+                MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
+                                 v_cur_version, v_cur_name, v_state);
+        ELSE
+            RAISE WARNING USING
+                ERRCODE = 'PM010',
+                MESSAGE = format('pgmig: recording migration %s (%s) failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
+                                 v_cur_version, v_cur_name, v_state);
+        END IF;
+        RAISE;
+    END;
+
+    IF v_done > 0 THEN
+        RAISE NOTICE USING
+            ERRCODE = 'PM012',
+            MESSAGE = format('pgmig: applied %s migration%s in %s', v_done,
+                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    RETURN;
+END
+$fn$;

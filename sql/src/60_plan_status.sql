@@ -1,0 +1,61 @@
+-- What migrate_apply would do with this batch, without taking the lock: validates shape and
+-- drift against the committed history as of now. Cheap enough for "is anything pending?"
+-- checks with a manifest (versions and checksums only); the answer may be stale by the time
+-- the caller acts on it, which is fine because migrate_apply re-checks under the lock.
+CREATE OR REPLACE FUNCTION pgmig._plan(
+    p_batch              jsonb,
+    p_target_version     bigint,
+    p_allow_out_of_order boolean,
+    p_allow_missing      boolean)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+BEGIN
+    PERFORM pgmig._assert_well_formed(p_batch);
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)', v_versions),
+            DETAIL = v_detail,
+            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
+                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
+    END IF;
+    RETURN QUERY
+        SELECT p.version, p.name, p.outcome, NULL::interval, p.applied_at
+        FROM pgmig._plan_rows(p_batch) AS p;
+END
+$fn$;
+
+-- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming
+-- it. Reads take ACCESS SHARE, which EXCLUSIVE does not block: status never waits for a
+-- running migration.
+CREATE OR REPLACE FUNCTION pgmig._status()
+RETURNS TABLE (version bigint, name text, state text, applied_at timestamptz, applied_by text,
+               client text, duration interval, checksum text, detail text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT * FROM (
+    SELECT h.version, h.name, h.kind, h.applied_at, h.applied_by,
+           nullif(concat_ws(' ', h.client_application, host(h.client_addr), h.client_info), ''),
+           h.duration, h.checksum, NULL::text
+    FROM pgmig.history AS h
+    ORDER BY h.version
+) AS applied
+UNION ALL
+SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
+       nullif(concat_ws(' ', l.application_name, host(l.client_addr)), ''),
+       clock_timestamp() - l.since, NULL::text,
+       CASE WHEN l.pid IS NULL THEN 'a prepared transaction holds the lock'
+            ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
+FROM pgmig._lock_holder() AS l
+$fn$;

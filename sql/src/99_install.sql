@@ -1,0 +1,40 @@
+-- Record the install and create the API functions in the chosen schema: the setting
+-- pgmig.api_schema if the installer set it (SET pgmig.api_schema = 'x' before running the
+-- script), else the extension's schema (CREATE EXTENSION pgmig SCHEMA x), else the schema of
+-- the previous install, else public.
+DO $pgmig$
+DECLARE
+    v_mode   text;
+    v_schema text;
+BEGIN
+    v_mode := CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pgmig')
+                   THEN 'extension' ELSE 'script' END;
+    v_schema := coalesce(
+        nullif(pg_catalog.current_setting('pgmig.api_schema', true), ''),
+        (SELECT n.nspname::text FROM pg_catalog.pg_extension AS e
+           JOIN pg_catalog.pg_namespace AS n ON n.oid = e.extnamespace WHERE e.extname = 'pgmig'),
+        (SELECT l.api_schema FROM pgmig.install_log AS l ORDER BY l.installed_at DESC LIMIT 1),
+        'public');
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = v_schema) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM006',
+            MESSAGE = pg_catalog.format('pgmig: the API schema %I does not exist', v_schema),
+            HINT = 'Create it first, or choose another with SET pgmig.api_schema = ''...'' before installing.';
+    END IF;
+
+    PERFORM pgmig._install_api(v_schema);
+
+    IF v_mode = 'extension' THEN
+        -- Extension member tables are not dumped by pg_dump unless marked as configuration.
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.history', '');
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.install_log', '');
+    END IF;
+
+    INSERT INTO pgmig.install_log (version, mode, api_schema)
+    VALUES (pgmig.engine_version(), v_mode, v_schema)
+    ON CONFLICT DO NOTHING;
+END
+$pgmig$;
+
+-- PUBLIC gets nothing: functions are created executable by PUBLIC by default.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgmig FROM PUBLIC;
