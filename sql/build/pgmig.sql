@@ -174,14 +174,23 @@ LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 WITH entries AS (
+    -- Every per-entry fact computed once; the checks below only compare them.
     SELECT e.ord,
+           jsonb_typeof(e.elem) AS kind,
            CASE WHEN jsonb_typeof(e.elem) = 'object' THEN e.elem END AS obj,
-           jsonb_typeof(e.elem) AS kind
+           jsonb_typeof(e.elem->'version') AS version_type,
+           jsonb_typeof(e.elem->'name') AS name_type,
+           jsonb_typeof(e.elem->'sql') AS sql_type,
+           jsonb_typeof(e.elem->'down') AS down_type,
+           jsonb_typeof(e.elem->'transactional') AS tx_type,
+           jsonb_typeof(e.elem->'checksum') AS checksum_type,
+           CASE WHEN jsonb_typeof(e.elem) = 'object'
+                THEN e.elem - '{version,name,sql,down,transactional,checksum}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
-    SELECT ord, obj, kind,
-           CASE WHEN jsonb_typeof(obj->'version') = 'number' THEN
+    SELECT entries.*,
+           CASE WHEN version_type = 'number' THEN
                CASE WHEN (obj->>'version')::numeric = trunc((obj->>'version')::numeric)
                      AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
                     THEN (obj->>'version')::bigint END
@@ -193,51 +202,52 @@ WITH entries AS (
            || coalesce(jsonb_typeof(p_batch), 'SQL NULL') AS msg
     WHERE jsonb_typeof(p_batch) IS DISTINCT FROM 'array'
   UNION ALL
-    SELECT c.ord, c.version, p.msg
-    FROM checked c
-    CROSS JOIN LATERAL (VALUES
+    -- One array of messages per entry, evaluated in a single projection: a LATERAL VALUES
+    -- list here costs a rescan per entry (~6 µs each, 60 ms for 10 000 entries).
+    SELECT x.ord, x.version, unnest(x.msgs)
+    FROM (SELECT c.ord, c.version, array_remove(ARRAY[
         (CASE WHEN c.obj IS NULL THEN format('is a JSON %s, not an object', c.kind) END),
         (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL THEN
-            CASE WHEN NOT c.obj ? 'version' THEN '"version" is missing'
+            CASE WHEN c.version_type IS NULL THEN '"version" is missing'
                  ELSE format('"version" must be an integer from 1 to 9223372036854775807, got %s',
                              left((c.obj->'version')::text, 40)) END
          END),
         (CASE WHEN c.obj IS NOT NULL THEN
-            CASE WHEN NOT c.obj ? 'name' THEN '"name" is missing'
-                 WHEN jsonb_typeof(c.obj->'name') <> 'string'
-                     THEN format('"name" must be a string, got a JSON %s', jsonb_typeof(c.obj->'name'))
+            CASE WHEN c.name_type IS NULL THEN '"name" is missing'
+                 WHEN c.name_type <> 'string'
+                     THEN format('"name" must be a string, got a JSON %s', c.name_type)
                  WHEN btrim(c.obj->>'name', E' \t\r\n') = '' THEN '"name" is empty'
             END
          END),
         (CASE WHEN c.obj IS NOT NULL THEN
-            CASE WHEN c.obj ? 'sql' AND jsonb_typeof(c.obj->'sql') <> 'string'
-                     THEN format('"sql" must be a string, got a JSON %s', jsonb_typeof(c.obj->'sql'))
-                 WHEN c.obj ? 'sql' AND btrim(c.obj->>'sql', E' \t\r\n\f\v') = ''
-                     THEN '"sql" is empty or only white space'
-                 WHEN NOT c.obj ? 'sql' AND NOT c.obj ? 'checksum'
+            CASE WHEN c.sql_type IS NULL AND c.checksum_type IS NULL
                      THEN 'has neither "sql" nor "checksum"'
+                 WHEN c.sql_type IS NULL THEN NULL
+                 WHEN c.sql_type <> 'string'
+                     THEN format('"sql" must be a string, got a JSON %s', c.sql_type)
+                 WHEN btrim(c.obj->>'sql', E' \t\r\n\f\v') = ''
+                     THEN '"sql" is empty or only white space'
             END
          END),
-        (CASE WHEN c.obj ? 'down' AND jsonb_typeof(c.obj->'down') NOT IN ('string', 'null')
-              THEN format('"down" must be a string or null, got a JSON %s', jsonb_typeof(c.obj->'down')) END),
-        (CASE WHEN c.obj ? 'transactional' AND jsonb_typeof(c.obj->'transactional') <> 'boolean'
-              THEN format('"transactional" must be true or false, got a JSON %s', jsonb_typeof(c.obj->'transactional')) END),
-        (CASE WHEN c.obj ? 'checksum' THEN
-            CASE WHEN jsonb_typeof(c.obj->'checksum') <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
+        (CASE WHEN c.down_type NOT IN ('string', 'null')
+              THEN format('"down" must be a string or null, got a JSON %s', c.down_type) END),
+        (CASE WHEN c.tx_type <> 'boolean'
+              THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
+        (CASE WHEN c.checksum_type IS NOT NULL THEN
+            CASE WHEN c.checksum_type <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
                      THEN '"checksum" must be 64 lowercase hex digits (the sha256 of "sql")'
-                 WHEN jsonb_typeof(c.obj->'sql') = 'string'
+                 WHEN c.sql_type = 'string'
                       AND c.obj->>'checksum' <> encode(sha256(convert_to(c.obj->>'sql', 'UTF8')), 'hex')
                      THEN '"checksum" is not the sha256 of "sql"'
             END
          END),
-        ((SELECT format('unknown key%s %s (allowed: version, name, sql, down, transactional, checksum)',
-                        CASE WHEN count(*) > 1 THEN 's' ELSE '' END,
-                        string_agg(quote_ident(k), ', ' ORDER BY k))
-          FROM jsonb_object_keys(c.obj) AS k
-          WHERE k NOT IN ('version', 'name', 'sql', 'down', 'transactional', 'checksum')
-          HAVING count(*) > 0))
-    ) AS p(msg)
-    WHERE p.msg IS NOT NULL
+        (CASE WHEN c.unknown <> '{}'::jsonb THEN
+            format('unknown key%s %s (allowed: version, name, sql, down, transactional, checksum)',
+                   CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
+                   (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
+         END)
+        ], NULL) AS msgs FROM checked AS c) AS x
+    WHERE x.msgs <> '{}'
   UNION ALL
     SELECT min(ord), version,
            format('the same version appears %s times (entries %s)', count(*),
@@ -548,13 +558,17 @@ BEGIN
                 || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
     END IF;
 
-    SELECT count(*),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.sql IS NULL),
-           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version) FILTER (WHERE NOT p.transactional)
-      INTO v_total, v_versions, v_detail
-      FROM pgmig._plan_rows(p_batch) AS p
-     WHERE p.outcome = 'pending'
-       AND (p_target_version IS NULL OR p.version <= p_target_version);
+    -- One pass over the plan for everything the loop needs to know up front.
+    SELECT count(*) FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)),
+           string_agg(p.version::text, ', ' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND p.sql IS NULL),
+           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND NOT p.transactional),
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead')
+      INTO v_total, v_versions, v_detail, v_ahead
+      FROM pgmig._plan_rows(p_batch) AS p;
     IF NOT p_dry_run AND v_versions IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
@@ -569,8 +583,6 @@ BEGIN
             HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock.';
     END IF;
 
-    SELECT string_agg(p.version::text, ', ' ORDER BY p.version) INTO v_ahead
-      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'ahead';
     IF v_ahead IS NOT NULL THEN
         RAISE NOTICE USING
             ERRCODE = 'PM011',

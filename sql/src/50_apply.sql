@@ -167,13 +167,17 @@ BEGIN
                 || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
     END IF;
 
-    SELECT count(*),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.sql IS NULL),
-           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version) FILTER (WHERE NOT p.transactional)
-      INTO v_total, v_versions, v_detail
-      FROM pgmig._plan_rows(p_batch) AS p
-     WHERE p.outcome = 'pending'
-       AND (p_target_version IS NULL OR p.version <= p_target_version);
+    -- One pass over the plan for everything the loop needs to know up front.
+    SELECT count(*) FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)),
+           string_agg(p.version::text, ', ' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND p.sql IS NULL),
+           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND NOT p.transactional),
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead')
+      INTO v_total, v_versions, v_detail, v_ahead
+      FROM pgmig._plan_rows(p_batch) AS p;
     IF NOT p_dry_run AND v_versions IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
@@ -188,8 +192,6 @@ BEGIN
             HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock.';
     END IF;
 
-    SELECT string_agg(p.version::text, ', ' ORDER BY p.version) INTO v_ahead
-      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'ahead';
     IF v_ahead IS NOT NULL THEN
         RAISE NOTICE USING
             ERRCODE = 'PM011',
