@@ -1,0 +1,268 @@
+// Package install_test checks both ways of installing the engine — the plain script
+// (psql -f, managed databases) and CREATE EXTENSION — against a real server: versions are
+// recorded, a second install of the same version changes nothing, racing installers never
+// fail, the API schema is selectable and PUBLIC gets nothing.
+package install_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	pgmigsql "github.com/pgmig/pgmig/sql"
+	"github.com/pgmig/pgmig/tests/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func installScript(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	// No arguments: pgx uses the simple protocol, which runs the multi-statement script
+	// (with its own BEGIN/COMMIT) as psql -f would.
+	if _, err := conn.Exec(ctx(t), pgmigsql.InstallScript()); err != nil {
+		t.Fatalf("install script: %v", err)
+	}
+}
+
+func queryString(t *testing.T, conn *pgx.Conn, sql string, args ...any) string {
+	t.Helper()
+	var s string
+	if err := conn.QueryRow(ctx(t), sql, args...).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+func pgErrCode(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
+}
+
+// fingerprint identifies the installed objects and state: a second install of the same
+// version must leave it unchanged.
+const fingerprint = `
+select string_agg(x, ',' order by x) from (
+  select p.oid::regprocedure::text || '@' || p.oid from pg_proc p
+   where p.pronamespace in ('pgmig'::regnamespace, 'public'::regnamespace)
+  union all select 'log:' || version || '/' || mode || '/' || api_schema || '/' || installed_at from pgmig.install_log
+  union all select 'hist:' || count(*) from pgmig.history
+) s(x)`
+
+func TestPlainScriptInstallsAndReinstallIsNoOp(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	conn := db.Conn(t)
+	installScript(t, conn)
+
+	if got := queryString(t, conn, "select pgmig.engine_version()"); got != pgmigsql.Version() {
+		t.Fatalf("engine_version() = %q, want %q", got, pgmigsql.Version())
+	}
+	if got := queryString(t, conn, "select mode || ' ' || api_schema from pgmig.install_log"); got != "script public" {
+		t.Fatalf("install_log = %q, want %q", got, "script public")
+	}
+	// The API works unqualified in a fresh session with the default search_path.
+	fresh := db.Conn(t)
+	var outcome string
+	if err := fresh.QueryRow(ctx(t), `select outcome from migrate_apply('[{"version":1,"name":"one","sql":"create table one()"}]')`).Scan(&outcome); err != nil || outcome != "applied" {
+		t.Fatalf("migrate_apply after install: outcome %q, err %v", outcome, err)
+	}
+
+	before := queryString(t, conn, fingerprint)
+	installScript(t, conn)
+	installScript(t, db.Conn(t))
+	if after := queryString(t, conn, fingerprint); after != before {
+		t.Fatalf("reinstalling the same version changed the install:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestRacingInstallersNeverFail(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	const installers = 20
+	conns := make([]*pgx.Conn, installers)
+	for i := range conns {
+		conns[i] = db.Conn(t)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, installers)
+	start := make(chan struct{})
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, err := c.Exec(context.Background(), pgmigsql.InstallScript())
+			errs <- err
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent install failed (SQLSTATE %s): %v", pgErrCode(err), err)
+		}
+	}
+	if got := queryString(t, conns[0], "select count(*)::text from pgmig.install_log"); got != "1" {
+		t.Fatalf("install_log rows = %s, want 1", got)
+	}
+}
+
+func TestAPISchemaIsSelectable(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx(t), `create schema deploy; set pgmig.api_schema = 'deploy'`); err != nil {
+		t.Fatal(err)
+	}
+	installScript(t, conn)
+	got := queryString(t, conn, `select string_agg(n.nspname || '.' || p.proname, ',' order by n.nspname, p.proname)
+		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
+	want := "deploy.migrate_apply,deploy.migrate_lock_holder,deploy.migrate_plan,deploy.migrate_status"
+	if got != want {
+		t.Fatalf("API functions = %s, want %s", got, want)
+	}
+	// An upgrade without the setting keeps the schema of the previous install.
+	other := db.Conn(t)
+	installScript(t, other)
+	if got := queryString(t, other, "select string_agg(distinct api_schema, ',') from pgmig.install_log"); got != "deploy" {
+		t.Fatalf("reinstall moved the API: install_log api_schema = %s", got)
+	}
+	// A schema that does not exist is refused with PM006 and nothing is installed.
+	db2 := pgtest.NewEmptyDB(t)
+	c2 := db2.Conn(t)
+	if _, err := c2.Exec(ctx(t), `set pgmig.api_schema = 'nope'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c2.Exec(ctx(t), pgmigsql.InstallScript())
+	if pgErrCode(err) != "PM006" {
+		t.Fatalf("install into missing API schema: err %v, want SQLSTATE PM006", err)
+	}
+	if _, err := c2.Exec(ctx(t), "rollback"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryString(t, c2, "select count(*)::text from pg_namespace where nspname = 'pgmig'"); got != "0" {
+		t.Fatalf("failed install left schema pgmig behind")
+	}
+}
+
+func TestPublicGetsNothing(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	conn := db.Conn(t)
+	// Privileges granted to PUBLIC show in the ACLs as an entry with an empty grantee.
+	got := queryString(t, conn, `
+		select coalesce(string_agg(what, ', '), '') from (
+		  select p.oid::regprocedure::text as what from pg_proc p
+		   where (p.pronamespace = 'pgmig'::regnamespace or p.proname like 'migrate\_%')
+		     and (p.proacl is null or exists (select from aclexplode(p.proacl) a where a.grantee = 0))
+		  union all
+		  select c.oid::regclass::text from pg_class c
+		   where c.relnamespace = 'pgmig'::regnamespace
+		     and exists (select from aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a where a.grantee = 0)
+		  union all
+		  select 'schema pgmig' from pg_namespace n where n.nspname = 'pgmig'
+		     and exists (select from aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a where a.grantee = 0)
+		) s`)
+	if got != "" {
+		t.Fatalf("PUBLIC has privileges on: %s", got)
+	}
+	// Every function is SECURITY INVOKER.
+	if got := queryString(t, conn, `select coalesce(string_agg(oid::regprocedure::text, ', '), '') from pg_proc
+		where (pronamespace = 'pgmig'::regnamespace or proname like 'migrate\_%') and prosecdef`); got != "" {
+		t.Fatalf("SECURITY DEFINER functions: %s", got)
+	}
+}
+
+// extensionDir installs the extension files into the local server's extension directory,
+// as `make install` does. Only possible where the server's files are on this machine.
+func extensionDir(t *testing.T) {
+	t.Helper()
+	srv := pgtest.Server(t)
+	if srv.Kind() != "local" {
+		t.Skipf("extension mode needs the extension files on the server's disk; backend %q is not local (CI uses a local cluster)", srv.Kind())
+	}
+	out, err := exec.Command(filepath.Join(srv.BinDir(), "pg_config"), "--sharedir").Output()
+	if err != nil {
+		t.Fatalf("pg_config --sharedir: %v", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "extension")
+	v := pgmigsql.Version()
+	files := map[string]string{
+		"pgmig.control":                 "../../sql/pgmig.control",
+		fmt.Sprintf("pgmig--%s.sql", v): fmt.Sprintf("../../sql/build/pgmig--%s.sql", v),
+	}
+	for name, src := range files {
+		want, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatalf("%s: %v (run make sql)", src, err)
+		}
+		if have, err := os.ReadFile(filepath.Join(dir, name)); err == nil && string(have) == string(want) {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), want, 0o644); err != nil {
+			t.Fatalf("cannot install %s into %s: %v; run `make install` as a user who can write there", name, dir, err)
+		}
+	}
+}
+
+func TestExtensionMode(t *testing.T) {
+	t.Parallel()
+	extensionDir(t)
+	db := pgtest.NewEmptyDB(t)
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx(t), "create extension pgmig"); err != nil {
+		t.Fatalf("create extension: %v", err)
+	}
+	if got := queryString(t, conn, "select extversion from pg_extension where extname = 'pgmig'"); got != pgmigsql.Version() {
+		t.Fatalf("extversion = %s", got)
+	}
+	if got := queryString(t, conn, "select pgmig.engine_version() || ' ' || (select mode from pgmig.install_log)"); got != pgmigsql.Version()+" extension" {
+		t.Fatalf("engine_version/mode = %s", got)
+	}
+	var outcome string
+	if err := db.Conn(t).QueryRow(ctx(t), `select outcome from migrate_apply('[{"version":1,"name":"one","sql":"create table one()"}]')`).Scan(&outcome); err != nil || outcome != "applied" {
+		t.Fatalf("migrate_apply in extension mode: %q, %v", outcome, err)
+	}
+	// The history is configuration data: pg_dump must include its rows.
+	if got := queryString(t, conn, `select count(*)::text from pg_extension e, unnest(e.extconfig) c where e.extname = 'pgmig'`); got != "2" {
+		t.Fatalf("extconfig tables = %s, want 2 (history, install_log)", got)
+	}
+	// The plain script must not touch an extension install.
+	_, err := db.Conn(t).Exec(ctx(t), pgmigsql.InstallScript())
+	if pgErrCode(err) != "PM006" {
+		t.Fatalf("plain script over extension: %v, want PM006", err)
+	}
+	// And CREATE EXTENSION must not adopt a plain install.
+	plain := pgtest.NewDB(t)
+	_, err = plain.Conn(t).Exec(ctx(t), "create extension pgmig")
+	if pgErrCode(err) != "PM006" {
+		t.Fatalf("create extension over plain install: %v, want PM006", err)
+	}
+	// DROP EXTENSION removes everything, API wrappers included.
+	if _, err := conn.Exec(ctx(t), "drop extension pgmig"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryString(t, conn, `select count(*)::text from pg_proc where proname like 'migrate\_%' or pronamespace::regnamespace::text = 'pgmig'`); got != "0" {
+		t.Fatalf("%s functions left after drop extension", got)
+	}
+}
