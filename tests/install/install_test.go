@@ -266,3 +266,40 @@ func TestExtensionMode(t *testing.T) {
 		t.Fatalf("%s functions left after drop extension", got)
 	}
 }
+
+// The README's grant recipe, run as written (with the role name substituted), must be
+// enough for a deploy role to migrate — and nothing less than a grant must be.
+func TestREADMEGrantsLetADeployRoleMigrate(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "<!-- grants:begin -->")
+	recipe, _, ok2 := strings.Cut(rest, "<!-- grants:end -->")
+	if !ok || !ok2 {
+		t.Fatal("README.md lost its grants:begin/grants:end markers")
+	}
+	recipe = strings.NewReplacer("```sql", "", "```", "").Replace(recipe)
+
+	db := pgtest.NewDB(t)
+	role := pgtest.CreateRole(t, "")
+	asRole := pgtest.Connect(t, db.URLAs(role, "pw"))
+	batch := `[{"version":1,"name":"one","sql":"create table public.one(i int)"}]`
+	_, err = asRole.Exec(ctx(t), "select * from migrate_apply($1::jsonb)", batch)
+	if pgErrCode(err) != "42501" {
+		t.Fatalf("before the grants: %v, want 42501", err)
+	}
+
+	admin := db.Conn(t)
+	if _, err := admin.Exec(ctx(t), strings.ReplaceAll(recipe, "deploy", `"`+role+`"`)); err != nil {
+		t.Fatalf("README grants: %v", err)
+	}
+	asRole = pgtest.Connect(t, db.URLAs(role, "pw"))
+	if _, err := asRole.Exec(ctx(t), "select * from migrate_apply($1::jsonb)", batch); err != nil {
+		t.Fatalf("after the grants: %v", err)
+	}
+	if got := queryString(t, admin, "select applied_by || ' ' || login_role from pgmig.history"); got != role+" "+role {
+		t.Fatalf("history applied_by/login_role = %q, want the deploy role", got)
+	}
+}
