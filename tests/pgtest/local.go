@@ -1,0 +1,309 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// errUnavailable marks a backend that is not there at all (no Docker engine,
+// no server binaries), as opposed to one that is there and failed.
+var errUnavailable = errors.New("not available")
+
+const localDirPrefix = "pgmig-pgtest-"
+
+// localServer is a throwaway cluster: initdb into a temp dir, pg_ctl start on
+// a free port, pg_ctl stop -m immediate and rm -rf at the end.
+type localServer struct {
+	binDir  string
+	dir     string // temp dir, owned by the server's OS user
+	dataDir string
+	logFile string
+	port    int
+	cred    *syscall.Credential // run server binaries as this user (when we are root)
+}
+
+func startLocal(ctx context.Context) (*Cluster, error) {
+	binDir, err := findBinDir()
+	if err != nil {
+		return nil, err
+	}
+	started := time.Now()
+	ls := &localServer{binDir: binDir}
+	var uid, gid = -1, -1
+	if os.Geteuid() == 0 {
+		// initdb and postgres refuse to run as root; run them as the
+		// postgres OS user, which the server packages create.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("pgtest: running as root, and initdb refuses root: need an OS user \"postgres\" to run the server as: %w", err)
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+		ls.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	base, err := tempBase(uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	sweepStale(base, binDir, ls.cred)
+	ls.dir, err = os.MkdirTemp(base, localDirPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	// Written before anything else so that a later run can tell a leftover
+	// of a dead test binary (killed by -timeout, SIGKILL) from a live one.
+	if err := os.WriteFile(filepath.Join(ls.dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	ls.dataDir = filepath.Join(ls.dir, "data")
+	ls.logFile = filepath.Join(ls.dir, "postgres.log")
+	if uid >= 0 {
+		if err := os.Chown(ls.dir, uid, gid); err != nil {
+			_ = os.RemoveAll(ls.dir)
+			return nil, fmt.Errorf("pgtest: %w", err)
+		}
+	}
+	out, err := ls.run(filepath.Join(binDir, "initdb"), "-D", ls.dataDir, "--no-sync", "-A", "trust",
+		"-U", "postgres", "-E", "UTF8", "--locale=C")
+	if err != nil {
+		_ = os.RemoveAll(ls.dir)
+		return nil, fmt.Errorf("pgtest: initdb (%s) failed: %w\n%s", binDir, err, out)
+	}
+	// The free port is found by binding and releasing it; another process
+	// can grab it in between, hence a few attempts.
+	for attempt := 0; ; attempt++ {
+		ls.port, err = freePort()
+		if err == nil {
+			err = ls.start()
+		}
+		if err == nil {
+			break
+		}
+		if attempt == 2 || ctx.Err() != nil {
+			_ = os.RemoveAll(ls.dir)
+			return nil, err
+		}
+	}
+	c := &Cluster{
+		kind:    "local",
+		host:    "127.0.0.1",
+		port:    ls.port,
+		user:    "postgres",
+		maintDB: "postgres",
+		params:  url.Values{"sslmode": {"disable"}},
+		local:   ls,
+	}
+	if p := filepath.Join(binDir, "psql"); isExecutable(p) {
+		c.psql = p
+	} else if p, err := exec.LookPath("psql"); err == nil {
+		c.psql = p
+	}
+	if os.Getenv("PGMIG_TEST_VERBOSE") != "" {
+		fmt.Fprintf(os.Stderr, "pgtest: local cluster %s on port %d started in %v\n", ls.dataDir, ls.port, time.Since(started))
+	}
+	return c, nil
+}
+
+// findBinDir finds the directory holding initdb and pg_ctl: PGMIG_PGBIN,
+// else PATH (symlinks resolved to the real bin dir, where postgres and psql
+// of the same version live), else the newest /usr/lib/postgresql/<N>/bin.
+func findBinDir() (string, error) {
+	ok := func(dir string) bool {
+		return isExecutable(filepath.Join(dir, "initdb")) && isExecutable(filepath.Join(dir, "pg_ctl"))
+	}
+	if dir := os.Getenv(EnvPGBin); dir != "" {
+		if !ok(dir) {
+			return "", fmt.Errorf("pgtest: %s=%s holds no initdb and pg_ctl", EnvPGBin, dir)
+		}
+		return dir, nil
+	}
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil && ok(filepath.Dir(real)) {
+			return filepath.Dir(real), nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+	for _, d := range dirs {
+		if ok(d) {
+			return d, nil
+		}
+	}
+	return "", fmt.Errorf("no initdb/pg_ctl in $%s, PATH or /usr/lib/postgresql/*/bin: %w", EnvPGBin, errUnavailable)
+}
+
+func versionOf(binDir string) float64 {
+	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
+	return v
+}
+
+func isExecutable(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
+}
+
+// tempBase picks a temp directory the server's OS user can reach: when we
+// are root and TMPDIR is, say, under /root (mode 0700), postgres could not
+// even open its data directory.
+func tempBase(uid, gid int) (string, error) {
+	cands := []string{os.TempDir()}
+	if uid < 0 {
+		return cands[0], nil
+	}
+	cands = append(cands, "/tmp", "/var/tmp")
+	for _, c := range cands {
+		if traversable(c, uid, gid) {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("pgtest: none of %v is traversable by the postgres OS user; set TMPDIR to a directory it can reach", cands)
+}
+
+func traversable(dir string, uid, gid int) bool {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for {
+		st, err := os.Stat(dir)
+		if err != nil || !st.IsDir() {
+			return false
+		}
+		sys, _ := st.Sys().(*syscall.Stat_t)
+		mode := st.Mode().Perm()
+		switch {
+		case sys != nil && int(sys.Uid) == uid:
+			if mode&0o100 == 0 {
+				return false
+			}
+		case sys != nil && int(sys.Gid) == gid:
+			if mode&0o010 == 0 {
+				return false
+			}
+		default:
+			if mode&0o001 == 0 {
+				return false
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return true
+		}
+		dir = parent
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pgtest: finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// run runs a server binary as the server's OS user, with no PG* variables
+// from our environment (PGDATA, PGPORT... would override our flags).
+func (ls *localServer) run(bin string, args ...string) ([]byte, error) {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = ls.dir // postgres must be able to stat its cwd
+	if ls.dir == "" {
+		cmd.Dir = os.TempDir()
+	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PG") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	if ls.cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: ls.cred}
+	}
+	return cmd.CombinedOutput()
+}
+
+func (ls *localServer) start() error {
+	opts := strings.Join([]string{
+		// Durability is worthless for a throwaway cluster and costs most of
+		// the time of DDL-heavy tests.
+		"-c fsync=off",
+		"-c synchronous_commit=off",
+		"-c full_page_writes=off",
+		"-c listen_addresses=127.0.0.1",
+		"-p " + strconv.Itoa(ls.port),
+		"-c unix_socket_directories=" + shellQuote(ls.dir),
+		"-c max_connections=300",
+		"-c shared_buffers=128MB",
+	}, " ")
+	// -l matters beyond logging: without it the postmaster inherits our
+	// stdout/stderr pipes and CombinedOutput would wait for it to exit.
+	out, err := ls.run(filepath.Join(ls.binDir, "pg_ctl"), "start", "-w", "-t", "120",
+		"-D", ls.dataDir, "-l", ls.logFile, "-o", opts)
+	if err != nil {
+		log, _ := os.ReadFile(ls.logFile)
+		return fmt.Errorf("pgtest: pg_ctl start (port %d) failed: %w\n%s\n%s", ls.port, err, out, tail(log, 2000))
+	}
+	return nil
+}
+
+func (ls *localServer) stop() error {
+	out, err := ls.run(filepath.Join(ls.binDir, "pg_ctl"), "stop", "-w", "-m", "immediate", "-D", ls.dataDir)
+	if err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop failed: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func (ls *localServer) destroy() error {
+	var err error
+	if _, statErr := os.Stat(filepath.Join(ls.dataDir, "postmaster.pid")); statErr == nil {
+		err = ls.stop()
+	}
+	return errors.Join(err, os.RemoveAll(ls.dir))
+}
+
+// sweepStale removes clusters left behind by test binaries that died without
+// cleaning up (go test -timeout panics, SIGKILL): their owner.pid names a
+// process that no longer exists.
+func sweepStale(base, binDir string, cred *syscall.Credential) {
+	dirs, _ := filepath.Glob(filepath.Join(base, localDirPrefix+"*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, "owner.pid"))
+		if err != nil {
+			continue // not ours, or still being created
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		ls := &localServer{binDir: binDir, dir: d, dataDir: filepath.Join(d, "data"), cred: cred}
+		_ = ls.destroy()
+	}
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
