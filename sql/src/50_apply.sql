@@ -134,6 +134,9 @@ DECLARE
     v_duration    interval;
     v_cur_version bigint;
     v_cur_name    text;
+    v_applied     bigint[] := '{}';
+    v_starts      timestamptz[] := '{}';
+    v_durations   interval[] := '{}';
     v_phase       text;
     v_state       text;
     v_message     text;
@@ -227,7 +230,7 @@ BEGIN
                 END IF;
 
                 v_duration := clock_timestamp() - v_started;
-                v_phase := 'bookkeeping';
+                v_phase := 'restore';
                 IF v_path_after IS DISTINCT FROM v_caller_path THEN
                     -- A plain SET in the migration changed the session value: put it back
                     -- (is_local => false), then pin the safe path again for this transaction.
@@ -238,26 +241,39 @@ BEGIN
                     PERFORM pgmig._restore_settings(v_settings);
                 END IF;
 
-                INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                                           applied_at, applied_by, login_role, client_application,
-                                           client_addr, client_info, backend_pid, duration, engine_version)
-                VALUES (r.version, r.name, r.checksum, r.sql, r.down_sql, r.transactional, 'applied',
-                        v_started, current_user, session_user, current_setting('application_name'),
-                        inet_client_addr(), p_client_info, pg_backend_pid(), v_duration,
-                        pgmig.engine_version());
+                v_applied[v_done]   := r.version;
+                v_starts[v_done]    := v_started;
+                v_durations[v_done] := v_duration;
+                v_phase := NULL;
                 outcome    := 'applied';
                 duration   := v_duration;
                 applied_at := v_started;
-                v_cur_version := NULL;
             END IF;
             RETURN NEXT;
         END LOOP;
+
+        -- Recorded in one statement after the last migration rather than one INSERT each
+        -- (~45 µs per migration, more than some migrations cost). Same transaction, so the
+        -- outcome is identical; only a migration reading pgmig.history would notice that the
+        -- batch's earlier entries are not there yet.
+        IF v_done > 0 THEN
+            v_phase := 'recording';
+            INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                                       applied_at, applied_by, login_role, client_application,
+                                       client_addr, client_info, backend_pid, duration, engine_version)
+            SELECT b.version, b.name, b.checksum, b.sql, b.down_sql, b.transactional, 'applied',
+                   u.started, current_user, session_user, current_setting('application_name'),
+                   inet_client_addr(), p_client_info, pg_backend_pid(), u.duration,
+                   pgmig.engine_version()
+            FROM unnest(v_applied, v_starts, v_durations) AS u(version, started, duration)
+            JOIN pgmig._batch_rows(p_batch) AS b ON b.version = u.version;
+        END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
         -- this block is already rolled back, so nothing of the batch survives. A bare RAISE
         -- re-throws the original error with its SQLSTATE, detail, hint and internal
         -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
-        IF v_cur_version IS NULL THEN
+        IF v_phase IS NULL THEN
             RAISE;
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
@@ -290,10 +306,15 @@ BEGIN
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
+        ELSIF v_phase = 'recording' THEN
+            RAISE WARNING USING
+                ERRCODE = 'PM010',
+                MESSAGE = format('pgmig: recording the applied migrations in pgmig.history failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
+                                 v_state);
         ELSE
             RAISE WARNING USING
                 ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: recording migration %s (%s) failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
+                MESSAGE = format('pgmig: restoring the session settings after migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
         END IF;
         RAISE;
