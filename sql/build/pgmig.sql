@@ -446,7 +446,7 @@ BEGIN
             ERRCODE = 'PM004',
             MESSAGE = format('pgmig: %s needs a READ COMMITTED transaction; this one is %s, so its snapshot may predate the history lock',
                              p_what, upper(current_setting('transaction_isolation'))),
-            HINT = 'Call it in its own transaction (autocommit), or after BEGIN ISOLATION LEVEL READ COMMITTED.';
+            HINT = 'Call it in a READ COMMITTED transaction: BEGIN ISOLATION LEVEL READ COMMITTED, or autocommit with default_transaction_isolation = ''read committed''.';
     END IF;
 END
 $fn$;
@@ -479,8 +479,10 @@ BEGIN
     EXCEPTION WHEN lock_not_available THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM003',
-            MESSAGE = format('pgmig: another migrator holds the migration lock (waited %s)',
-                             coalesce(p_lock_timeout::text, 'lock_timeout = ' || v_saved)),
+            MESSAGE = format('pgmig: another migrator holds the migration lock (%s)',
+                             CASE WHEN p_lock_timeout = interval '0' THEN 'did not wait'
+                                  WHEN p_lock_timeout IS NOT NULL THEN 'waited ' || p_lock_timeout::text
+                                  ELSE 'waited lock_timeout = ' || v_saved END),
             DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
                      'a session this role cannot see (grant pg_read_all_stats to see it)'),
             HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';

@@ -125,7 +125,7 @@ func findBinDir() (string, error) {
 	}
 	if dir := os.Getenv(EnvPGBin); dir != "" {
 		if !ok(dir) {
-			return "", fmt.Errorf("pgtest: %s=%s holds no initdb and pg_ctl", EnvPGBin, dir)
+			return "", fmt.Errorf("%s=%s holds no initdb and pg_ctl: %w", EnvPGBin, dir, errUnavailable)
 		}
 		return dir, nil
 	}
@@ -293,8 +293,17 @@ func sweepStale(base, binDir string, cred *syscall.Credential) {
 }
 
 func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	// A killed binary whose parent has not reaped it yet is a zombie:
+	// signal 0 still finds it, but it will never clean up.
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 func shellQuote(s string) string {

@@ -1,0 +1,163 @@
+package engine_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgmig/pgmig/tests/pgtest"
+)
+
+// TestHistoryRecordsEverything (I5): every field of an applied migration is kept, names that
+// look like SQL are stored verbatim, and the SQL is the SQL that ran.
+func TestHistoryRecordsEverything(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	conn := pgtest.Connect(t, pgtest.SetParam(db.URL, "application_name", "deployer-7"))
+	hostile := "x */ drop table pgmig.history; -- ' \" \n\t$$ end $$ ü"
+	b := batch{
+		{Version: 1, Name: hostile, SQL: "create table one (id int)", Down: "drop table one"},
+		{Version: 2, Name: "two", SQL: "select pg_sleep(0.05)"},
+	}
+	mustApply(t, conn, b, "client_info => 'host=ci-7 pgmig/test'")
+
+	var (
+		name, checksum, sql, down, appliedBy, loginRole, app, clientInfo, kind string
+		transactional                                                         bool
+		appliedAt                                                             time.Time
+		durationMS                                                            float64
+		pid                                                                   int32
+		hasAddr                                                               bool
+	)
+	err := conn.QueryRow(ctx, `select name, checksum, sql, down_sql, applied_by, login_role, client_application,
+		client_info, kind, transactional, applied_at, extract(epoch from duration) * 1000, backend_pid,
+		client_addr is not null from pgmig.history where version = 1`).Scan(&name, &checksum, &sql, &down,
+		&appliedBy, &loginRole, &app, &clientInfo, &kind, &transactional, &appliedAt, &durationMS, &pid, &hasAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != hostile {
+		t.Errorf("name stored as %q, want %q", name, hostile)
+	}
+	if checksum != sha256Hex(b[0].SQL) || sql != b[0].SQL || down != b[0].Down {
+		t.Errorf("checksum/sql/down = %s / %q / %q", checksum, sql, down)
+	}
+	if appliedBy != pgtest.Server(t).User() || loginRole != appliedBy || app != "deployer-7" ||
+		clientInfo != "host=ci-7 pgmig/test" || kind != "applied" || !transactional || pid == 0 || !hasAddr {
+		t.Errorf("who/where: applied_by %q login_role %q app %q client_info %q kind %q tx %v pid %d addr %v",
+			appliedBy, loginRole, app, clientInfo, kind, transactional, pid, hasAddr)
+	}
+	if time.Since(appliedAt) > time.Minute || time.Since(appliedAt) < 0 {
+		t.Errorf("applied_at %v is not now", appliedAt)
+	}
+	var sleptMS float64
+	if err := conn.QueryRow(ctx, "select extract(epoch from duration) * 1000 from pgmig.history where version = 2").Scan(&sleptMS); err != nil {
+		t.Fatal(err)
+	}
+	if sleptMS < 50 {
+		t.Errorf("duration of a 50 ms migration recorded as %.1f ms", sleptMS)
+	}
+	if n := count(t, conn, "select count(*) from pgmig.history"); n != 2 {
+		t.Errorf("history has %d rows, want 2", n)
+	}
+}
+
+// TestStatusShowsTheRunningMigrator: while a migrator holds the lock, migrate_status() is not
+// blocked and names it; afterwards the in_progress row is gone.
+func TestStatusShowsTheRunningMigrator(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	reader := db.Conn(t)
+	mustApply(t, reader, tableBatch(2), "")
+
+	holder := pgtest.Connect(t, pgtest.SetParam(db.URL, "application_name", "slow-migrator"))
+	done := make(chan error, 1)
+	go func() {
+		_, err := apply(ctx, holder, tableBatch(3).with(3, "select pg_sleep(1.5); create table t_003 (id int)"), "")
+		done <- err
+	}()
+
+	deadline := time.Now().Add(10 * time.Second)
+	var state, client, detail string
+	for {
+		statusCtx, cancel := context.WithTimeout(ctx, time.Second)
+		err := reader.QueryRow(statusCtx, `select state, coalesce(client, ''), coalesce(detail, '') from migrate_status() where state = 'in_progress'`).Scan(&state, &client, &detail)
+		cancel()
+		if err == nil {
+			break
+		}
+		if !strings.Contains(err.Error(), "no rows") {
+			t.Fatalf("migrate_status while a migration runs: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no in_progress row while the migrator held the lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(client, "slow-migrator") || !strings.Contains(detail, "pid ") {
+		t.Errorf("in_progress row: client %q detail %q, want the holder named", client, detail)
+	}
+	if n := count(t, reader, "select count(*) from migrate_status() where state = 'applied'"); n != 2 {
+		t.Errorf("status while migrating shows %d applied, want the committed 2", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("migrator: %v", describe(err))
+	}
+	if n := count(t, reader, "select count(*) from migrate_status() where state = 'in_progress'"); n != 0 {
+		t.Errorf("%d in_progress rows after the migrator finished", n)
+	}
+}
+
+// TestReadOnlyTransactionRefused: a read-only transaction cannot migrate (PM004), before
+// anything else is tried.
+func TestReadOnlyTransactionRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := pgtest.NewDB(t).Conn(t)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "set transaction read only"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = apply(ctx, tx, tableBatch(1), "")
+	pgError(t, err, "PM004")
+}
+
+// TestSettingsDoNotLeakBetweenMigrations: a SET LOCAL or SET in one migration (timeouts,
+// DateStyle) ends with that migration, as it would with one transaction per migration.
+func TestSettingsDoNotLeakBetweenMigrations(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := pgtest.NewDB(t).Conn(t)
+	b := batch{
+		{Version: 1, Name: "settings", SQL: "create table seen (k text, v text); set local statement_timeout = '1ms'; set datestyle = 'German'"},
+		{Version: 2, Name: "observe", SQL: "insert into seen select name, setting from pg_settings where name in ('statement_timeout', 'DateStyle', 'application_name')"},
+	}
+	mustApply(t, conn, b, "")
+	rows, err := conn.Query(ctx, "select k || '=' || v from seen order by k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	want := "DateStyle=ISO, MDY,application_name=pgmig-tests,statement_timeout=0"
+	if strings.Join(got, ",") != want {
+		t.Errorf("migration 2 saw %v, want %s", got, want)
+	}
+	var ds string
+	if err := conn.QueryRow(ctx, "show datestyle").Scan(&ds); err != nil || ds != "ISO, MDY" {
+		t.Errorf("caller's DateStyle after the call: %q (%v)", ds, err)
+	}
+}
