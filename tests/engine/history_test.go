@@ -25,11 +25,11 @@ func TestHistoryRecordsEverything(t *testing.T) {
 
 	var (
 		name, checksum, sql, down, appliedBy, loginRole, app, clientInfo, kind string
-		transactional                                                         bool
-		appliedAt                                                             time.Time
-		durationMS                                                            float64
-		pid                                                                   int32
-		hasAddr                                                               bool
+		transactional                                                          bool
+		appliedAt                                                              time.Time
+		durationMS                                                             float64
+		pid                                                                    int32
+		hasAddr                                                                bool
 	)
 	err := conn.QueryRow(ctx, `select name, checksum, sql, down_sql, applied_by, login_role, client_application,
 		client_info, kind, transactional, applied_at, extract(epoch from duration) * 1000, backend_pid,
