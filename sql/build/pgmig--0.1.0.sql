@@ -387,6 +387,90 @@ SELECT string_agg(
          END, E'\n')
 FROM pgmig._lock_holder() AS h
 $fn$;
+-- Runs one migration's SQL (or its down SQL) as the caller would: with the caller's
+-- search_path and role. Then undoes whatever the SQL changed in the session (search_path,
+-- role, the settings of _settings()) so that nothing leaks into the bookkeeping or the next
+-- migration. Called with search_path pinned to pg_catalog, pg_temp; returns the same way.
+CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path text,
+                                                    p_caller_role text, p_settings text[])
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    v_path_after text;
+    v_role_after text;
+BEGIN
+    -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL
+    -- may point search_path at schemas holding hostile functions and operators, and even
+    -- "IS DISTINCT FROM" resolves an operator through search_path.
+    PERFORM pg_catalog.set_config('search_path', p_caller_path, true);
+    EXECUTE p_sql;
+    v_path_after := pg_catalog.current_setting('search_path');
+    v_role_after := pg_catalog.current_setting('role');
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+
+    IF v_role_after IS DISTINCT FROM p_caller_role THEN
+        PERFORM set_config('role', p_caller_role, false);
+    END IF;
+    IF v_path_after IS DISTINCT FROM p_caller_path THEN
+        -- A plain SET changed the session value, which would otherwise survive the commit:
+        -- put it back (is_local => false), then pin the safe path again for this transaction.
+        PERFORM set_config('search_path', p_caller_path, false);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+    END IF;
+    IF pgmig._settings() IS DISTINCT FROM p_settings THEN
+        PERFORM pgmig._restore_settings(p_settings);
+    END IF;
+END
+$fn$;
+
+-- For errors of a migration that have a better explanation than PostgreSQL's own message,
+-- raises pgmig's error instead; returns normally otherwise (the caller then re-raises the
+-- original error unchanged, which keeps its position). p_what is 'migration' or 'rollback of
+-- migration'. The subtransaction of the failed work is already rolled back when this runs.
+CREATE OR REPLACE FUNCTION pgmig._raise_explained(p_what text, p_version bigint, p_name text,
+                                                  p_state text, p_message text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_state = '2D000' OR (p_state = '0A000' AND p_message LIKE 'EXECUTE of transaction commands%') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: %s %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
+                             p_what, p_version, p_name),
+            DETAIL = 'PostgreSQL said: ' || p_message,
+            HINT = 'pgmig runs it inside one transaction: remove the transaction control statements. '
+                || 'For a change that must commit before the next migration, mark it with ---- pgmig: commit-after ---- ("commit_after": true).';
+    END IF;
+    IF p_state = '25001' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: %s %s (%s) cannot run inside a transaction; nothing was applied',
+                             p_what, p_version, p_name),
+            DETAIL = 'PostgreSQL said: ' || p_message,
+            HINT = 'Mark the migration non-transactional (tern: the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
+    END IF;
+    IF p_state = '55P04' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = '55P04',
+            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            DETAIL = 'A new enum value cannot be used in the transaction that added it, and migrate_apply runs the whole batch in one transaction.',
+            HINT = 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
+                || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.';
+    END IF;
+    IF p_state = '53200' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = '53200',
+            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the shared lock table holds (max_locks_per_transaction = %s, max_connections = %s).',
+                            current_setting('max_locks_per_transaction'), current_setting('max_connections')),
+            HINT = '`pgmig push` applies large batches in segments (--segment-size); from SQL apply fewer migrations per call (target_version), '
+                || 'or raise max_locks_per_transaction (needs a restart).';
+    END IF;
+END
+$fn$;
 -- Raises PM001 listing every shape problem of the batch, if any.
 CREATE OR REPLACE FUNCTION pgmig._assert_well_formed(p_batch jsonb)
 RETURNS void
@@ -510,8 +594,6 @@ DECLARE
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
-    v_path_after  text;
-    v_role_after  text;
     v_settings    text[];
     v_count       bigint;
     v_versions    text;
@@ -610,27 +692,8 @@ BEGIN
                     MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
                 v_started := clock_timestamp();
 
-                -- Only EXECUTE and schema-qualified calls between here and the restore.
-                PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
-                EXECUTE r.sql;
-                v_path_after := pg_catalog.current_setting('search_path');
-                v_role_after := pg_catalog.current_setting('role');
-                PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
-                IF v_role_after IS DISTINCT FROM v_caller_role THEN
-                    PERFORM pg_catalog.set_config('role', v_caller_role, false);
-                END IF;
-
+                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings);
                 v_duration := clock_timestamp() - v_started;
-                v_phase := 'restore';
-                IF v_path_after IS DISTINCT FROM v_caller_path THEN
-                    -- A plain SET in the migration changed the session value: put it back
-                    -- (is_local => false), then pin the safe path again for this transaction.
-                    PERFORM set_config('search_path', v_caller_path, false);
-                    PERFORM set_config('search_path', v_safe_path, true);
-                END IF;
-                IF pgmig._settings() IS DISTINCT FROM v_settings THEN
-                    PERFORM pgmig._restore_settings(v_settings);
-                END IF;
 
                 v_applied[v_done]   := r.version;
                 v_starts[v_done]    := v_started;
@@ -669,44 +732,16 @@ BEGIN
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF v_phase = 'migration' THEN
-            IF v_state = '2D000' OR (v_state = '0A000' AND v_message LIKE 'EXECUTE of transaction commands%') THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: migration %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
-                                     v_cur_version, v_cur_name),
-                    DETAIL = 'PostgreSQL said: ' || v_message,
-                    HINT = 'pgmig applies the whole batch in one transaction: remove the transaction control statements from the migration.';
-            END IF;
-            IF v_state = '25001' THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: migration %s (%s) cannot run inside a transaction; nothing was applied',
-                                     v_cur_version, v_cur_name),
-                    DETAIL = 'PostgreSQL said: ' || v_message,
-                    HINT = 'Mark the migration non-transactional (tern: add the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
-            END IF;
-            IF v_state = '53200' THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = '53200',
-                    MESSAGE = format('pgmig: migration %s (%s): %s; nothing was applied', v_cur_version, v_cur_name, v_message),
-                    DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the lock table holds (max_locks_per_transaction = %s).',
-                                    current_setting('max_locks_per_transaction')),
-                    HINT = 'Apply the batch in smaller consecutive calls (target_version), or raise max_locks_per_transaction (needs a restart).';
-            END IF;
+            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message);
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
-        ELSIF v_phase = 'recording' THEN
+        ELSE
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: recording the applied migrations in pgmig.history failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
                                  v_state);
-        ELSE
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: restoring the session settings after migration %s (%s) failed with SQLSTATE %s; nothing was applied',
-                                 v_cur_version, v_cur_name, v_state);
         END IF;
         RAISE;
     END;

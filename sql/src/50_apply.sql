@@ -121,8 +121,6 @@ DECLARE
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
-    v_path_after  text;
-    v_role_after  text;
     v_settings    text[];
     v_count       bigint;
     v_versions    text;
@@ -221,27 +219,8 @@ BEGIN
                     MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
                 v_started := clock_timestamp();
 
-                -- Only EXECUTE and schema-qualified calls between here and the restore.
-                PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
-                EXECUTE r.sql;
-                v_path_after := pg_catalog.current_setting('search_path');
-                v_role_after := pg_catalog.current_setting('role');
-                PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
-                IF v_role_after IS DISTINCT FROM v_caller_role THEN
-                    PERFORM pg_catalog.set_config('role', v_caller_role, false);
-                END IF;
-
+                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings);
                 v_duration := clock_timestamp() - v_started;
-                v_phase := 'restore';
-                IF v_path_after IS DISTINCT FROM v_caller_path THEN
-                    -- A plain SET in the migration changed the session value: put it back
-                    -- (is_local => false), then pin the safe path again for this transaction.
-                    PERFORM set_config('search_path', v_caller_path, false);
-                    PERFORM set_config('search_path', v_safe_path, true);
-                END IF;
-                IF pgmig._settings() IS DISTINCT FROM v_settings THEN
-                    PERFORM pgmig._restore_settings(v_settings);
-                END IF;
 
                 v_applied[v_done]   := r.version;
                 v_starts[v_done]    := v_started;
@@ -280,44 +259,16 @@ BEGIN
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF v_phase = 'migration' THEN
-            IF v_state = '2D000' OR (v_state = '0A000' AND v_message LIKE 'EXECUTE of transaction commands%') THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: migration %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
-                                     v_cur_version, v_cur_name),
-                    DETAIL = 'PostgreSQL said: ' || v_message,
-                    HINT = 'pgmig applies the whole batch in one transaction: remove the transaction control statements from the migration.';
-            END IF;
-            IF v_state = '25001' THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: migration %s (%s) cannot run inside a transaction; nothing was applied',
-                                     v_cur_version, v_cur_name),
-                    DETAIL = 'PostgreSQL said: ' || v_message,
-                    HINT = 'Mark the migration non-transactional (tern: add the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
-            END IF;
-            IF v_state = '53200' THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = '53200',
-                    MESSAGE = format('pgmig: migration %s (%s): %s; nothing was applied', v_cur_version, v_cur_name, v_message),
-                    DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the lock table holds (max_locks_per_transaction = %s).',
-                                    current_setting('max_locks_per_transaction')),
-                    HINT = 'Apply the batch in smaller consecutive calls (target_version), or raise max_locks_per_transaction (needs a restart).';
-            END IF;
+            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message);
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
-        ELSIF v_phase = 'recording' THEN
+        ELSE
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: recording the applied migrations in pgmig.history failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
                                  v_state);
-        ELSE
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: restoring the session settings after migration %s (%s) failed with SQLSTATE %s; nothing was applied',
-                                 v_cur_version, v_cur_name, v_state);
         END IF;
         RAISE;
     END;
