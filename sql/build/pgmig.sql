@@ -96,7 +96,46 @@ CREATE TABLE IF NOT EXISTS pgmig.install_log (
 );
 COMMENT ON TABLE pgmig.install_log IS 'Each engine version installed into this database, and where its API functions live.';
 
-REVOKE ALL ON pgmig.history, pgmig.install_log FROM PUBLIC;
+-- Every change to the history other than applying: rollback, baseline, repair, resolving an
+-- interrupted non-transactional migration. Kept forever; nothing in pgmig deletes from it.
+CREATE TABLE IF NOT EXISTS pgmig.audit (
+    id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    action             text        NOT NULL CHECK (action IN ('rollback', 'baseline', 'repair', 'resolve')),
+    version            bigint      NOT NULL,
+    at                 timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role            text        NOT NULL DEFAULT CURRENT_USER,
+    login_role         text        NOT NULL DEFAULT SESSION_USER,
+    client_application text,
+    client_addr        inet,
+    client_info        text,
+    details            jsonb       NOT NULL
+);
+COMMENT ON TABLE pgmig.audit IS 'Rollbacks, baselines, repairs and resolutions: what changed in the history, when and by whom.';
+
+-- A non-transactional migration in flight. Its statements run at top level on the client's
+-- second connection and commit one by one, so this row is written (and committed) by that
+-- connection before and after each statement: if the client dies, the row says exactly how
+-- far it got. The history row is written at the end, under the lock, by the lock holder.
+CREATE TABLE IF NOT EXISTS pgmig.nontx_run (
+    version         bigint      NOT NULL PRIMARY KEY,
+    name            text        NOT NULL,
+    checksum        text        NOT NULL,
+    statements      integer     NOT NULL CHECK (statements >= 1),
+    statements_done integer     NOT NULL CHECK (statements_done BETWEEN 0 AND statements),
+    current_statement text,
+    sql             text        NOT NULL,
+    down_sql        text,
+    state           text        NOT NULL CHECK (state IN ('running', 'failed')),
+    error           text,
+    started_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    pid             integer     NOT NULL,
+    by_role         text        NOT NULL,
+    client_info     text
+);
+COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but not recorded: how many statements completed, and the error if one failed.';
+
+REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;
 -- The version is substituted by `make sql` from pgmig.control's default_version.
 CREATE OR REPLACE FUNCTION pgmig.engine_version()
 RETURNS text
@@ -183,9 +222,10 @@ WITH entries AS (
            jsonb_typeof(e.elem->'sql') AS sql_type,
            jsonb_typeof(e.elem->'down') AS down_type,
            jsonb_typeof(e.elem->'transactional') AS tx_type,
+           jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,sql,down,transactional,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -233,6 +273,8 @@ WITH entries AS (
               THEN format('"down" must be a string or null, got a JSON %s', c.down_type) END),
         (CASE WHEN c.tx_type <> 'boolean'
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
+        (CASE WHEN c.commit_type <> 'boolean'
+              THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
             CASE WHEN c.checksum_type <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
                      THEN '"checksum" must be 64 lowercase hex digits (the sha256 of "sql")'
@@ -242,7 +284,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, sql, down, transactional, checksum)',
+            format('unknown key%s %s (allowed: version, name, sql, down, transactional, commit_after, checksum)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -268,7 +310,8 @@ $fn$;
 -- The batch as rows, for a batch that _batch_problems found well-formed. The checksum is the
 -- batch's own when given (it was verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean, checksum text)
+RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean,
+               commit_after boolean, checksum text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -277,6 +320,7 @@ SELECT (e->>'version')::bigint,
        e->>'sql',
        e->>'down',
        coalesce((e->>'transactional')::boolean, true),
+       coalesce((e->>'commit_after')::boolean, false),
        coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex'))
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
@@ -288,7 +332,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
 RETURNS TABLE (version bigint, name text, outcome text, applied_at timestamptz, sql text,
                down_sql text, transactional boolean, checksum text,
-               recorded_name text, recorded_checksum text)
+               recorded_name text, recorded_checksum text, commit_after boolean)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -300,12 +344,12 @@ WITH b AS MATERIALIZED (
 SELECT * FROM (
     SELECT b.version, b.name,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
-           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum
+           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum, b.commit_after
     FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
   UNION ALL
     SELECT h.version, h.name,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
-           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum
+           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum, false
     FROM pgmig.history AS h
     WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows
@@ -431,7 +475,8 @@ $fn$;
 -- original error unchanged, which keeps its position). p_what is 'migration' or 'rollback of
 -- migration'. The subtransaction of the failed work is already rolled back when this runs.
 CREATE OR REPLACE FUNCTION pgmig._raise_explained(p_what text, p_version bigint, p_name text,
-                                                  p_state text, p_message text)
+                                                  p_state text, p_message text,
+                                                  p_commit_points text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -459,8 +504,12 @@ BEGIN
             ERRCODE = '55P04',
             MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
             DETAIL = 'A new enum value cannot be used in the transaction that added it, and migrate_apply runs the whole batch in one transaction.',
-            HINT = 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
-                || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.';
+            HINT = CASE WHEN p_commit_points IS NOT NULL
+                        THEN format('This batch marks version %s with commit_after: from SQL, apply up to it first '
+                                    '(migrate_apply(batch, target_version => %s)), then call migrate_apply again; `pgmig push` does this by itself.',
+                                    p_commit_points, split_part(p_commit_points, ',', 1))
+                        ELSE 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
+                          || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.' END;
     END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING
@@ -558,6 +607,27 @@ BEGIN
                            greatest(1, ceil(extract(epoch FROM p_lock_timeout) * 1000))::bigint::text || 'ms',
                            true);
     END IF;
+    -- Queueing here would hold this statement's snapshot while waiting. A concurrent index
+    -- build run by a non-transactional migration waits for every transaction with an older
+    -- snapshot, and that build is what the lock holder is waiting for: nobody would move until
+    -- a timeout. So when the holder is running a non-transactional migration, do not queue.
+    -- (`pgmig push` waits with a plain LOCK TABLE statement first, which takes no snapshot.)
+    BEGIN
+        LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
+        PERFORM set_config('lock_timeout', v_saved, true);
+        RETURN;
+    EXCEPTION WHEN lock_not_available THEN
+        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running') THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM003',
+                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
+                      || E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                                                                     r.statements_done + 1, r.statements), '; ')
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'),
+                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
+        END IF;
+    END;
     BEGIN
         LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
     EXCEPTION WHEN lock_not_available THEN
@@ -603,6 +673,7 @@ DECLARE
     v_total       bigint;
     v_done        bigint := 0;
     v_ahead       text;
+    v_commit_points text;
     r             record;
     v_started     timestamptz;
     v_batch_start timestamptz;
@@ -630,6 +701,7 @@ BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
 
     PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
@@ -653,8 +725,11 @@ BEGIN
            string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
                FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
                        AND NOT p.transactional),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead')
-      INTO v_total, v_versions, v_detail, v_ahead
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
+           string_agg(p.version::text, ',' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND p.commit_after)
+      INTO v_total, v_versions, v_detail, v_ahead, v_commit_points
       FROM pgmig._plan_rows(p_batch) AS p;
     IF NOT p_dry_run AND v_versions IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -667,7 +742,9 @@ BEGIN
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_detail),
             DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
-            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock.';
+            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
+                || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
+                || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
     END IF;
 
     IF v_ahead IS NOT NULL THEN
@@ -734,7 +811,7 @@ BEGIN
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF v_phase = 'migration' THEN
-            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message);
+            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
@@ -813,12 +890,501 @@ SELECT * FROM (
     ORDER BY h.version
 ) AS applied
 UNION ALL
+-- Non-transactional migrations started and not recorded: running (their holder has the lock),
+-- failed, or interrupted (the client died).
+SELECT r.version, r.name,
+       CASE WHEN r.state = 'failed' THEN 'failed'
+            WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            ELSE 'interrupted' END,
+       r.started_at, r.by_role, r.client_info, r.updated_at - r.started_at, r.checksum,
+       format('%s of %s statements done%s%s', r.statements_done, r.statements,
+              CASE WHEN r.current_statement IS NOT NULL THEN '; at: ' || left(r.current_statement, 200) ELSE '' END,
+              CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
+FROM pgmig.nontx_run AS r
+UNION ALL
 SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
        nullif(concat_ws(' ', l.application_name, host(l.client_addr)), ''),
        clock_timestamp() - l.since, NULL::text,
        CASE WHEN l.pid IS NULL THEN 'a prepared transaction holds the lock'
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
 FROM pgmig._lock_holder() AS l
+$fn$;
+-- Rollback, baseline and repair: the ways the history changes other than applying. Each runs
+-- in the caller's transaction under the same history lock as migrate_apply and leaves an
+-- audit row (pgmig.audit) saying what changed, when and by whom.
+
+-- Rolls back every applied version above p_to_version, newest first, by running the down SQL
+-- recorded in the history when it was applied (so it works without the files, e.g. from an
+-- older release that never had them). One transaction: all of the range or none of it.
+-- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
+-- going up is a conflict to report, not to queue behind.
+CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
+                                           p_dry_run boolean, p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_caller_path text := pg_catalog.current_setting('search_path');
+    v_caller_role text := pg_catalog.current_setting('role');
+    v_settings    text[];
+    v_total       bigint;
+    v_done        bigint := 0;
+    v_missing     text;
+    r             record;
+    v_started     timestamptz;
+    v_duration    interval;
+    v_batch_start timestamptz;
+    v_cur_version bigint;
+    v_cur_name    text;
+    v_phase       text;
+    v_state       text;
+    v_message     text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_settings := pgmig._settings();
+    v_batch_start := clock_timestamp();
+    PERFORM pgmig._assert_can_migrate('migrate_rollback');
+    IF p_to_version IS NULL OR p_to_version < 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
+    END IF;
+    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
+    PERFORM pgmig._assert_no_interrupted();
+
+    SELECT count(*),
+           string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
+               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\v') = '')
+      INTO v_total, v_missing
+      FROM pgmig.history AS h WHERE h.version > p_to_version;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM007',
+            MESSAGE = format('pgmig: cannot roll back to version %s: no down SQL was recorded for %s; nothing was rolled back',
+                             p_to_version, v_missing),
+            HINT = 'Those migrations are irreversible as recorded. Roll back to a version at or above the newest of them, or undo them by hand.';
+    END IF;
+
+    BEGIN
+        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
+            version    := r.version;
+            name       := r.name;
+            applied_at := r.applied_at;
+            duration   := NULL;
+            IF p_dry_run THEN
+                outcome := 'pending_rollback';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            v_done := v_done + 1;
+            v_cur_version := r.version;
+            v_cur_name := r.name;
+            v_phase := 'migration';
+            RAISE NOTICE USING
+                ERRCODE = 'PM000',
+                MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
+            v_started := clock_timestamp();
+            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings);
+            v_duration := clock_timestamp() - v_started;
+
+            v_phase := 'recording';
+            DELETE FROM pgmig.history AS h WHERE h.version = r.version;
+            INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+            VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
+                    jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
+                                       'history', to_jsonb(r)));
+            v_phase := NULL;
+            outcome  := 'rolled_back';
+            duration := v_duration;
+            RETURN NEXT;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        IF v_phase IS NULL THEN
+            RAISE;
+        END IF;
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF v_phase = 'migration' THEN
+            PERFORM pgmig._raise_explained('rollback of migration', v_cur_version, v_cur_name, v_state, v_message);
+        END IF;
+        RAISE WARNING USING
+            ERRCODE = 'PM010',
+            MESSAGE = format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
+                             v_cur_version, v_cur_name, v_state);
+        RAISE;
+    END;
+
+    IF v_done > 0 THEN
+        RAISE NOTICE USING
+            ERRCODE = 'PM012',
+            MESSAGE = format('pgmig: rolled back %s migration%s in %s', v_done,
+                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+END
+$fn$;
+
+-- Adopts an existing database: records the batch's versions up to p_version as applied
+-- (kind 'baseline') without running them, with the batch's checksums (manifest entries are
+-- enough). Refuses when the history already has versions above p_version.
+CREATE OR REPLACE FUNCTION pgmig._baseline(p_batch jsonb, p_version bigint, p_lock_timeout interval,
+                                           p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_above    text;
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+    v_now      timestamptz := clock_timestamp();
+BEGIN
+    PERFORM pgmig._assert_can_migrate('migrate_baseline');
+    PERFORM pgmig._assert_well_formed(p_batch);
+    IF p_version IS NULL OR p_version < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: baseline version must be at least 1, got %s', coalesce(p_version::text, 'NULL'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pgmig._batch_rows(p_batch) AS b WHERE b.version <= p_version) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
+    END IF;
+    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
+
+    SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
+      FROM pgmig.history AS h WHERE h.version > p_version;
+    IF v_above IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: cannot baseline at version %s: the history already has versions %s above it', p_version, v_above),
+            HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
+    END IF;
+    -- Recorded versions at or below the baseline must still match the batch.
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, true, true) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was recorded', v_versions),
+            DETAIL = v_detail;
+    END IF;
+
+    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                               applied_at, applied_by, login_role, client_application,
+                               client_addr, client_info, backend_pid, duration, engine_version)
+    SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, p.transactional, 'baseline',
+           v_now, current_user, session_user, current_setting('application_name'),
+           inet_client_addr(), p_client_info, pg_backend_pid(), interval '0', pgmig.engine_version()
+    FROM pgmig._plan_rows(p_batch) AS p
+    WHERE p.outcome = 'pending' AND p.version <= p_version;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+    VALUES ('baseline', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
+            jsonb_build_object('recorded', v_count,
+                               'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
+                                            WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
+    RAISE NOTICE USING
+        ERRCODE = 'PM012',
+        MESSAGE = format('pgmig: baselined at version %s: recorded %s migration%s without running them',
+                         p_version, v_count, CASE WHEN v_count = 1 THEN '' ELSE 's' END);
+
+    RETURN QUERY
+        SELECT h.version, h.name,
+               CASE WHEN h.kind = 'baseline' AND h.applied_at = v_now THEN 'baselined' ELSE 'already_applied' END,
+               NULL::interval, h.applied_at
+        FROM pgmig.history AS h
+        UNION ALL
+        SELECT p.version, p.name, 'pending', NULL::interval, NULL::timestamptz
+        FROM pgmig._batch_rows(p_batch) AS p
+        WHERE p.version > p_version
+        ORDER BY 1;
+END
+$fn$;
+
+-- Records a deliberate edit of applied migrations: their checksum, name, SQL and down SQL in
+-- the history become the batch's, with the old values kept in pgmig.audit. p_versions NULL
+-- means every applied version whose checksum or name differs from the batch.
+CREATE OR REPLACE FUNCTION pgmig._repair(p_batch jsonb, p_versions bigint[], p_lock_timeout interval,
+                                         p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_bad text;
+    r     record;
+BEGIN
+    PERFORM pgmig._assert_can_migrate('migrate_repair');
+    PERFORM pgmig._assert_well_formed(p_batch);
+    PERFORM pgmig._lock_history(p_lock_timeout);
+
+    SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
+      FROM unnest(p_versions) AS v
+     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch) AS p
+                       WHERE p.version = v AND p.outcome = 'already_applied');
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: cannot repair versions %s: each must be both applied and in the batch', v_bad);
+    END IF;
+
+    FOR r IN
+        SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, h AS old
+        FROM pgmig._plan_rows(p_batch) AS p
+        JOIN pgmig.history AS h ON h.version = p.version
+        WHERE p.outcome = 'already_applied'
+          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)
+          AND (p_versions IS NULL OR p.version = ANY (p_versions))
+        ORDER BY p.version
+    LOOP
+        UPDATE pgmig.history AS h
+           SET checksum = r.checksum,
+               name     = r.name,
+               sql      = coalesce(r.sql, h.sql),
+               down_sql = coalesce(r.down_sql, h.down_sql)
+         WHERE h.version = r.version;
+        INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+        VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
+                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,
+                                                             'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
+                                   'new', jsonb_build_object('name', r.name, 'checksum', r.checksum,
+                                                             'sql', coalesce(r.sql, (r.old).sql),
+                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
+        RAISE NOTICE USING
+            ERRCODE = 'PM000',
+            MESSAGE = format('pgmig: repaired version %s: %s', r.version, r.name);
+        version    := r.version;
+        name       := r.name;
+        outcome    := 'repaired';
+        duration   := NULL;
+        applied_at := (r.old).applied_at;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+-- Non-transactional migrations (CREATE INDEX CONCURRENTLY, VACUUM, ALTER SYSTEM, ...).
+-- PostgreSQL refuses these inside a transaction or a function, so the client runs them, one
+-- statement at a time at top level, on a second connection ("executor"). The first
+-- connection ("holder") keeps the history lock for the whole time in an open transaction
+-- that holds no snapshot, so it excludes every other migrator without blocking the
+-- concurrent index build (CREATE INDEX CONCURRENTLY waits only for transactions that hold a
+-- snapshot or a lock on its table). Protocol, as `pgmig push` runs it (docs/sql-api.md):
+--
+--   holder:   BEGIN; LOCK TABLE pgmig.history IN EXCLUSIVE MODE;   -- waits without a snapshot
+--             SELECT pgmig.nontx_begin(batch, version);
+--   executor: for each statement i of n:
+--               SELECT pgmig.nontx_progress(version, ..., done => i-1, current => stmt_i);
+--               <stmt_i>                        -- at top level, autocommit
+--             SELECT pgmig.nontx_progress(version, ..., done => n, current => NULL);
+--   holder:   SELECT pgmig.nontx_finish(batch, version, duration); COMMIT;
+--
+-- If the client dies or a statement fails, the holder's transaction ends (the lock with it)
+-- and pgmig.nontx_run keeps the truth: which statements completed. Every migrator then
+-- refuses to continue until an operator resolves it (migrate_resolve).
+
+-- Raises PM009 when a non-transactional migration was interrupted. Called under the lock:
+-- a run row seen then cannot belong to a live run (its holder would have the lock).
+CREATE OR REPLACE FUNCTION pgmig._assert_no_interrupted()
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    r         record;
+    v_invalid text;
+BEGIN
+    SELECT * INTO r FROM pgmig.nontx_run ORDER BY version LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT string_agg(i.indexrelid::regclass::text, ', ' ORDER BY i.indexrelid::regclass::text) INTO v_invalid
+      FROM pg_index AS i WHERE NOT i.indisvalid;
+    RAISE EXCEPTION USING
+        ERRCODE = 'PM009',
+        MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements; nothing was applied',
+                         r.version, r.name, CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
+                         r.statements_done, r.statements),
+        DETAIL = concat_ws(E'\n',
+            CASE WHEN r.statements_done = 0 THEN 'No statement completed.'
+                 ELSE format('Statements 1 to %s ran outside a transaction and stay applied.', r.statements_done) END,
+            CASE WHEN r.current_statement IS NOT NULL
+                 THEN format('It stopped in statement %s: %s', r.statements_done + 1, left(r.current_statement, 500)) END,
+            CASE WHEN r.error IS NOT NULL THEN 'Error: ' || r.error END,
+            format('Started %s by %s (pid %s).', r.started_at, r.by_role, r.pid),
+            CASE WHEN v_invalid IS NOT NULL
+                 THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt): %s.', v_invalid) END),
+        HINT = format('Check what the completed statements did. Then either undo them (e.g. DROP INDEX CONCURRENTLY the invalid index) '
+                      'and run: select migrate_resolve(%s, ''retry'') to run the migration again from its first statement; '
+                      'or finish it by hand and run: select migrate_resolve(%s, ''applied'') to record it as applied.',
+                      r.version, r.version);
+END
+$fn$;
+
+-- Holder, in its open transaction: take (or confirm) the lock, validate the batch and check
+-- that p_version is the next thing to do: pending, non-transactional, nothing pending below.
+CREATE OR REPLACE FUNCTION pgmig.nontx_begin(p_batch jsonb, p_version bigint,
+                                             p_lock_timeout interval DEFAULT NULL,
+                                             p_allow_out_of_order boolean DEFAULT false,
+                                             p_allow_missing boolean DEFAULT false)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+    r          record;
+BEGIN
+    PERFORM pgmig._assert_can_migrate('nontx_begin');
+    PERFORM pgmig._assert_well_formed(p_batch);
+    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
+            DETAIL = v_detail;
+    END IF;
+    SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
+    IF NOT FOUND OR r.outcome <> 'pending' OR r.transactional OR r.sql IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: version %s is not a pending non-transactional migration of this batch (%s)', p_version,
+                             CASE WHEN NOT FOUND THEN 'not in the batch' WHEN r.outcome <> 'pending' THEN r.outcome
+                                  WHEN r.sql IS NULL THEN 'no SQL' ELSE 'it is transactional' END);
+    END IF;
+    SELECT string_agg(p.version::text, ', ' ORDER BY p.version) INTO v_versions
+      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'pending' AND p.version < p_version;
+    IF v_versions IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: versions %s are pending below non-transactional migration %s; apply them first', v_versions, p_version);
+    END IF;
+END
+$fn$;
+
+-- Executor, in autocommit, before each statement and once after the last: how far it got.
+-- Committed at once, so it survives the client dying.
+CREATE OR REPLACE FUNCTION pgmig.nontx_progress(p_version bigint, p_name text, p_checksum text,
+                                                p_sql text, p_down_sql text,
+                                                p_statements integer, p_done integer,
+                                                p_current text, p_error text DEFAULT NULL,
+                                                p_client_info text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+INSERT INTO pgmig.nontx_run AS r (version, name, checksum, sql, down_sql, statements, statements_done,
+                                  current_statement, state, error, started_at, updated_at, pid,
+                                  by_role, client_info)
+VALUES (p_version, p_name, p_checksum, p_sql, p_down_sql, p_statements, p_done, p_current,
+        CASE WHEN p_error IS NULL THEN 'running' ELSE 'failed' END, p_error,
+        clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info)
+ON CONFLICT (version) DO UPDATE
+   SET statements_done   = excluded.statements_done,
+       current_statement = excluded.current_statement,
+       state             = excluded.state,
+       error             = excluded.error,
+       updated_at        = excluded.updated_at,
+       pid               = excluded.pid
+$fn$;
+
+-- Holder, after the executor reported every statement done: record the migration in the
+-- history and forget the run, then the client commits (which releases the lock).
+CREATE OR REPLACE FUNCTION pgmig.nontx_finish(p_batch jsonb, p_version bigint, p_duration interval,
+                                              p_client_info text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    b   record;
+    run record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = 'pgmig: nontx_finish must run in the transaction that called nontx_begin (it does not hold the history lock)';
+    END IF;
+    SELECT * INTO b FROM pgmig._batch_rows(p_batch) AS x WHERE x.version = p_version;
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    IF b.version IS NULL OR run.version IS NULL OR run.statements_done <> run.statements
+       OR run.state <> 'running' OR run.checksum <> b.checksum THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: non-transactional migration %s has not completed all its statements; not recorded', p_version);
+    END IF;
+    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                               applied_at, applied_by, login_role, client_application,
+                               client_addr, client_info, backend_pid, duration, engine_version)
+    VALUES (b.version, b.name, b.checksum, b.sql, b.down_sql, false, 'applied',
+            run.started_at, current_user, session_user, current_setting('application_name'),
+            inet_client_addr(), p_client_info, run.pid, p_duration, pgmig.engine_version());
+    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+END
+$fn$;
+
+-- Operator, after an interrupted non-transactional migration: 'retry' forgets the run (the
+-- operator has undone what completed; the next push runs it from its first statement),
+-- 'applied' records it as applied (the operator finished it by hand). Audited.
+CREATE OR REPLACE FUNCTION pgmig._resolve(p_version bigint, p_action text, p_lock_timeout interval,
+                                          p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    run record;
+BEGIN
+    PERFORM pgmig._assert_can_migrate('migrate_resolve');
+    IF p_action IS NULL OR p_action NOT IN ('retry', 'applied') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: action must be ''retry'' or ''applied'', got %s', coalesce(quote_literal(p_action), 'NULL'));
+    END IF;
+    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
+    END IF;
+    IF p_action = 'applied' THEN
+        INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                                   applied_at, applied_by, login_role, client_application,
+                                   client_addr, client_info, backend_pid, duration, engine_version)
+        VALUES (run.version, run.name, run.checksum, run.sql, run.down_sql, false, 'applied',
+                run.started_at, current_user, session_user, current_setting('application_name'),
+                inet_client_addr(), p_client_info, pg_backend_pid(), clock_timestamp() - run.started_at,
+                pgmig.engine_version());
+    END IF;
+    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+    VALUES ('resolve', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
+            jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
+    version    := run.version;
+    name       := run.name;
+    outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;
+    duration   := NULL;
+    applied_at := CASE p_action WHEN 'applied' THEN run.started_at END;
+    RETURN NEXT;
+END
 $fn$;
 -- The API functions live in the install's API schema (default public) so that
 -- `select * from migrate_apply(...)` works with the default search_path. They are thin SQL
@@ -874,12 +1440,57 @@ BEGIN
         AS 'SELECT * FROM pgmig._lock_holder()'
     $ddl$, p_schema);
 
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_rollback(
+            to_version   bigint,
+            lock_timeout interval DEFAULT NULL,
+            dry_run      boolean  DEFAULT false,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_baseline(
+            batch        jsonb,
+            version      bigint,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._baseline($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_repair(
+            batch        jsonb,
+            versions     bigint[] DEFAULT NULL,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._repair($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_resolve(
+            version      bigint,
+            action       text,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
     -- Functions are created executable by PUBLIC; pgmig's are not.
     FOR v_fn IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
         WHERE p.pronamespace = p_schema::regnamespace
-          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder')
+          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
+                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
     END LOOP;
@@ -892,6 +1503,14 @@ BEGIN
         IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
         IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
+        IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)
+        IS 'pgmig: record the batch''s versions up to version as applied without running them'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_repair(jsonb, bigint[], interval, text)
+        IS 'pgmig: accept deliberate edits of applied migrations (checksum, name), audited'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_resolve(bigint, text, interval, text)
+        IS 'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'$ddl$, p_schema);
 END
 $fn$;
 -- Record the install and create the API functions in the chosen schema: the setting

@@ -35,4 +35,43 @@ CREATE TABLE IF NOT EXISTS pgmig.install_log (
 );
 COMMENT ON TABLE pgmig.install_log IS 'Each engine version installed into this database, and where its API functions live.';
 
-REVOKE ALL ON pgmig.history, pgmig.install_log FROM PUBLIC;
+-- Every change to the history other than applying: rollback, baseline, repair, resolving an
+-- interrupted non-transactional migration. Kept forever; nothing in pgmig deletes from it.
+CREATE TABLE IF NOT EXISTS pgmig.audit (
+    id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    action             text        NOT NULL CHECK (action IN ('rollback', 'baseline', 'repair', 'resolve')),
+    version            bigint      NOT NULL,
+    at                 timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    by_role            text        NOT NULL DEFAULT CURRENT_USER,
+    login_role         text        NOT NULL DEFAULT SESSION_USER,
+    client_application text,
+    client_addr        inet,
+    client_info        text,
+    details            jsonb       NOT NULL
+);
+COMMENT ON TABLE pgmig.audit IS 'Rollbacks, baselines, repairs and resolutions: what changed in the history, when and by whom.';
+
+-- A non-transactional migration in flight. Its statements run at top level on the client's
+-- second connection and commit one by one, so this row is written (and committed) by that
+-- connection before and after each statement: if the client dies, the row says exactly how
+-- far it got. The history row is written at the end, under the lock, by the lock holder.
+CREATE TABLE IF NOT EXISTS pgmig.nontx_run (
+    version         bigint      NOT NULL PRIMARY KEY,
+    name            text        NOT NULL,
+    checksum        text        NOT NULL,
+    statements      integer     NOT NULL CHECK (statements >= 1),
+    statements_done integer     NOT NULL CHECK (statements_done BETWEEN 0 AND statements),
+    current_statement text,
+    sql             text        NOT NULL,
+    down_sql        text,
+    state           text        NOT NULL CHECK (state IN ('running', 'failed')),
+    error           text,
+    started_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL,
+    pid             integer     NOT NULL,
+    by_role         text        NOT NULL,
+    client_info     text
+);
+COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but not recorded: how many statements completed, and the error if one failed.';
+
+REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;

@@ -18,9 +18,10 @@ WITH entries AS (
            jsonb_typeof(e.elem->'sql') AS sql_type,
            jsonb_typeof(e.elem->'down') AS down_type,
            jsonb_typeof(e.elem->'transactional') AS tx_type,
+           jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,sql,down,transactional,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -68,6 +69,8 @@ WITH entries AS (
               THEN format('"down" must be a string or null, got a JSON %s', c.down_type) END),
         (CASE WHEN c.tx_type <> 'boolean'
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
+        (CASE WHEN c.commit_type <> 'boolean'
+              THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
             CASE WHEN c.checksum_type <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
                      THEN '"checksum" must be 64 lowercase hex digits (the sha256 of "sql")'
@@ -77,7 +80,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, sql, down, transactional, checksum)',
+            format('unknown key%s %s (allowed: version, name, sql, down, transactional, commit_after, checksum)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -103,7 +106,8 @@ $fn$;
 -- The batch as rows, for a batch that _batch_problems found well-formed. The checksum is the
 -- batch's own when given (it was verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean, checksum text)
+RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean,
+               commit_after boolean, checksum text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -112,6 +116,7 @@ SELECT (e->>'version')::bigint,
        e->>'sql',
        e->>'down',
        coalesce((e->>'transactional')::boolean, true),
+       coalesce((e->>'commit_after')::boolean, false),
        coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex'))
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
@@ -123,7 +128,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
 RETURNS TABLE (version bigint, name text, outcome text, applied_at timestamptz, sql text,
                down_sql text, transactional boolean, checksum text,
-               recorded_name text, recorded_checksum text)
+               recorded_name text, recorded_checksum text, commit_after boolean)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -135,12 +140,12 @@ WITH b AS MATERIALIZED (
 SELECT * FROM (
     SELECT b.version, b.name,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
-           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum
+           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum, b.commit_after
     FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
   UNION ALL
     SELECT h.version, h.name,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
-           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum
+           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum, false
     FROM pgmig.history AS h
     WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows

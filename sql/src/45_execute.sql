@@ -40,7 +40,8 @@ $fn$;
 -- original error unchanged, which keeps its position). p_what is 'migration' or 'rollback of
 -- migration'. The subtransaction of the failed work is already rolled back when this runs.
 CREATE OR REPLACE FUNCTION pgmig._raise_explained(p_what text, p_version bigint, p_name text,
-                                                  p_state text, p_message text)
+                                                  p_state text, p_message text,
+                                                  p_commit_points text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -68,8 +69,12 @@ BEGIN
             ERRCODE = '55P04',
             MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
             DETAIL = 'A new enum value cannot be used in the transaction that added it, and migrate_apply runs the whole batch in one transaction.',
-            HINT = 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
-                || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.';
+            HINT = CASE WHEN p_commit_points IS NOT NULL
+                        THEN format('This batch marks version %s with commit_after: from SQL, apply up to it first '
+                                    '(migrate_apply(batch, target_version => %s)), then call migrate_apply again; `pgmig push` does this by itself.',
+                                    p_commit_points, split_part(p_commit_points, ',', 1))
+                        ELSE 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
+                          || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.' END;
     END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING

@@ -83,6 +83,27 @@ BEGIN
                            greatest(1, ceil(extract(epoch FROM p_lock_timeout) * 1000))::bigint::text || 'ms',
                            true);
     END IF;
+    -- Queueing here would hold this statement's snapshot while waiting. A concurrent index
+    -- build run by a non-transactional migration waits for every transaction with an older
+    -- snapshot, and that build is what the lock holder is waiting for: nobody would move until
+    -- a timeout. So when the holder is running a non-transactional migration, do not queue.
+    -- (`pgmig push` waits with a plain LOCK TABLE statement first, which takes no snapshot.)
+    BEGIN
+        LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
+        PERFORM set_config('lock_timeout', v_saved, true);
+        RETURN;
+    EXCEPTION WHEN lock_not_available THEN
+        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running') THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM003',
+                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
+                      || E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                                                                     r.statements_done + 1, r.statements), '; ')
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'),
+                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
+        END IF;
+    END;
     BEGIN
         LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
     EXCEPTION WHEN lock_not_available THEN
@@ -128,6 +149,7 @@ DECLARE
     v_total       bigint;
     v_done        bigint := 0;
     v_ahead       text;
+    v_commit_points text;
     r             record;
     v_started     timestamptz;
     v_batch_start timestamptz;
@@ -155,6 +177,7 @@ BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
 
     PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
@@ -178,8 +201,11 @@ BEGIN
            string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
                FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
                        AND NOT p.transactional),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead')
-      INTO v_total, v_versions, v_detail, v_ahead
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
+           string_agg(p.version::text, ',' ORDER BY p.version)
+               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
+                       AND p.commit_after)
+      INTO v_total, v_versions, v_detail, v_ahead, v_commit_points
       FROM pgmig._plan_rows(p_batch) AS p;
     IF NOT p_dry_run AND v_versions IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -192,7 +218,9 @@ BEGIN
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_detail),
             DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
-            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock.';
+            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
+                || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
+                || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
     END IF;
 
     IF v_ahead IS NOT NULL THEN
@@ -259,7 +287,7 @@ BEGIN
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF v_phase = 'migration' THEN
-            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message);
+            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',

@@ -52,6 +52,18 @@ SELECT * FROM (
     ORDER BY h.version
 ) AS applied
 UNION ALL
+-- Non-transactional migrations started and not recorded: running (their holder has the lock),
+-- failed, or interrupted (the client died).
+SELECT r.version, r.name,
+       CASE WHEN r.state = 'failed' THEN 'failed'
+            WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            ELSE 'interrupted' END,
+       r.started_at, r.by_role, r.client_info, r.updated_at - r.started_at, r.checksum,
+       format('%s of %s statements done%s%s', r.statements_done, r.statements,
+              CASE WHEN r.current_statement IS NOT NULL THEN '; at: ' || left(r.current_statement, 200) ELSE '' END,
+              CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
+FROM pgmig.nontx_run AS r
+UNION ALL
 SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
        nullif(concat_ws(' ', l.application_name, host(l.client_addr)), ''),
        clock_timestamp() - l.since, NULL::text,

@@ -52,12 +52,57 @@ BEGIN
         AS 'SELECT * FROM pgmig._lock_holder()'
     $ddl$, p_schema);
 
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_rollback(
+            to_version   bigint,
+            lock_timeout interval DEFAULT NULL,
+            dry_run      boolean  DEFAULT false,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_baseline(
+            batch        jsonb,
+            version      bigint,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._baseline($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_repair(
+            batch        jsonb,
+            versions     bigint[] DEFAULT NULL,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._repair($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_resolve(
+            version      bigint,
+            action       text,
+            lock_timeout interval DEFAULT NULL,
+            client_info  text     DEFAULT NULL)
+        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+        LANGUAGE sql VOLATILE SECURITY INVOKER
+        AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
+    $ddl$, p_schema);
+
     -- Functions are created executable by PUBLIC; pgmig's are not.
     FOR v_fn IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
         WHERE p.pronamespace = p_schema::regnamespace
-          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder')
+          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
+                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
     END LOOP;
@@ -70,5 +115,13 @@ BEGIN
         IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
         IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
+        IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)
+        IS 'pgmig: record the batch''s versions up to version as applied without running them'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_repair(jsonb, bigint[], interval, text)
+        IS 'pgmig: accept deliberate edits of applied migrations (checksum, name), audited'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_resolve(bigint, text, interval, text)
+        IS 'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'$ddl$, p_schema);
 END
 $fn$;

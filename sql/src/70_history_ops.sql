@@ -1,0 +1,262 @@
+-- Rollback, baseline and repair: the ways the history changes other than applying. Each runs
+-- in the caller's transaction under the same history lock as migrate_apply and leaves an
+-- audit row (pgmig.audit) saying what changed, when and by whom.
+
+-- Rolls back every applied version above p_to_version, newest first, by running the down SQL
+-- recorded in the history when it was applied (so it works without the files, e.g. from an
+-- older release that never had them). One transaction: all of the range or none of it.
+-- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
+-- going up is a conflict to report, not to queue behind.
+CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
+                                           p_dry_run boolean, p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_caller_path text := pg_catalog.current_setting('search_path');
+    v_caller_role text := pg_catalog.current_setting('role');
+    v_settings    text[];
+    v_total       bigint;
+    v_done        bigint := 0;
+    v_missing     text;
+    r             record;
+    v_started     timestamptz;
+    v_duration    interval;
+    v_batch_start timestamptz;
+    v_cur_version bigint;
+    v_cur_name    text;
+    v_phase       text;
+    v_state       text;
+    v_message     text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_settings := pgmig._settings();
+    v_batch_start := clock_timestamp();
+    PERFORM pgmig._assert_can_migrate('migrate_rollback');
+    IF p_to_version IS NULL OR p_to_version < 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
+    END IF;
+    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
+    PERFORM pgmig._assert_no_interrupted();
+
+    SELECT count(*),
+           string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
+               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\v') = '')
+      INTO v_total, v_missing
+      FROM pgmig.history AS h WHERE h.version > p_to_version;
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM007',
+            MESSAGE = format('pgmig: cannot roll back to version %s: no down SQL was recorded for %s; nothing was rolled back',
+                             p_to_version, v_missing),
+            HINT = 'Those migrations are irreversible as recorded. Roll back to a version at or above the newest of them, or undo them by hand.';
+    END IF;
+
+    BEGIN
+        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
+            version    := r.version;
+            name       := r.name;
+            applied_at := r.applied_at;
+            duration   := NULL;
+            IF p_dry_run THEN
+                outcome := 'pending_rollback';
+                RETURN NEXT;
+                CONTINUE;
+            END IF;
+            v_done := v_done + 1;
+            v_cur_version := r.version;
+            v_cur_name := r.name;
+            v_phase := 'migration';
+            RAISE NOTICE USING
+                ERRCODE = 'PM000',
+                MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
+            v_started := clock_timestamp();
+            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings);
+            v_duration := clock_timestamp() - v_started;
+
+            v_phase := 'recording';
+            DELETE FROM pgmig.history AS h WHERE h.version = r.version;
+            INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+            VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
+                    jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
+                                       'history', to_jsonb(r)));
+            v_phase := NULL;
+            outcome  := 'rolled_back';
+            duration := v_duration;
+            RETURN NEXT;
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        IF v_phase IS NULL THEN
+            RAISE;
+        END IF;
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF v_phase = 'migration' THEN
+            PERFORM pgmig._raise_explained('rollback of migration', v_cur_version, v_cur_name, v_state, v_message);
+        END IF;
+        RAISE WARNING USING
+            ERRCODE = 'PM010',
+            MESSAGE = format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
+                             v_cur_version, v_cur_name, v_state);
+        RAISE;
+    END;
+
+    IF v_done > 0 THEN
+        RAISE NOTICE USING
+            ERRCODE = 'PM012',
+            MESSAGE = format('pgmig: rolled back %s migration%s in %s', v_done,
+                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+END
+$fn$;
+
+-- Adopts an existing database: records the batch's versions up to p_version as applied
+-- (kind 'baseline') without running them, with the batch's checksums (manifest entries are
+-- enough). Refuses when the history already has versions above p_version.
+CREATE OR REPLACE FUNCTION pgmig._baseline(p_batch jsonb, p_version bigint, p_lock_timeout interval,
+                                           p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_above    text;
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+    v_now      timestamptz := clock_timestamp();
+BEGIN
+    PERFORM pgmig._assert_can_migrate('migrate_baseline');
+    PERFORM pgmig._assert_well_formed(p_batch);
+    IF p_version IS NULL OR p_version < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: baseline version must be at least 1, got %s', coalesce(p_version::text, 'NULL'));
+    END IF;
+    IF NOT EXISTS (SELECT FROM pgmig._batch_rows(p_batch) AS b WHERE b.version <= p_version) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
+    END IF;
+    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
+
+    SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
+      FROM pgmig.history AS h WHERE h.version > p_version;
+    IF v_above IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: cannot baseline at version %s: the history already has versions %s above it', p_version, v_above),
+            HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
+    END IF;
+    -- Recorded versions at or below the baseline must still match the batch.
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, true, true) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was recorded', v_versions),
+            DETAIL = v_detail;
+    END IF;
+
+    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
+                               applied_at, applied_by, login_role, client_application,
+                               client_addr, client_info, backend_pid, duration, engine_version)
+    SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, p.transactional, 'baseline',
+           v_now, current_user, session_user, current_setting('application_name'),
+           inet_client_addr(), p_client_info, pg_backend_pid(), interval '0', pgmig.engine_version()
+    FROM pgmig._plan_rows(p_batch) AS p
+    WHERE p.outcome = 'pending' AND p.version <= p_version;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+
+    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+    VALUES ('baseline', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
+            jsonb_build_object('recorded', v_count,
+                               'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
+                                            WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
+    RAISE NOTICE USING
+        ERRCODE = 'PM012',
+        MESSAGE = format('pgmig: baselined at version %s: recorded %s migration%s without running them',
+                         p_version, v_count, CASE WHEN v_count = 1 THEN '' ELSE 's' END);
+
+    RETURN QUERY
+        SELECT h.version, h.name,
+               CASE WHEN h.kind = 'baseline' AND h.applied_at = v_now THEN 'baselined' ELSE 'already_applied' END,
+               NULL::interval, h.applied_at
+        FROM pgmig.history AS h
+        UNION ALL
+        SELECT p.version, p.name, 'pending', NULL::interval, NULL::timestamptz
+        FROM pgmig._batch_rows(p_batch) AS p
+        WHERE p.version > p_version
+        ORDER BY 1;
+END
+$fn$;
+
+-- Records a deliberate edit of applied migrations: their checksum, name, SQL and down SQL in
+-- the history become the batch's, with the old values kept in pgmig.audit. p_versions NULL
+-- means every applied version whose checksum or name differs from the batch.
+CREATE OR REPLACE FUNCTION pgmig._repair(p_batch jsonb, p_versions bigint[], p_lock_timeout interval,
+                                         p_client_info text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_bad text;
+    r     record;
+BEGIN
+    PERFORM pgmig._assert_can_migrate('migrate_repair');
+    PERFORM pgmig._assert_well_formed(p_batch);
+    PERFORM pgmig._lock_history(p_lock_timeout);
+
+    SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
+      FROM unnest(p_versions) AS v
+     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch) AS p
+                       WHERE p.version = v AND p.outcome = 'already_applied');
+    IF v_bad IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: cannot repair versions %s: each must be both applied and in the batch', v_bad);
+    END IF;
+
+    FOR r IN
+        SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, h AS old
+        FROM pgmig._plan_rows(p_batch) AS p
+        JOIN pgmig.history AS h ON h.version = p.version
+        WHERE p.outcome = 'already_applied'
+          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)
+          AND (p_versions IS NULL OR p.version = ANY (p_versions))
+        ORDER BY p.version
+    LOOP
+        UPDATE pgmig.history AS h
+           SET checksum = r.checksum,
+               name     = r.name,
+               sql      = coalesce(r.sql, h.sql),
+               down_sql = coalesce(r.down_sql, h.down_sql)
+         WHERE h.version = r.version;
+        INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+        VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
+                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,
+                                                             'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
+                                   'new', jsonb_build_object('name', r.name, 'checksum', r.checksum,
+                                                             'sql', coalesce(r.sql, (r.old).sql),
+                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
+        RAISE NOTICE USING
+            ERRCODE = 'PM000',
+            MESSAGE = format('pgmig: repaired version %s: %s', r.version, r.name);
+        version    := r.version;
+        name       := r.name;
+        outcome    := 'repaired';
+        duration   := NULL;
+        applied_at := (r.old).applied_at;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
