@@ -198,3 +198,19 @@ func namedVersions(pgErr *pgconn.PgError) map[int64]bool {
 }
 
 func since(start time.Time) time.Duration { return time.Since(start).Round(time.Millisecond) }
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// mustQueryStrings runs a query returning one text column.
+func mustQueryStrings(t *testing.T, conn *pgx.Conn, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), sql, args...)
+	if err != nil {
+		t.Fatal(describe(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(describe(err))
+	}
+	return out
+}
