@@ -1,0 +1,239 @@
+package pgmig
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Loading errors. They arrive wrapped in a *LoadError naming the file.
+var (
+	ErrNoMigrations     = errors.New("no migration files found")
+	ErrDuplicateVersion = errors.New("duplicate migration version")
+	ErrMissingVersion   = errors.New("missing migration version")
+	ErrEmptyMigration   = errors.New("empty migration")
+	ErrTemplate         = errors.New("template error")
+	ErrInvalidFileName  = errors.New("invalid migration file name")
+)
+
+// Errors from the engine, matched with errors.Is. The *pgconn.PgError the
+// server sent stays reachable with errors.As.
+var (
+	// ErrInvalidBatch: the engine refused the batch or an argument (PM001).
+	ErrInvalidBatch = errors.New("invalid batch")
+	// ErrDrift: an applied migration changed, is missing from the files, or a
+	// pending one is older than the newest applied one (PM002).
+	ErrDrift = errors.New("migrations drifted from the database history")
+	// ErrOutOfOrder: a pending migration is older than the newest applied
+	// one (a kind of drift: matches together with ErrDrift).
+	ErrOutOfOrder = errors.New("pending migration older than the newest applied one")
+	// ErrLockTimeout: another migrator held the history lock for longer than
+	// the lock timeout (PM003). The PgError's Detail names the holder.
+	ErrLockTimeout = errors.New("timed out waiting for the migration lock")
+	// ErrTransactionContext: migrate_apply was called in a REPEATABLE READ or
+	// SERIALIZABLE or read-only transaction, or on a standby (PM004).
+	ErrTransactionContext = errors.New("wrong transaction context for migrating")
+	// ErrNotRunnable: a migration cannot run inside migrate_apply: it uses
+	// transaction control, or it is marked `---- tern: disable-tx ----`
+	// (PM005); non-transactional migrations are not supported yet.
+	ErrNotRunnable = errors.New("migration cannot run inside migrate_apply")
+	// ErrInterrupted: a non-transactional migration was interrupted or
+	// failed part-way (PM009): every migrator refuses to continue until an
+	// operator resolves it with migrate_resolve (the error's DETAIL and HINT
+	// say what completed and what to run).
+	ErrInterrupted = errors.New("a non-transactional migration was interrupted")
+	// ErrEngineNotInstalled: the pgmig engine is not installed in the
+	// database (or not visible to this role): run `pgmig install`.
+	ErrEngineNotInstalled = errors.New("pgmig engine is not installed in this database (run `pgmig install`)")
+	// ErrUnsupportedEngine: the installed engine's version is not the one
+	// this wrapper speaks, or the engine refused the server (PM006).
+	ErrUnsupportedEngine = errors.New("unsupported pgmig engine version")
+)
+
+// pgmig's own SQLSTATEs (docs/sql-api.md).
+const (
+	codeProgress        = "PM000"
+	codeInvalidBatch    = "PM001"
+	codeDrift           = "PM002"
+	codeLockTimeout     = "PM003"
+	codeTxContext       = "PM004"
+	codeNotRunnable     = "PM005"
+	codeEngineVersion   = "PM006"
+	codeInterrupted     = "PM009"
+	codeMigrationFailed = "PM010"
+)
+
+var sentinelByCode = map[string]error{
+	codeInvalidBatch:  ErrInvalidBatch,
+	codeDrift:         ErrDrift,
+	codeLockTimeout:   ErrLockTimeout,
+	codeTxContext:     ErrTransactionContext,
+	codeNotRunnable:   ErrNotRunnable,
+	codeEngineVersion: ErrUnsupportedEngine,
+	codeInterrupted:   ErrInterrupted,
+}
+
+// LoadError is a problem with one migration file.
+type LoadError struct {
+	File string
+	Err  error
+}
+
+func (e *LoadError) Error() string { return e.File + ": " + e.Err.Error() }
+func (e *LoadError) Unwrap() error { return e.Err }
+
+// EngineVersionError: the installed engine is not the version this wrapper
+// supports. It matches ErrUnsupportedEngine with errors.Is.
+type EngineVersionError struct {
+	Installed string // version installed in the database
+	Supported string // version embedded in this binary
+}
+
+func (e *EngineVersionError) Error() string {
+	if versionLess(e.Supported, e.Installed) {
+		return fmt.Sprintf("pgmig engine %s is installed, newer than this pgmig supports (%s): use a pgmig release matching the engine (`pgmig install` with this binary would not downgrade it)", e.Installed, e.Supported)
+	}
+	return fmt.Sprintf("pgmig engine %s is installed, this pgmig supports %s: run `pgmig install` to upgrade the engine", e.Installed, e.Supported)
+}
+
+// versionLess compares dotted numeric versions (1.10.0 > 1.9.0).
+func versionLess(a, b string) bool {
+	pa, pb := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y int
+		if i < len(pa) {
+			x, _ = strconv.Atoi(pa[i])
+		}
+		if i < len(pb) {
+			y, _ = strconv.Atoi(pb[i])
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+func (e *EngineVersionError) Is(target error) bool { return target == ErrUnsupportedEngine }
+
+// MigrationError is a failing migration: PostgreSQL's error for it, where in
+// the file it happened, and what state the database was left in.
+// Unwrap returns the *pgconn.PgError.
+type MigrationError struct {
+	Version int64
+	Name    string
+	File    string
+	// Location of the error in File, when the server reported a position
+	// (Line 0 otherwise).
+	Location Location
+	// Code (SQLSTATE), Message, Detail, Hint: PostgreSQL's own.
+	Code    string
+	Message string
+	Detail  string
+	Hint    string
+	// CurrentVersion is the newest applied version after the failure: the
+	// failed transaction changed nothing (0: nothing applied; -1: unknown).
+	CurrentVersion int64
+	// Applied is how many migrations earlier steps of the same push
+	// applied and committed (PushOpts.SegmentSize, commit-after,
+	// non-transactional migrations); 0 for a single-transaction push, which
+	// leaves the database unchanged.
+	Applied int
+	// NonTransactional: the migration runs statement by statement outside a
+	// transaction (`---- tern: disable-tx ----`); statements 1 to
+	// Statement-1 of Statements completed and stay applied, and the engine
+	// refuses further pushes (ErrInterrupted) until migrate_resolve.
+	NonTransactional bool
+	Statement        int
+	Statements       int
+	PgError          *pgconn.PgError
+}
+
+func (e *MigrationError) Error() string {
+	where := e.File
+	if e.Location.Line > 0 {
+		where = fmt.Sprintf("%s:%d:%d", e.File, e.Location.Line, e.Location.Column)
+	}
+	return fmt.Sprintf("error applying version %d [%s] at %s: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Message, e.Code)
+}
+
+func (e *MigrationError) Unwrap() error { return e.PgError }
+
+// DriftError is the engine's drift report (PM002), every offending version
+// sorted by kind. It matches ErrDrift, and ErrOutOfOrder when OutOfOrder is
+// not empty; Unwrap gives the *pgconn.PgError, whose DETAIL has one line
+// per problem.
+type DriftError struct {
+	// Changed: applied versions whose SQL (checksum) or name changed.
+	Changed []int64
+	// Missing: applied versions absent from the migrations.
+	Missing []int64
+	// OutOfOrder: pending versions older than the newest applied one.
+	OutOfOrder []int64
+	PgError    *pgconn.PgError
+}
+
+func (e *DriftError) Error() string { return ErrDrift.Error() + ": " + e.PgError.Error() }
+
+func (e *DriftError) Is(target error) bool {
+	return target == ErrDrift || target == ErrOutOfOrder && len(e.OutOfOrder) > 0
+}
+
+func (e *DriftError) Unwrap() error { return e.PgError }
+
+var driftLine = regexp.MustCompile(`^version (\d+)\b`)
+
+// newDriftError sorts the DETAIL lines of PM002 ("version 7 (x): ...") by
+// the kind of problem they describe.
+func newDriftError(pgErr *pgconn.PgError) *DriftError {
+	e := &DriftError{PgError: pgErr}
+	for _, line := range strings.Split(pgErr.Detail, "\n") {
+		m := driftLine.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		v, _ := strconv.ParseInt(m[1], 10, 64)
+		switch {
+		case strings.Contains(line, "(out of order)"):
+			e.OutOfOrder = append(e.OutOfOrder, v)
+		case strings.Contains(line, "missing from the batch"):
+			e.Missing = append(e.Missing, v)
+		default:
+			e.Changed = append(e.Changed, v)
+		}
+	}
+	return e
+}
+
+// engineError turns a pgmig SQLSTATE into its sentinel while keeping the
+// PgError reachable; any other error is returned as is.
+func engineError(op string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		if pgErr.Code == codeDrift {
+			return fmt.Errorf("%s: %w", op, newDriftError(pgErr))
+		}
+		if s, ok := sentinelByCode[pgErr.Code]; ok {
+			return fmt.Errorf("%s: %w: %w", op, s, err)
+		}
+		if isEngineMissing(pgErr) {
+			return fmt.Errorf("%s: %w: %w", op, ErrEngineNotInstalled, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// isEngineMissing: schema pgmig or an API function does not exist, or is not
+// accessible to this role.
+func isEngineMissing(pgErr *pgconn.PgError) bool {
+	switch pgErr.Code {
+	case "3F000", // invalid_schema_name
+		"42883": // undefined_function
+		return true
+	}
+	return false
+}

@@ -1,0 +1,582 @@
+package pgmig
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/template"
+	"unicode"
+
+	"github.com/Masterminds/sprig/v3"
+	"github.com/jackc/tern/v2/migrate"
+)
+
+// The two markers of tern's file format. Both are matched exactly as tern
+// matches them (migrate.go in github.com/jackc/tern/v2), so that a directory
+// means the same thing to pgmig and to tern.
+const downSeparator = "---- create above / drop below ----"
+
+var (
+	// tern: migrationPattern.
+	migrationFilePattern = regexp.MustCompile(`\A(\d+)_.+\.sql\z`)
+	// tern: disableTxPattern; tern tests the *expanded* up SQL, so do we.
+	disableTxPattern = regexp.MustCompile(`(?m)^---- tern: disable-tx ----$`)
+	// pgmig's own marker, in the same style.
+	commitAfterPattern = regexp.MustCompile(`(?m)^---- pgmig: commit-after ----$`)
+)
+
+// Migration is one migration file, loaded and expanded.
+type Migration struct {
+	// Version is the number in the file name (001_x.sql is version 1).
+	Version int64
+	// Name is the file name without the version prefix and the .sql suffix.
+	Name string
+	// File is the path of the file inside the loaded fs.FS.
+	File string
+	// SQL is the up SQL exactly as tern would run it: the part above the
+	// down separator, trimmed, with templates expanded.
+	SQL string
+	// Down is the SQL below the separator, trimmed and expanded ("" if none).
+	Down string
+	// Transactional is false when the expanded SQL carries tern's
+	// `---- tern: disable-tx ----` marker.
+	Transactional bool
+	// Checksum is the lowercase hex sha256 of the UTF-8 bytes of SQL, the
+	// checksum the engine stores in its history.
+	Checksum string
+	// CommitAfter is set by a line `---- pgmig: commit-after ----` in the
+	// expanded SQL: the migration ends a segment of the push, so what it
+	// does is committed before the next migration runs (e.g. a new enum
+	// value, unusable in the transaction that added it).
+	CommitAfter bool
+
+	// source is the up section as it is in the file, before trimming and
+	// template expansion; lead is what TrimSpace removed from its start.
+	// Together they map an error position in SQL back to the file.
+	source string
+	lead   string
+	// templated is true when expansion changed the text.
+	templated bool
+	// shared holds the shared template files (path → content) of the
+	// directory, to find where included text came from.
+	shared map[string]string
+}
+
+// LoadOpts configures Load and LoadDir. A nil *LoadOpts means defaults.
+type LoadOpts struct {
+	// Data is the template data, as tern's Migrator.Data (tern's CLI fills
+	// it from the [data] section of tern.conf).
+	Data map[string]any
+}
+
+// LoadDir loads the migrations of a directory; see Load.
+func LoadDir(dir string, opts *LoadOpts) ([]*Migration, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading migrations: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("loading migrations: %s is not a directory", dir)
+	}
+	return Load(os.DirFS(dir), opts)
+}
+
+// Load loads migrations in tern's format from the root of fsys (a directory
+// via os.DirFS, or an embed.FS sub-tree via fs.Sub) with tern's own loader,
+// so the SQL is byte for byte what `tern migrate` would run: NNN_name.sql
+// files numbered 1, 2, 3... without gaps, the down section after
+// `---- create above / drop below ----`, Go templates (sprig functions,
+// shared .sql files in sub-folders usable with {{ template "path" . }}, and
+// opts.Data).
+//
+// Problems are reported as a *LoadError naming the file, matching one of
+// ErrNoMigrations, ErrDuplicateVersion, ErrMissingVersion,
+// ErrEmptyMigration, ErrTemplate with errors.Is.
+func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
+	if opts == nil {
+		opts = &LoadOpts{}
+	}
+	// tern reads every file once, and so do we: read each one only once.
+	fsys = &readOnceFS{FS: fsys, files: map[string][]byte{}}
+	files, err := scanMigrationFiles(fsys)
+	if err != nil {
+		return nil, err
+	}
+	shared, err := parseSharedTemplates(fsys)
+	if err != nil {
+		return nil, err
+	}
+
+	// A Migrator without a connection is supported by tern for loading only
+	// (its gengen command does the same); none of the methods that need a
+	// connection is called.
+	m, err := migrate.NewMigrator(context.Background(), nil, "")
+	if err != nil {
+		return nil, fmt.Errorf("loading migrations: %w", err)
+	}
+	for k, v := range opts.Data {
+		m.Data[k] = v
+	}
+	if err := m.LoadMigrations(fsys); err != nil {
+		// tern loads files in order and appends each one once it has loaded,
+		// so the file that failed is the first one not appended yet.
+		if n := len(m.Migrations); n < len(files) {
+			return nil, classifyTernError(files[n].path, err)
+		}
+		return nil, fmt.Errorf("loading migrations: %w", err)
+	}
+	if len(m.Migrations) != len(files) {
+		return nil, fmt.Errorf("loading migrations: tern loaded %d files, expected %d", len(m.Migrations), len(files))
+	}
+
+	migrations := make([]*Migration, len(files))
+	for i, tm := range m.Migrations {
+		f := files[i]
+		body, err := fs.ReadFile(fsys, f.path)
+		if err != nil {
+			return nil, &LoadError{File: f.path, Err: err}
+		}
+		source, _, _ := strings.Cut(string(body), downSeparator)
+		trimmed := strings.TrimSpace(source)
+		sum := sha256.Sum256([]byte(tm.UpSQL))
+		migrations[i] = &Migration{
+			Version:       f.version,
+			Name:          f.name,
+			File:          f.path,
+			SQL:           tm.UpSQL,
+			Down:          tm.DownSQL,
+			Transactional: !disableTx(tm.UpSQL),
+			CommitAfter:   strings.Contains(tm.UpSQL, "---- pgmig: commit-after ----") && commitAfterPattern.MatchString(tm.UpSQL),
+			Checksum:      hex.EncodeToString(sum[:]),
+			source:        source,
+			lead:          source[:len(source)-len(strings.TrimLeftFunc(source, unicode.IsSpace))],
+			templated:     trimmed != tm.UpSQL,
+			shared:        shared,
+		}
+	}
+	return migrations, nil
+}
+
+// disableTx is tern's test, with a cheap pre-filter: the multi-line regexp
+// backtracks over every line of every file.
+func disableTx(sql string) bool {
+	return strings.Contains(sql, "---- tern: disable-tx ----") && disableTxPattern.MatchString(sql)
+}
+
+// readOnceFS remembers the files read through it.
+type readOnceFS struct {
+	fs.FS
+	mu    sync.Mutex
+	files map[string][]byte
+}
+
+func (r *readOnceFS) ReadFile(name string) ([]byte, error) {
+	r.mu.Lock()
+	b, ok := r.files[name]
+	r.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	b, err := fs.ReadFile(r.FS, name)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.files[name] = b
+	r.mu.Unlock()
+	return b, nil
+}
+
+func (r *readOnceFS) ReadDir(name string) ([]fs.DirEntry, error) { return fs.ReadDir(r.FS, name) }
+
+type migrationFile struct {
+	path    string
+	version int64
+	name    string
+}
+
+// scanMigrationFiles does what tern's FindMigrations does, but reports gaps
+// and duplicates naming the files involved.
+func scanMigrationFiles(fsys fs.FS) ([]migrationFile, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("loading migrations: %w", err)
+	}
+	var files []migrationFile
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		match := migrationFilePattern.FindStringSubmatch(e.Name())
+		if match == nil {
+			continue
+		}
+		// tern numbers migrations with int32 sequences.
+		v, err := strconv.ParseInt(match[1], 10, 32)
+		if err != nil {
+			return nil, &LoadError{File: e.Name(), Err: fmt.Errorf("%w: version %s out of range (tern allows at most %d)", ErrInvalidFileName, match[1], int32(^uint32(0)>>1))}
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(e.Name(), match[1]+"_"), ".sql")
+		files = append(files, migrationFile{path: e.Name(), version: v, name: name})
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("loading migrations: %w (files named like 001_create_users.sql)", ErrNoMigrations)
+	}
+	sort.SliceStable(files, func(i, j int) bool { return files[i].version < files[j].version })
+	for i, f := range files {
+		if i > 0 && files[i-1].version == f.version {
+			return nil, &LoadError{File: f.path, Err: fmt.Errorf("%w %d: also in %s", ErrDuplicateVersion, f.version, files[i-1].path)}
+		}
+		want := int64(1)
+		if i > 0 {
+			want = files[i-1].version + 1
+		}
+		if f.version > want {
+			after := "versions start at 1"
+			if i > 0 {
+				after = "after " + files[i-1].path
+			}
+			return nil, &LoadError{File: f.path, Err: fmt.Errorf("%w %d (%s)", ErrMissingVersion, want, after)}
+		}
+		if f.version < 1 {
+			return nil, &LoadError{File: f.path, Err: fmt.Errorf("%w: version 0 (versions start at 1)", ErrInvalidFileName)}
+		}
+	}
+	return files, nil
+}
+
+// parseSharedTemplates parses every shared file the way tern will, so that
+// a syntax error is reported with the shared file's name before tern's
+// loader (which does not name it) trips over it.
+func parseSharedTemplates(fsys fs.FS) (map[string]string, error) {
+	shared := map[string]string{}
+	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || path.Dir(p) == "." || path.Ext(p) != ".sql" {
+			return nil
+		}
+		body, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return &LoadError{File: p, Err: err}
+		}
+		_, err = template.New(p).Funcs(sprig.TxtFuncMap()).
+			Funcs(template.FuncMap{"install_snapshot": func(string) (string, error) { return "", nil }}).
+			Parse(string(body))
+		if err != nil {
+			return &LoadError{File: p, Err: fmt.Errorf("%w: %w", ErrTemplate, err)}
+		}
+		shared[p] = string(body)
+		return nil
+	})
+	return shared, err
+}
+
+// locateShared finds the one line of a shared file that produced an
+// expanded line: identical, else with the same literal text around actions.
+func (m *Migration) locateShared(expLine string, expCol int) (file string, line, col int) {
+	type hit struct {
+		file      string
+		line, col int
+	}
+	var exact, fuzzy []hit
+	for f, body := range m.shared {
+		for i, l := range strings.Split(body, "\n") {
+			l = strings.TrimSuffix(l, "\r")
+			if l == expLine {
+				exact = append(exact, hit{f, i + 1, expCol})
+			} else if _, ok := fuzzyFragments(l, expLine); ok {
+				fuzzy = append(fuzzy, hit{f, i + 1, fuzzyColumn(l, expLine, expCol)})
+			}
+		}
+	}
+	switch {
+	case len(exact) == 1:
+		return exact[0].file, exact[0].line, exact[0].col
+	case len(exact) == 0 && len(fuzzy) == 1:
+		return fuzzy[0].file, fuzzy[0].line, fuzzy[0].col
+	}
+	return "", 0, 0
+}
+
+func classifyTernError(file string, err error) error {
+	var execErr template.ExecError
+	switch {
+	case errors.Is(err, migrate.ErrNoFwMigration):
+		return &LoadError{File: file, Err: fmt.Errorf("%w: no SQL above the down separator (only blanks and -- comments)", ErrEmptyMigration)}
+	case errors.As(err, &execErr), strings.HasPrefix(err.Error(), "template: "):
+		return &LoadError{File: file, Err: fmt.Errorf("%w: %w", ErrTemplate, err)}
+	default:
+		return &LoadError{File: file, Err: err}
+	}
+}
+
+// Location is a place in a migration file.
+type Location struct {
+	// File is the migration file (Migration.File).
+	File string
+	// Line and Column are 1-based; Column counts characters (runes), as
+	// PostgreSQL positions do.
+	Line, Column int
+	// Text is the file's line at Line, without the newline.
+	Text string
+	// Expanded is set when the position falls in text produced by a
+	// template: Line is the source line whose template produced it (best
+	// effort, see Locate), and ExpandedText/ExpandedColumn give the line as
+	// it was sent to the server and the column in it.
+	Expanded       bool
+	ExpandedText   string
+	ExpandedColumn int
+	// Shared, SharedLine, SharedColumn: the shared template file and place
+	// the expanded line came from, when exactly one line of the shared
+	// files matches it ("" otherwise).
+	Shared       string
+	SharedLine   int
+	SharedColumn int
+}
+
+// Locate maps a 1-based character position in m.SQL (PostgreSQL's error
+// position) to a line and column of the file.
+//
+// Without templates the up SQL is the file's first section minus leading
+// blanks, so the mapping is exact. With templates, lines of the expanded SQL
+// are matched to lines of the source by a longest-common-subsequence of
+// identical lines: a position on a line that survived expansion unchanged
+// maps exactly; a position on a line produced by a template action maps to
+// the first source line with a {{ action }} between the nearest unchanged
+// lines around it (column: that action's start), and Expanded is set.
+func (m *Migration) Locate(position int) (Location, bool) {
+	sqlRunes := []rune(m.SQL)
+	if position < 1 || position > len(sqlRunes)+1 {
+		return Location{}, false
+	}
+	if position == len(sqlRunes)+1 { // "at end of input"
+		position = len(sqlRunes)
+		if position == 0 {
+			return Location{}, false
+		}
+	}
+	before := string(sqlRunes[:position-1])
+	expLine := strings.Count(before, "\n")                                // 0-based
+	expCol := len([]rune(before[strings.LastIndex(before, "\n")+1:])) + 1 // 1-based
+	expLines := strings.Split(m.SQL, "\n")
+	srcLines := strings.Split(m.source, "\n")
+	leadLines := strings.Count(m.lead, "\n")
+	leadCols := len([]rune(m.lead[strings.LastIndex(m.lead, "\n")+1:]))
+
+	loc := Location{File: m.File}
+	if !m.templated {
+		loc.Line = leadLines + expLine + 1
+		loc.Column = expCol
+		if expLine == 0 {
+			loc.Column += leadCols
+		}
+		loc.Text = strings.TrimSuffix(srcLines[loc.Line-1], "\r")
+		return loc, true
+	}
+
+	// Templated: the source that was parsed as a template is the trimmed
+	// up section, whose first line starts leadLines lines into the file.
+	trimmed := strings.Split(strings.TrimSpace(m.source), "\n")
+	match := alignLines(trimmed, expLines)
+	src, col := 0, 1
+	expanded := true
+	if s, ok := match[expLine]; ok {
+		src = s
+		if trimmed[s] == expLines[expLine] {
+			col, expanded = expCol, false
+		} else {
+			col = fuzzyColumn(trimmed[s], expLines[expLine], expCol)
+		}
+	} else {
+		// Produced by an action: look between the nearest aligned lines.
+		lo, hi := 0, len(trimmed)-1
+		for e := expLine - 1; e >= 0; e-- {
+			if s, ok := match[e]; ok {
+				lo = s + 1
+				break
+			}
+		}
+		for e := expLine + 1; e < len(expLines); e++ {
+			if s, ok := match[e]; ok {
+				hi = s - 1
+				break
+			}
+		}
+		lo = min(lo, len(trimmed)-1)
+		hi = max(hi, lo)
+		src = lo
+		for s := lo; s <= hi && s < len(trimmed); s++ {
+			if i := strings.Index(trimmed[s], "{{"); i >= 0 {
+				src, col = s, len([]rune(trimmed[s][:i]))+1
+				break
+			}
+		}
+	}
+	loc.Line = leadLines + src + 1
+	loc.Column = col
+	if src == 0 {
+		loc.Column += leadCols
+	}
+	loc.Text = strings.TrimSuffix(srcLines[loc.Line-1], "\r")
+	if expanded {
+		loc.Expanded = true
+		loc.ExpandedText = strings.TrimSuffix(expLines[expLine], "\r")
+		loc.ExpandedColumn = expCol
+		loc.Shared, loc.SharedLine, loc.SharedColumn = m.locateShared(loc.ExpandedText, expCol)
+	}
+	return loc, true
+}
+
+// alignLines maps expanded lines to source lines: first identical lines
+// (longest common subsequence), then, between those anchors, source lines
+// with actions whose literal text appears in order in an expanded line.
+func alignLines(src, exp []string) map[int]int {
+	match := matchLines(src, exp, func(a, b string) bool { return a == b })
+	out := make(map[int]int, len(match))
+	for e, s := range match {
+		out[e] = s
+	}
+	// Gaps between consecutive anchors (and before the first / after the last).
+	ps, pe := -1, -1
+	for e := 0; e <= len(exp); e++ {
+		s, ok := match[e]
+		if e == len(exp) {
+			s, ok = len(src), true
+		}
+		if !ok {
+			continue
+		}
+		if s-ps > 1 && e-pe > 1 {
+			gs, ge := src[ps+1:s], exp[pe+1:e]
+			for ge2, gs2 := range matchLines(gs, ge, func(a, b string) bool { _, ok := fuzzyFragments(a, b); return ok }) {
+				out[pe+1+ge2] = ps + 1 + gs2
+			}
+		}
+		ps, pe = s, e
+	}
+	return out
+}
+
+// fragment is a run of literal text of a template line and where it landed
+// in the expanded line (byte offsets).
+type fragment struct{ src, exp, n int }
+
+// fuzzyFragments: the literal parts of a source line with {{ actions }},
+// found in order in an expanded line; ok only if there is literal text and
+// all of it is found.
+func fuzzyFragments(src, exp string) ([]fragment, bool) {
+	if !strings.Contains(src, "{{") {
+		return nil, false
+	}
+	var frags []fragment
+	pos, e := 0, 0
+	for pos < len(src) {
+		open := strings.Index(src[pos:], "{{")
+		lit := src[pos:]
+		if open >= 0 {
+			lit = src[pos : pos+open]
+		}
+		// Trim markers ({{- -}}) eat white space around actions.
+		t := strings.TrimSpace(lit)
+		if t != "" {
+			i := strings.Index(exp[e:], t)
+			if i < 0 {
+				return nil, false
+			}
+			frags = append(frags, fragment{src: pos + strings.Index(lit, t), exp: e + i, n: len(t)})
+			e += i + len(t)
+		}
+		if open < 0 {
+			break
+		}
+		end := strings.Index(src[pos+open:], "}}")
+		if end < 0 {
+			break
+		}
+		pos += open + end + 2
+	}
+	return frags, len(frags) > 0
+}
+
+// fuzzyColumn maps a 1-based character column of an expanded line to its
+// source line: exactly inside literal text, else the start of the action
+// that produced the text.
+func fuzzyColumn(src, exp string, expCol int) int {
+	frags, _ := fuzzyFragments(src, exp)
+	off := len(string([]rune(exp)[:min(expCol-1, len([]rune(exp)))]))
+	action := strings.Index(src, "{{")
+	for _, f := range frags {
+		if off >= f.exp && off < f.exp+f.n {
+			return len([]rune(src[:f.src+off-f.exp])) + 1
+		}
+		if f.exp+f.n <= off {
+			if i := strings.Index(src[f.src+f.n:], "{{"); i >= 0 {
+				action = f.src + f.n + i
+			}
+		}
+	}
+	if action < 0 {
+		return 1
+	}
+	return len([]rune(src[:action])) + 1
+}
+
+// matchLines aligns lines of a and b equal by eq (longest common
+// subsequence) and returns b-index → a-index for the aligned pairs.
+func matchLines(a, b []string, eq func(a, b string) bool) map[int]int {
+	out := make(map[int]int)
+	n, m := len(a), len(b)
+	if n*m > 16_000_000 {
+		// Too big for the quadratic table: greedy forward matching.
+		j := 0
+		for i := 0; i < n && j < m; i++ {
+			for k := j; k < m; k++ {
+				if eq(a[i], b[k]) {
+					out[k] = i
+					j = k + 1
+					break
+				}
+			}
+		}
+		return out
+	}
+	// lcs[i][j] = LCS length of a[i:], b[j:].
+	lcs := make([][]int32, n+1)
+	for i := range lcs {
+		lcs[i] = make([]int32, m+1)
+	}
+	for i := n - 1; i >= 0; i-- {
+		for j := m - 1; j >= 0; j-- {
+			if eq(a[i], b[j]) {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	for i, j := 0, 0; i < n && j < m; {
+		switch {
+		case eq(a[i], b[j]) && lcs[i][j] == lcs[i+1][j+1]+1:
+			out[j] = i
+			i++
+			j++
+		case lcs[i+1][j] >= lcs[i][j+1]:
+			i++
+		default:
+			j++
+		}
+	}
+	return out
+}

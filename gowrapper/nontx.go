@@ -1,0 +1,206 @@
+package pgmig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// step is one unit of a push: a migrate_apply call up to target (0: all),
+// or one non-transactional migration.
+type step struct {
+	target int64
+	nontx  *Migration
+}
+
+func hasNonTransactional(migrations []*Migration) bool {
+	for _, m := range migrations {
+		if !m.Transactional {
+			return true
+		}
+	}
+	return false
+}
+
+// planSteps cuts the pending versions into steps: migrate_apply segments of
+// at most opts.SegmentSize migrations, ending after each CommitAfter
+// migration and before each non-transactional one, which is a step of its
+// own. The last step applies up to opts.TargetVersion.
+func planSteps(migrations []*Migration, pending []int64, opts *PushOpts) []step {
+	byVersion := make(map[int64]*Migration, len(migrations))
+	for _, m := range migrations {
+		byVersion[m.Version] = m
+	}
+	var steps []step
+	n := 0         // migrations in the open segment
+	var last int64 // last version in the open segment
+	for _, v := range pending {
+		m := byVersion[v]
+		if m != nil && !m.Transactional {
+			if n > 0 {
+				steps = append(steps, step{target: last})
+				n = 0
+			}
+			steps = append(steps, step{nontx: m})
+			continue
+		}
+		n++
+		last = v
+		if m != nil && m.CommitAfter || opts.SegmentSize > 0 && n >= opts.SegmentSize {
+			steps = append(steps, step{target: v})
+			n = 0
+		}
+	}
+	if n > 0 || len(steps) == 0 {
+		steps = append(steps, step{target: opts.TargetVersion})
+	} else if s := &steps[len(steps)-1]; s.nontx == nil {
+		// The pending list can be stale: let the last call cover
+		// everything up to the caller's target.
+		s.target = opts.TargetVersion
+	}
+	return steps
+}
+
+// applyNonTransactional runs one non-transactional migration with the
+// engine's protocol (sql/src/75_nontx.sql): the holder connection keeps the
+// history lock in an open transaction that holds no snapshot, so it
+// excludes other migrators without stalling CREATE INDEX CONCURRENTLY; a
+// second connection runs the statements one by one at top level, recording
+// before each one how far it got, so an interruption leaves an exact
+// account (PM009 for every migrator until migrate_resolve).
+func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, batch []byte, m *Migration, opts *PushOpts,
+	index, total int, route *noticeRoute) (MigrationResult, error) {
+	res := MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeApplied}
+	op := fmt.Sprintf("applying non-transactional version %d [%s]", m.Version, m.Name)
+	// Bookkeeping must reach the server even when ctx was cancelled.
+	bg := context.WithoutCancel(ctx)
+	stmts := splitStatements(m.SQL)
+
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%s: %w", op, err)
+	}
+	defer tx.Rollback(bg) // after Commit: a no-op
+
+	var lockTimeout any
+	if opts.LockTimeout > 0 {
+		lockTimeout = fmt.Sprintf("%d microseconds", opts.LockTimeout.Microseconds())
+	}
+	if err := lockHistory(ctx, tx, opts.LockTimeout); err != nil {
+		return res, engineError(op, err)
+	}
+	// Under the lock the plan is exact: while this push queued, another
+	// migrator may have applied the migration.
+	var outcome Outcome
+	var appliedAt *time.Time
+	if err := tx.QueryRow(ctx, `select outcome, applied_at from `+c.fn("migrate_plan")+
+		`($1::jsonb, allow_out_of_order => $2, allow_missing => $3) where version = $4`, pgx.QueryExecModeSimpleProtocol,
+		string(batch), opts.AllowOutOfOrder, opts.AllowMissing, m.Version).Scan(&outcome, &appliedAt); err == nil && outcome != OutcomePending {
+		res.Outcome, res.AppliedAt = outcome, appliedAt
+		return res, tx.Commit(ctx)
+	}
+	// Simple protocol for everything the holder runs: an extended-protocol
+	// portal stays open after its Sync until the next one or the end of the
+	// transaction, and keeps its snapshot registered meanwhile; the idle
+	// holder would then hold back xmin and CREATE INDEX CONCURRENTLY on the
+	// executor would wait for it forever.
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2, $3::interval, $4, $5)", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, lockTimeout, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
+		return res, engineError(op, err)
+	}
+
+	exec, err := pgx.ConnectConfig(ctx, holder.Config())
+	if err != nil {
+		return res, fmt.Errorf("%s: opening the executor connection: %w", op, err)
+	}
+	defer exec.Close(bg)
+	defer attachRoute(exec.PgConn(), route)()
+	record := func(done int, current, failure *string) error {
+		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", pgx.QueryExecModeExec,
+			m.Version, m.Name, m.Checksum, m.SQL, nullEmpty(m.Down), len(stmts), done, current, failure, c.config.ClientInfo)
+		return err
+	}
+
+	if opts.Progress != nil {
+		opts.Progress(Progress{Version: m.Version, Name: m.Name, Index: index, Total: total, File: m.File, At: time.Now()})
+	}
+	start := time.Now()
+	for i, st := range stmts {
+		text := st.text
+		if err := record(i, &text, nil); err != nil {
+			return res, engineError(op, err)
+		}
+		if _, err := exec.PgConn().Exec(ctx, st.text).ReadAll(); err != nil {
+			msg := err.Error()
+			if rerr := record(i, &text, &msg); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("recording the failure: %w", rerr))
+			}
+			return res, c.nonTransactionalError(bg, holder, tx, m, stmts, i, err)
+		}
+	}
+	if err := record(len(stmts), nil, nil); err != nil {
+		return res, engineError(op, err)
+	}
+	res.Duration = time.Since(start)
+	res.AppliedAt = &start
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2, $3::interval, $4)", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
+		return res, engineError(op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return res, fmt.Errorf("%s: %w", op, err)
+	}
+	return res, nil
+}
+
+func nullEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// nonTransactionalError describes a statement that failed: which one, where
+// in the file, and what stayed applied.
+func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx pgx.Tx, m *Migration, stmts []statement, i int, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return fmt.Errorf("applying non-transactional version %d [%s]: stopped in statement %d of %d (statements before it stay applied): %w",
+			m.Version, m.Name, i+1, len(stmts), err)
+	}
+	merr := &MigrationError{
+		Version: m.Version, Name: m.Name, File: m.File,
+		Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint,
+		NonTransactional: true, Statement: i + 1, Statements: len(stmts),
+		CurrentVersion: -1,
+		PgError:        pgErr,
+	}
+	st := stmts[i]
+	pos := 0
+	switch {
+	case pgErr.InternalQuery != "" && pgErr.InternalPosition > 0:
+		if j := strings.Index(st.text, pgErr.InternalQuery); j >= 0 {
+			pos = len([]rune(st.text[:j])) + int(pgErr.InternalPosition)
+		}
+	case pgErr.Position > 0:
+		pos = int(pgErr.Position)
+	}
+	if pos > 0 {
+		if loc, ok := m.Locate(len([]rune(m.SQL[:st.offset])) + pos); ok {
+			merr.Location = loc
+		}
+	}
+	if merr.Location.File == "" {
+		merr.Location.File = m.File
+	}
+	// Release the lock before reading the history: the holder's
+	// transaction is the one that holds it.
+	_ = tx.Rollback(ctx)
+	merr.CurrentVersion = c.currentVersion(ctx, holder)
+	return merr
+}

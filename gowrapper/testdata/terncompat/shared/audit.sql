@@ -1,0 +1,2 @@
+comment on table {{.table}} is 'audited';
+create index on {{.table}} (name);
