@@ -43,7 +43,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is installed as an extension in this database; the plain install script must not modify it',
-            HINT = 'Upgrade with ALTER EXTENSION pgmig UPDATE (after `make install` on the server), or use `pgmig install`, which detects the mode.';
+            HINT = 'Upgrade it with ALTER EXTENSION pgmig UPDATE, after installing the new extension files on the server (make install).';
     END IF;
 
     IF v_ext_exists AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN
@@ -909,6 +909,21 @@ SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
 FROM pgmig._lock_holder() AS l
 $fn$;
+
+-- A digest of the applied history: lowercase hex sha256 over one line per history row in
+-- version order, "<version>\t<name>\t<checksum>\n". A client that computes the same digest
+-- over its migration files learns in one tiny query, without uploading anything or taking
+-- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
+-- to do" case at every service start). Any difference means: ask migrate_plan.
+CREATE OR REPLACE FUNCTION pgmig._history_digest()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
+                                                    '' ORDER BY h.version), ''), 'UTF8')), 'hex')
+FROM pgmig.history AS h
+$fn$;
 -- Rollback, baseline and repair: the ways the history changes other than applying. Each runs
 -- in the caller's transaction under the same history lock as migrate_apply and leaves an
 -- audit row (pgmig.audit) saying what changed, when and by whom.
@@ -1484,13 +1499,21 @@ BEGIN
         AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
     $ddl$, p_schema);
 
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_history_digest()
+        RETURNS text
+        LANGUAGE sql STABLE SECURITY INVOKER
+        AS 'SELECT pgmig._history_digest()'
+    $ddl$, p_schema);
+
     -- Functions are created executable by PUBLIC; pgmig's are not.
     FOR v_fn IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
         WHERE p.pronamespace = p_schema::regnamespace
           AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
-                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve')
+                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve',
+                            'migrate_history_digest')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
     END LOOP;
@@ -1503,6 +1526,8 @@ BEGIN
         IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
         IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_history_digest()
+        IS 'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
         IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)

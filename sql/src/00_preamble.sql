@@ -41,7 +41,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is installed as an extension in this database; the plain install script must not modify it',
-            HINT = 'Upgrade with ALTER EXTENSION pgmig UPDATE (after `make install` on the server), or use `pgmig install`, which detects the mode.';
+            HINT = 'Upgrade it with ALTER EXTENSION pgmig UPDATE, after installing the new extension files on the server (make install).';
     END IF;
 
     IF v_ext_exists AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN

@@ -71,3 +71,18 @@ SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
 FROM pgmig._lock_holder() AS l
 $fn$;
+
+-- A digest of the applied history: lowercase hex sha256 over one line per history row in
+-- version order, "<version>\t<name>\t<checksum>\n". A client that computes the same digest
+-- over its migration files learns in one tiny query, without uploading anything or taking
+-- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
+-- to do" case at every service start). Any difference means: ask migrate_plan.
+CREATE OR REPLACE FUNCTION pgmig._history_digest()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
+                                                    '' ORDER BY h.version), ''), 'UTF8')), 'hex')
+FROM pgmig.history AS h
+$fn$;

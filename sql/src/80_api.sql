@@ -96,13 +96,21 @@ BEGIN
         AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
     $ddl$, p_schema);
 
+    EXECUTE format($ddl$
+        CREATE OR REPLACE FUNCTION %I.migrate_history_digest()
+        RETURNS text
+        LANGUAGE sql STABLE SECURITY INVOKER
+        AS 'SELECT pgmig._history_digest()'
+    $ddl$, p_schema);
+
     -- Functions are created executable by PUBLIC; pgmig's are not.
     FOR v_fn IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
         WHERE p.pronamespace = p_schema::regnamespace
           AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
-                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve')
+                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve',
+                            'migrate_history_digest')
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
     END LOOP;
@@ -115,6 +123,8 @@ BEGIN
         IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
         IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_history_digest()
+        IS 'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
         IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)

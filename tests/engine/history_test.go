@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +160,36 @@ func TestSettingsDoNotLeakBetweenMigrations(t *testing.T) {
 	var ds string
 	if err := conn.QueryRow(ctx, "show datestyle").Scan(&ds); err != nil || ds != "ISO, MDY" {
 		t.Errorf("caller's DateStyle after the call: %q (%v)", ds, err)
+	}
+}
+
+// TestHistoryDigestMatchesTheFiles: migrate_history_digest() is the documented sha256 over
+// "version<TAB>name<TAB>checksum<LF>" in version order, so a client can compute it from its
+// files and skip everything when they are exactly what is applied.
+func TestHistoryDigestMatchesTheFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := pgtest.NewDB(t).Conn(t)
+	digest := func(b batch) string {
+		var sb strings.Builder
+		for _, m := range b {
+			fmt.Fprintf(&sb, "%d\t%s\t%s\n", m.Version, m.Name, sha256Hex(m.SQL))
+		}
+		return sha256Hex(sb.String())
+	}
+	var got string
+	if err := conn.QueryRow(ctx, "select migrate_history_digest()").Scan(&got); err != nil || got != sha256Hex("") {
+		t.Fatalf("empty history digest %q (%v), want sha256 of nothing", got, err)
+	}
+	b := tableBatch(12) // versions 1..12: version order differs from text order
+	mustApply(t, conn, b, "")
+	if err := conn.QueryRow(ctx, "select migrate_history_digest()").Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if want := digest(b); got != want {
+		t.Fatalf("digest %s, want %s", got, want)
+	}
+	if got == digest(b[:11]) {
+		t.Fatal("digest does not depend on the last migration")
 	}
 }

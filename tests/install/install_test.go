@@ -137,7 +137,7 @@ func TestAPISchemaIsSelectable(t *testing.T) {
 	installScript(t, conn)
 	got := queryString(t, conn, `select string_agg(n.nspname || '.' || p.proname, ',' order by n.nspname, p.proname)
 		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
-	want := "deploy.migrate_apply,deploy.migrate_baseline,deploy.migrate_lock_holder,deploy.migrate_plan," +
+	want := "deploy.migrate_apply,deploy.migrate_baseline,deploy.migrate_history_digest,deploy.migrate_lock_holder,deploy.migrate_plan," +
 		"deploy.migrate_repair,deploy.migrate_resolve,deploy.migrate_rollback,deploy.migrate_status"
 	if got != want {
 		t.Fatalf("API functions = %s, want %s", got, want)
