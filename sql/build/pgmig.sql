@@ -550,6 +550,34 @@ BEGIN
 END
 $fn$;
 
+-- Raises PM002 listing every drifted version (_drift_problems), if any. p_outcome ends the
+-- message: what did not happen because of it.
+CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
+                                                  p_allow_missing boolean, p_outcome text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+BEGIN
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)%s', v_versions,
+                             coalesce('; ' || p_outcome, '')),
+            DETAIL = v_detail,
+            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
+                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
+    END IF;
+END
+$fn$;
+
 -- Raises PM004 unless this transaction can take the lock and then see fresh history.
 CREATE OR REPLACE FUNCTION pgmig._assert_can_migrate(p_what text)
 RETURNS void
@@ -667,7 +695,6 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
-    v_count       bigint;
     v_versions    text;
     v_detail      text;
     v_total       bigint;
@@ -705,17 +732,7 @@ BEGIN
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
-            DETAIL = v_detail,
-            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
-                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
 
     -- One pass over the plan for everything the loop needs to know up front.
     SELECT count(*) FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)),
@@ -850,23 +867,9 @@ LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
-DECLARE
-    v_count    bigint;
-    v_versions text;
-    v_detail   text;
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)', v_versions),
-            DETAIL = v_detail,
-            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
-                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
     RETURN QUERY
         SELECT p.version, p.name, p.outcome, NULL::interval, p.applied_at
         FROM pgmig._plan_rows(p_batch) AS p;
@@ -1053,8 +1056,6 @@ AS $fn$
 DECLARE
     v_above    text;
     v_count    bigint;
-    v_versions text;
-    v_detail   text;
     v_now      timestamptz := clock_timestamp();
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_baseline');
@@ -1081,15 +1082,7 @@ BEGIN
             HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
     END IF;
     -- Recorded versions at or below the baseline must still match the batch.
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, true, true) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was recorded', v_versions),
-            DETAIL = v_detail;
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
 
     INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
                                applied_at, applied_by, login_role, client_application,
@@ -1255,24 +1248,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_count    bigint;
     v_versions text;
-    v_detail   text;
     r          record;
 BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
     PERFORM pgmig._assert_no_interrupted();
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
-            DETAIL = v_detail;
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
     IF NOT FOUND OR r.outcome <> 'pending' OR r.transactional OR r.sql IS NULL THEN
         RAISE EXCEPTION USING

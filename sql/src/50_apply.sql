@@ -26,6 +26,34 @@ BEGIN
 END
 $fn$;
 
+-- Raises PM002 listing every drifted version (_drift_problems), if any. p_outcome ends the
+-- message: what did not happen because of it.
+CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
+                                                  p_allow_missing boolean, p_outcome text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count    bigint;
+    v_versions text;
+    v_detail   text;
+BEGIN
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
+      INTO v_count, v_versions, v_detail
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)%s', v_versions,
+                             coalesce('; ' || p_outcome, '')),
+            DETAIL = v_detail,
+            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
+                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
+    END IF;
+END
+$fn$;
+
 -- Raises PM004 unless this transaction can take the lock and then see fresh history.
 CREATE OR REPLACE FUNCTION pgmig._assert_can_migrate(p_what text)
 RETURNS void
@@ -143,7 +171,6 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
-    v_count       bigint;
     v_versions    text;
     v_detail      text;
     v_total       bigint;
@@ -181,17 +208,7 @@ BEGIN
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
-            DETAIL = v_detail,
-            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
-                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
 
     -- One pass over the plan for everything the loop needs to know up front.
     SELECT count(*) FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)),

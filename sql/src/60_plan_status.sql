@@ -12,23 +12,9 @@ LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
-DECLARE
-    v_count    bigint;
-    v_versions text;
-    v_detail   text;
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)', v_versions),
-            DETAIL = v_detail,
-            HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
-                || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
     RETURN QUERY
         SELECT p.version, p.name, p.outcome, NULL::interval, p.applied_at
         FROM pgmig._plan_rows(p_batch) AS p;

@@ -127,8 +127,6 @@ AS $fn$
 DECLARE
     v_above    text;
     v_count    bigint;
-    v_versions text;
-    v_detail   text;
     v_now      timestamptz := clock_timestamp();
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_baseline');
@@ -155,15 +153,7 @@ BEGIN
             HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
     END IF;
     -- Recorded versions at or below the baseline must still match the batch.
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, true, true) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was recorded', v_versions),
-            DETAIL = v_detail;
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
 
     INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
                                applied_at, applied_by, login_role, client_application,

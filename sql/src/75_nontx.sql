@@ -67,24 +67,14 @@ LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_count    bigint;
     v_versions text;
-    v_detail   text;
     r          record;
 BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
     PERFORM pgmig._assert_no_interrupted();
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
-    IF v_count > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s); nothing was applied', v_versions),
-            DETAIL = v_detail;
-    END IF;
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
     IF NOT FOUND OR r.outcome <> 'pending' OR r.transactional OR r.sql IS NULL THEN
         RAISE EXCEPTION USING
