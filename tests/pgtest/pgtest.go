@@ -201,6 +201,11 @@ func startServer() (*Cluster, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pgtest: %s: %w", EnvDatabaseURL, err)
 		}
+	} else if os.Getenv(EnvPGBin) != "" {
+		// An explicit choice of binaries (make test-matrix) wins over a Docker engine.
+		if c, err = startLocal(ctx); err != nil {
+			return nil, err
+		}
 	} else {
 		var dockerErr error
 		c, dockerErr = startDocker(ctx)
