@@ -12,24 +12,43 @@ type batchEntry struct {
 	SQL           string `json:"sql,omitempty"`
 	Down          string `json:"down,omitempty"`
 	Transactional bool   `json:"transactional"`
-	Checksum      string `json:"checksum"`
+	// CommitAfter lets the engine's 55P04 hint name the marker when the
+	// batch is applied in one call (psql).
+	CommitAfter bool   `json:"commit_after,omitempty"`
+	Checksum    string `json:"checksum"`
 }
 
 // Batch encodes migrations as migrate_apply's batch argument, full SQL
 // included. The result can be passed to psql as is:
 // select * from migrate_apply('<batch>'::jsonb).
-func Batch(migrations []*Migration) ([]byte, error) { return encodeBatch(migrations, false) }
+func Batch(migrations []*Migration) ([]byte, error) {
+	return encodeBatch(migrations, func(*Migration) bool { return true })
+}
 
 // Manifest encodes migrations as a manifest: versions, names and checksums,
 // no SQL. It is enough for the engine to tell whether anything is pending
 // or drifted, at a fraction of the size.
-func Manifest(migrations []*Migration) ([]byte, error) { return encodeBatch(migrations, true) }
+func Manifest(migrations []*Migration) ([]byte, error) {
+	return encodeBatch(migrations, func(*Migration) bool { return false })
+}
 
-func encodeBatch(migrations []*Migration, manifest bool) ([]byte, error) {
+// segmentBatch carries the SQL of the versions in (after, upTo] only (upTo
+// 0: no upper bound) and manifest entries for the rest: the engine needs
+// no SQL for applied versions, nor for pending ones above the call's
+// target_version. A segment of a large push uploads its own SQL, not the
+// whole batch again.
+func segmentBatch(migrations []*Migration, after, upTo int64) ([]byte, error) {
+	return encodeBatch(migrations, func(m *Migration) bool {
+		return m.Version > after && (upTo == 0 || m.Version <= upTo)
+	})
+}
+
+func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte, error) {
 	entries := make([]batchEntry, len(migrations))
 	for i, m := range migrations {
 		entries[i] = batchEntry{Version: m.Version, Name: m.Name, Transactional: m.Transactional, Checksum: m.Checksum}
-		if !manifest {
+		if withSQL(m) {
+			entries[i].CommitAfter = m.CommitAfter
 			entries[i].SQL = m.SQL
 			entries[i].Down = m.Down
 		}

@@ -39,13 +39,22 @@ var (
 	ErrTransactionContext = errors.New("wrong transaction context for migrating")
 	// ErrNotRunnable: a migration cannot run inside migrate_apply: it uses
 	// transaction control, or it is marked `---- tern: disable-tx ----`
-	// (PM005); non-transactional migrations are not supported yet.
+	// (PM005): `pgmig push` runs the latter from the client.
 	ErrNotRunnable = errors.New("migration cannot run inside migrate_apply")
 	// ErrInterrupted: a non-transactional migration was interrupted or
 	// failed part-way (PM009): every migrator refuses to continue until an
 	// operator resolves it with migrate_resolve (the error's DETAIL and HINT
 	// say what completed and what to run).
 	ErrInterrupted = errors.New("a non-transactional migration was interrupted")
+	// ErrIrreversible: a rollback reached a migration recorded without down
+	// SQL (PM007); the error names it, nothing was rolled back.
+	ErrIrreversible = errors.New("migration has no down SQL")
+	// ErrLockTableFull: a transaction ran out of shared lock table space
+	// (SQLSTATE 53200, "out of shared memory"): too many migrations in one
+	// transaction for the server's max_locks_per_transaction. Matched by
+	// the *MigrationError; use a smaller PushOpts.SegmentSize, or raise
+	// max_locks_per_transaction (restart).
+	ErrLockTableFull = errors.New("transaction ran out of lock table space (SQLSTATE 53200)")
 	// ErrEngineNotInstalled: the pgmig engine is not installed in the
 	// database (or not visible to this role): run `pgmig install`.
 	ErrEngineNotInstalled = errors.New("pgmig engine is not installed in this database (run `pgmig install`)")
@@ -63,8 +72,11 @@ const (
 	codeTxContext       = "PM004"
 	codeNotRunnable     = "PM005"
 	codeEngineVersion   = "PM006"
+	codeIrreversible    = "PM007"
 	codeInterrupted     = "PM009"
 	codeMigrationFailed = "PM010"
+
+	codeOutOfSharedMemory = "53200" // PostgreSQL's out_of_memory class: lock table full
 )
 
 var sentinelByCode = map[string]error{
@@ -75,6 +87,7 @@ var sentinelByCode = map[string]error{
 	codeNotRunnable:   ErrNotRunnable,
 	codeEngineVersion: ErrUnsupportedEngine,
 	codeInterrupted:   ErrInterrupted,
+	codeIrreversible:  ErrIrreversible,
 }
 
 // LoadError is a problem with one migration file.
@@ -143,6 +156,10 @@ type MigrationError struct {
 	// non-transactional migrations); 0 for a single-transaction push, which
 	// leaves the database unchanged.
 	Applied int
+	// SegmentSize is how many migrations the failing transaction was to
+	// apply (0: unknown); with Code 53200 ("out of shared memory": the
+	// lock table is full) a smaller PushOpts.SegmentSize is the fix.
+	SegmentSize int
 	// NonTransactional: the migration runs statement by statement outside a
 	// transaction (`---- tern: disable-tx ----`); statements 1 to
 	// Statement-1 of Statements completed and stay applied, and the engine
@@ -150,18 +167,33 @@ type MigrationError struct {
 	NonTransactional bool
 	Statement        int
 	Statements       int
-	PgError          *pgconn.PgError
+	// Rollback: the failing SQL was the down SQL recorded in the history,
+	// run by Rollback (File and Location are empty); nothing was rolled
+	// back.
+	Rollback bool
+	PgError  *pgconn.PgError
 }
 
 func (e *MigrationError) Error() string {
-	where := e.File
-	if e.Location.Line > 0 {
-		where = fmt.Sprintf("%s:%d:%d", e.File, e.Location.Line, e.Location.Column)
+	if e.Rollback {
+		return fmt.Sprintf("error rolling back version %d [%s]: %s (SQLSTATE %s)", e.Version, e.Name, e.Message, e.Code)
 	}
-	return fmt.Sprintf("error applying version %d [%s] at %s: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Message, e.Code)
+	where := ""
+	if e.File != "" {
+		where = " at " + e.File
+	}
+	if e.Location.Line > 0 {
+		where = fmt.Sprintf(" at %s:%d:%d", e.File, e.Location.Line, e.Location.Column)
+	}
+	return fmt.Sprintf("error applying version %d [%s]%s: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Message, e.Code)
 }
 
 func (e *MigrationError) Unwrap() error { return e.PgError }
+
+// Is matches ErrLockTableFull for SQLSTATE 53200.
+func (e *MigrationError) Is(target error) bool {
+	return target == ErrLockTableFull && e.Code == codeOutOfSharedMemory
+}
 
 // DriftError is the engine's drift report (PM002), every offending version
 // sorted by kind. It matches ErrDrift, and ErrOutOfOrder when OutOfOrder is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -11,11 +12,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// step is one unit of a push: a migrate_apply call up to target (0: all),
-// or one non-transactional migration.
+// step is one unit of a push: a migrate_apply call up to target (0: all)
+// whose batch carries the SQL of the versions above after, or one
+// non-transactional migration.
 type step struct {
-	target int64
-	nontx  *Migration
+	after, target int64
+	count         int // pending migrations it is expected to apply
+	nontx         *Migration
 }
 
 func hasNonTransactional(migrations []*Migration) bool {
@@ -28,40 +31,43 @@ func hasNonTransactional(migrations []*Migration) bool {
 }
 
 // planSteps cuts the pending versions into steps: migrate_apply segments of
-// at most opts.SegmentSize migrations, ending after each CommitAfter
-// migration and before each non-transactional one, which is a step of its
-// own. The last step applies up to opts.TargetVersion.
-func planSteps(migrations []*Migration, pending []int64, opts *PushOpts) []step {
+// at most size migrations (size <= 0: no limit), ending after each
+// CommitAfter migration and before each non-transactional one, which is a
+// step of its own. The last step applies up to target (0: all).
+func planSteps(migrations []*Migration, pending []int64, size int, target int64) []step {
 	byVersion := make(map[int64]*Migration, len(migrations))
 	for _, m := range migrations {
 		byVersion[m.Version] = m
 	}
 	var steps []step
-	n := 0         // migrations in the open segment
-	var last int64 // last version in the open segment
+	var after int64 // the previous step's last version
+	n := 0          // migrations in the open segment
+	var last int64  // last version in the open segment
 	for _, v := range pending {
 		m := byVersion[v]
 		if m != nil && !m.Transactional {
 			if n > 0 {
-				steps = append(steps, step{target: last})
+				steps = append(steps, step{after: after, target: last, count: n})
 				n = 0
 			}
-			steps = append(steps, step{nontx: m})
+			steps = append(steps, step{after: v - 1, target: v, count: 1, nontx: m})
+			after = v
 			continue
 		}
 		n++
 		last = v
-		if m != nil && m.CommitAfter || opts.SegmentSize > 0 && n >= opts.SegmentSize {
-			steps = append(steps, step{target: v})
+		if m != nil && m.CommitAfter || size > 0 && n >= size {
+			steps = append(steps, step{after: after, target: v, count: n})
+			after = v
 			n = 0
 		}
 	}
 	if n > 0 || len(steps) == 0 {
-		steps = append(steps, step{target: opts.TargetVersion})
+		steps = append(steps, step{after: after, target: target, count: n})
 	} else if s := &steps[len(steps)-1]; s.nontx == nil {
 		// The pending list can be stale: let the last call cover
 		// everything up to the caller's target.
-		s.target = opts.TargetVersion
+		s.target = target
 	}
 	return steps
 }
@@ -73,27 +79,24 @@ func planSteps(migrations []*Migration, pending []int64, opts *PushOpts) []step 
 // second connection runs the statements one by one at top level, recording
 // before each one how far it got, so an interruption leaves an exact
 // account (PM009 for every migrator until migrate_resolve).
-func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, batch []byte, m *Migration, opts *PushOpts,
+func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, migrations []*Migration, m *Migration, opts *PushOpts,
 	index, total int, route *noticeRoute) (MigrationResult, error) {
 	res := MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeApplied}
 	op := fmt.Sprintf("applying non-transactional version %d [%s]", m.Version, m.Name)
+	batch, err := segmentBatch(migrations, m.Version-1, m.Version)
+	if err != nil {
+		return res, fmt.Errorf("%s: encoding batch: %w", op, err)
+	}
 	// Bookkeeping must reach the server even when ctx was cancelled.
 	bg := context.WithoutCancel(ctx)
 	stmts := splitStatements(m.SQL)
 
-	tx, err := holder.Begin(ctx)
+	tx, err := c.lockHistory(ctx, holder, opts.LockTimeout)
 	if err != nil {
-		return res, fmt.Errorf("%s: %w", op, err)
+		return res, engineError(op, err)
 	}
 	defer tx.Rollback(bg) // after Commit: a no-op
 
-	var lockTimeout any
-	if opts.LockTimeout > 0 {
-		lockTimeout = fmt.Sprintf("%d microseconds", opts.LockTimeout.Microseconds())
-	}
-	if err := lockHistory(ctx, tx, opts.LockTimeout); err != nil {
-		return res, engineError(op, err)
-	}
 	// Under the lock the plan is exact: while this push queued, another
 	// migrator may have applied the migration.
 	var outcome Outcome
@@ -109,12 +112,12 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 	// transaction, and keeps its snapshot registered meanwhile; the idle
 	// holder would then hold back xmin and CREATE INDEX CONCURRENTLY on the
 	// executor would wait for it forever.
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2, $3::interval, $4, $5)", pgx.QueryExecModeSimpleProtocol,
-		string(batch), m.Version, lockTimeout, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2, NULL, $3, $4)", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
 		return res, engineError(op, err)
 	}
 
-	exec, err := pgx.ConnectConfig(ctx, holder.Config())
+	exec, err := pgx.ConnectConfig(ctx, executorConfig(holder))
 	if err != nil {
 		return res, fmt.Errorf("%s: opening the executor connection: %w", op, err)
 	}
@@ -156,6 +159,24 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 		return res, fmt.Errorf("%s: %w", op, err)
 	}
 	return res, nil
+}
+
+// executorConfig is the holder's configuration plus, unless the caller set
+// it, client_connection_check_interval (PostgreSQL 14+): PostgreSQL does
+// not otherwise notice a vanished client until the statement ends, so a
+// CREATE INDEX CONCURRENTLY whose client died would run on unobserved,
+// after the lock was gone and the run had been reported interrupted. With
+// the check the server cancels it within a second (leaving, for a
+// concurrent build, an INVALID index that the PM009 report names).
+func executorConfig(holder *pgx.Conn) *pgx.ConnConfig {
+	cfg := holder.Config().Copy()
+	if _, set := cfg.RuntimeParams["client_connection_check_interval"]; !set {
+		major, _, _ := strings.Cut(holder.PgConn().ParameterStatus("server_version"), ".")
+		if v, err := strconv.Atoi(major); err == nil && v >= 14 {
+			cfg.RuntimeParams["client_connection_check_interval"] = "1000"
+		}
+	}
+	return cfg
 }
 
 func nullEmpty(s string) any {

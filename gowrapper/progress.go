@@ -24,7 +24,7 @@ type Progress struct {
 	At time.Time
 }
 
-var progressPattern = regexp.MustCompile(`^pgmig: applying version (\d+) \((\d+)/(\d+)\): (.*)$`)
+var progressPattern = regexp.MustCompile(`^pgmig: (?:applying|rolling back) version (\d+) \((\d+)/(\d+)\): (.*)$`)
 
 func parseProgress(n *pgconn.Notice) (Progress, bool) {
 	if n.Code != codeProgress {
@@ -48,8 +48,9 @@ type noticeRoute struct {
 	files    map[int64]string
 	// current is the version named by the last PM000 notice: the migration
 	// running when an error arrives.
-	current    int64
-	hasCurrent bool
+	current     int64
+	currentName string
+	hasCurrent  bool
 	// offset and total renumber the engine's per-call "(i/n)" across the
 	// segments of one push (total 0: keep the engine's).
 	offset, total int
@@ -80,7 +81,7 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 	}
 	r := v.(*noticeRoute)
 	if p, ok := parseProgress(n); ok {
-		r.current, r.hasCurrent = p.Version, true
+		r.current, r.currentName, r.hasCurrent = p.Version, p.Name, true
 		p.File = r.files[p.Version]
 		if r.total > 0 {
 			p.Index, p.Total = p.Index+r.offset, r.total

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"time"
@@ -53,14 +54,36 @@ type PushOpts struct {
 	Progress func(Progress)
 	// Notice receives the other notices the migrations raise.
 	Notice func(*pgconn.Notice)
-	// SegmentSize > 0 applies the pending migrations in consecutive
-	// segments of at most this many, one transaction (one migrate_apply
-	// call) each: for first-time batches too big for one transaction's lock
-	// table (SQLSTATE 53200). A failure rolls back its segment only; earlier
-	// segments stay applied (MigrationError.Applied counts them). A
-	// migration marked `---- pgmig: commit-after ----` always ends a segment.
+	// SegmentSize splits the pending migrations into consecutive segments
+	// of at most this many, each applied and committed by its own call of
+	// migrate_apply: one transaction holds a lock on every object it
+	// creates until it commits, and on default server settings a few
+	// thousand small DDL migrations in one transaction exhaust the shared
+	// lock table (SQLSTATE 53200, "out of shared memory").
+	//
+	//   0 (default)   automatic: one transaction, unless more migrations
+	//                 are pending than half the server's lock table holds
+	//                 at LocksPerMigration each (320 on default settings);
+	//                 then segments of that size
+	//   N > 0         at most N per segment
+	//   SegmentAll    one transaction, whatever it takes
+	//
+	// Each segment is atomic; a failure rolls back its own segment only,
+	// earlier segments stay applied (MigrationError.Applied counts them) and
+	// the next push continues after them. A migration marked
+	// `---- pgmig: commit-after ----` always ends a segment, and a
+	// non-transactional one is a step of its own.
 	SegmentSize int
 }
+
+// SegmentAll as PushOpts.SegmentSize applies every pending transactional
+// migration in one transaction, however many there are.
+const SegmentAll = -1
+
+// LocksPerMigration is the lock-table entries a migration is assumed to
+// need when Push sizes segments by itself: a table with a primary key, an
+// index, a TOAST table and a comment takes 9.
+const LocksPerMigration = 10
 
 // PushResult reports what Push did.
 type PushResult struct {
@@ -80,13 +103,24 @@ type PushResult struct {
 	// Segments is how many steps the push took: calls of migrate_apply (one
 	// transaction each) and non-transactional migrations; more than one
 	// with SegmentSize, commit-after or non-transactional migrations.
-	Segments int           `json:"segments"`
-	Duration time.Duration `json:"duration_ns"`
+	Segments int `json:"segments"`
+	// SegmentSize is the most migrations one transaction of this push
+	// applied by rule (PushOpts.SegmentSize, or the automatic size chosen
+	// for this server); 0 when the push was not split by size.
+	SegmentSize int           `json:"segment_size,omitempty"`
+	Duration    time.Duration `json:"duration_ns"`
 }
 
 // Push applies the pending migrations with one call of migrate_apply: the
 // engine takes its lock, reads the history, checks drift and applies
 // everything pending in one transaction. On failure nothing was applied.
+//
+// Some batches take several steps, each atomic, each under the lock:
+// segments ended by `---- pgmig: commit-after ----` markers, a
+// non-transactional migration (`---- tern: disable-tx ----`) run from the
+// client statement by statement, and segments sized to fit the server's
+// lock table when many migrations are pending (see PushOpts.SegmentSize and
+// docs/nontransactional.md). A failure then rolls back its own step only.
 //
 // Unless Config.DisablePrecheck or opts.DryRun, Push first asks
 // migrate_plan, without any lock, with a manifest (versions and checksums,
@@ -125,22 +159,25 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 		return nil, fmt.Errorf("pushing migrations: %w", err)
 	}
 
-	batch, err := Batch(migrations)
-	if err != nil {
-		return nil, fmt.Errorf("encoding batch: %w", err)
-	}
 	route := &noticeRoute{progress: opts.Progress, notice: opts.Notice, files: filesByVersion(migrations)}
 	detach := attachRoute(conn.PgConn(), route)
 	defer detach()
 
-	steps := []step{{target: opts.TargetVersion}}
-	if !opts.DryRun && (opts.SegmentSize > 0 || hasCommitAfter(migrations) || hasNonTransactional(migrations)) {
+	steps := []step{{target: opts.TargetVersion, count: len(pending)}}
+	segmentSize := opts.SegmentSize
+	if !opts.DryRun && (segmentSize > 0 || hasCommitAfter(migrations) || hasNonTransactional(migrations) ||
+		segmentSize == 0 && len(migrations) > autoSegmentMin) {
 		if pending == nil {
 			if pending, err = c.pendingVersions(ctx, conn, migrations, opts); err != nil {
 				return nil, err
 			}
 		}
-		steps = planSteps(migrations, pending, opts)
+		if segmentSize == 0 && len(pending) > autoSegmentMin {
+			if segmentSize, err = c.autoSegmentSize(ctx, conn); err != nil {
+				return nil, fmt.Errorf("pushing migrations: sizing segments: %w", err)
+			}
+		}
+		steps = planSteps(migrations, pending, segmentSize, opts.TargetVersion)
 		route.total = len(pending)
 	}
 
@@ -150,9 +187,13 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 		var results []MigrationResult
 		if st.nontx != nil {
 			var r MigrationResult
-			r, err = c.applyNonTransactional(ctx, conn, batch, st.nontx, opts, applied+1, route.total, route)
+			r, err = c.applyNonTransactional(ctx, conn, migrations, st.nontx, opts, applied+1, route.total, route)
 			results = []MigrationResult{r}
 		} else {
+			var batch []byte
+			if batch, err = segmentBatch(migrations, st.after, st.target); err != nil {
+				return nil, fmt.Errorf("encoding batch: %w", err)
+			}
 			results, err = c.apply(ctx, conn, batch, migrations, opts, st.target, route)
 			if err != nil {
 				err = c.pushError(ctx, conn, migrations, route, err)
@@ -162,6 +203,7 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 			var merr *MigrationError
 			if errors.As(err, &merr) {
 				merr.Applied = applied
+				merr.SegmentSize = st.count
 			}
 			return nil, err
 		}
@@ -182,81 +224,150 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	sort.Slice(results, func(i, j int) bool { return results[i].Version < results[j].Version })
 	res := summarize(results)
 	res.Segments = len(steps)
+	if len(steps) > 1 && segmentSize > 0 {
+		res.SegmentSize = segmentSize
+	}
 	res.Duration = time.Since(start)
 	return res, nil
 }
 
-// apply is one call of migrate_apply.
+// autoSegmentMin: pushes with at most this many pending migrations are one
+// transaction unless asked otherwise; no server lock table is that small.
+const autoSegmentMin = 20
+
+// autoSegmentSize sizes segments from the server's shared lock table, which
+// has room for max_locks_per_transaction * (max_connections +
+// max_prepared_transactions) locks (PostgreSQL docs, "Lock Management";
+// the table can borrow some spare shared memory beyond that, which is not
+// counted on). A segment may use half of it, LocksPerMigration each: the
+// other half is headroom for every other session.
+func (c *Client) autoSegmentSize(ctx context.Context, conn *pgx.Conn) (int, error) {
+	var slots int64
+	err := conn.QueryRow(ctx, `select current_setting('max_locks_per_transaction')::bigint *
+		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`,
+		pgx.QueryExecModeExec).Scan(&slots)
+	if err != nil {
+		return 0, err
+	}
+	return int(max(1, slots/2/LocksPerMigration)), nil
+}
+
+// apply is one call of migrate_apply, in a transaction that already holds
+// the history lock (see lockHistory).
 func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrations []*Migration, opts *PushOpts, target int64, route *noticeRoute) ([]MigrationResult, error) {
-	var lockTimeout any
-	if opts.LockTimeout > 0 {
-		lockTimeout = fmt.Sprintf("%d microseconds", opts.LockTimeout.Microseconds())
-	}
 	// QueryExecModeExec: one round trip (no separate prepare), the batch
-	// goes as a text parameter, never spliced into SQL.
+	// goes as a text parameter, never spliced into SQL. The lock is held
+	// by then: lock_timeout stays NULL.
 	query := `select version, name, outcome, duration, applied_at from ` + c.fn("migrate_apply") +
-		`($1::jsonb, target_version => $2, lock_timeout => $3::interval, allow_out_of_order => $4,
-		  allow_missing => $5, dry_run => $6, client_info => $7)`
-	args := []any{pgx.QueryExecModeExec, string(batch), nullZero(target), lockTimeout,
+		`($1::jsonb, target_version => $2, allow_out_of_order => $3,
+		  allow_missing => $4, dry_run => $5, client_info => $6)`
+	args := []any{pgx.QueryExecModeExec, string(batch), nullZero(target),
 		opts.AllowOutOfOrder, opts.AllowMissing, opts.DryRun, c.config.ClientInfo}
-	rows, err := conn.Query(ctx, query, args...)
-	if err == nil {
-		var results []MigrationResult
-		results, err = scanResults(rows, migrations)
-		if err == nil || !nonTransactionalRunning(err) {
-			return results, err
-		}
-	} else if !nonTransactionalRunning(err) {
-		return nil, err
-	}
-	// Another migrator is running a non-transactional migration, and the
-	// engine will not queue for the lock inside a statement (its snapshot
-	// would stall that migrator's CREATE INDEX CONCURRENTLY). Queue with a
-	// plain LOCK TABLE, which holds no snapshot, then apply under the lock.
-	tx, err := conn.Begin(ctx)
+	tx, err := c.lockHistory(ctx, conn, opts.LockTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if err := lockHistory(ctx, tx, opts.LockTimeout); err != nil {
-		return nil, err
-	}
-	rows, err = tx.Query(ctx, query, args...)
+	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	results, err := scanResults(rows, migrations)
 	if err != nil {
+		// The caller reads the history next: end the failed transaction.
+		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
 	}
 	return results, tx.Commit(ctx)
 }
 
-// nonTransactionalRunning: the engine refused to queue for the lock
-// because the holder runs a non-transactional migration.
-func nonTransactionalRunning(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == codeLockTimeout && strings.Contains(pgErr.Message, "non-transactional")
+// lockHistory opens a transaction on conn holding the history lock, without
+// holding a snapshot while it waits for it.
+//
+// Why: a migrator that waits while another one runs a non-transactional
+// migration must not hold a snapshot, or that migration's CREATE INDEX
+// CONCURRENTLY waits for it (it waits for every transaction whose xmin
+// predates the build), the waiter waits for the lock holder and the holder
+// for its index: nobody moves. Queueing inside migrate_apply holds the
+// statement's snapshot. Even a plain LOCK TABLE is not enough: looking up
+// the table name can take a catalog snapshot (a syscache miss), which stays
+// registered, xmin and all, for as long as the statement waits — seen in
+// pg_stat_activity.backend_xmin. So it polls: each attempt is a
+// transaction with LOCK TABLE ... NOWAIT, which fails at once and is rolled
+// back; between attempts the session is idle and holds nothing (PostgreSQL
+// drops the catalog snapshot before waiting for client input). A
+// concurrent index build waits for an attempt at most, not for the queue.
+//
+// timeout 0 means the session's lock_timeout (0 there: no limit), a
+// negative timeout one attempt only. On timeout it fails like the engine (a PgError with PM003 naming the
+// holder). Everything goes through the simple protocol (see
+// applyNonTransactional).
+func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration) (pgx.Tx, error) {
+	bg := context.WithoutCancel(ctx)
+	var deadline time.Time
+	delay := 5 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		_, err = tx.Exec(ctx, "lock table pgmig.history in exclusive mode nowait")
+		var pgErr *pgconn.PgError
+		if err == nil {
+			return tx, nil
+		}
+		_ = tx.Rollback(bg)
+		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			return nil, err
+		}
+		if timeout < 0 {
+			return nil, c.lockTimeoutError(bg, conn, timeout)
+		}
+		if attempt == 0 {
+			if timeout == 0 {
+				var ms float64
+				if err := conn.QueryRow(ctx, "select extract(epoch from current_setting('lock_timeout')::interval) * 1000",
+					pgx.QueryExecModeSimpleProtocol).Scan(&ms); err != nil {
+					return nil, err
+				}
+				timeout = time.Duration(ms * float64(time.Millisecond))
+			}
+			if timeout > 0 {
+				deadline = time.Now().Add(timeout)
+			}
+		}
+		wait := delay + time.Duration(rand.Int64N(int64(delay)))
+		if !deadline.IsZero() && time.Now().Add(wait).After(deadline) {
+			if wait = time.Until(deadline); wait <= 0 {
+				return nil, c.lockTimeoutError(bg, conn, timeout)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		delay = min(2*delay, 200*time.Millisecond)
+	}
 }
 
-// lockHistory takes the history lock with a plain LOCK TABLE at the start
-// of tx: a utility statement waits without a snapshot. Simple protocol
-// throughout (see applyNonTransactional).
-func lockHistory(ctx context.Context, tx pgx.Tx, timeout time.Duration) error {
-	if timeout > 0 {
-		if _, err := tx.Exec(ctx, "select pg_catalog.set_config('lock_timeout', $1, true)", pgx.QueryExecModeSimpleProtocol,
-			fmt.Sprintf("%dms", max(1, timeout.Milliseconds()))); err != nil {
-			return err
-		}
+// lockTimeoutError is the engine's PM003, naming the holder.
+func (c *Client) lockTimeoutError(ctx context.Context, conn *pgx.Conn, waited time.Duration) error {
+	holder := "a session this role cannot see (grant pg_read_all_stats to see it)"
+	var text *string
+	if err := conn.QueryRow(ctx, "select pgmig._lock_holder_text()", pgx.QueryExecModeSimpleProtocol).Scan(&text); err == nil && text != nil {
+		holder = *text
 	}
-	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "55P03" { // lock_not_available
-			return fmt.Errorf("%w: %w", ErrLockTimeout, err)
-		}
-		return err
+	how := "waited " + waited.String()
+	if waited < 0 {
+		how = "did not wait"
 	}
-	return nil
+	return &pgconn.PgError{
+		Severity: "ERROR", Code: codeLockTimeout,
+		Message: fmt.Sprintf("pgmig: another migrator holds the migration lock (%s)", how),
+		Detail:  "held by " + holder,
+		Hint:    "Wait for it to finish and run again: already applied migrations are skipped. `pgmig status` shows who is migrating.",
+	}
 }
 
 func hasCommitAfter(migrations []*Migration) bool {

@@ -1,10 +1,6 @@
 package pgmig
 
-import (
-	"strings"
-	"unicode"
-	"unicode/utf8"
-)
+import "strings"
 
 // statement is one statement of a non-transactional migration and where it
 // starts in the migration's SQL (byte offset).
@@ -13,223 +9,156 @@ type statement struct {
 	offset int
 }
 
-// splitStatements splits SQL into statements exactly as tern does for its
-// disable-tx migrations (github.com/jackc/tern/v2/migrate/internal/sqlsplit,
-// MIT licence, Jack Christensen), quirks included, so that both tools run
-// the same statements; it also keeps each statement's offset, to map error
-// positions back to the file. tern's package is internal, hence the copy.
-// Two deliberate differences: tern stops splitting at an invalid UTF-8 byte
-// (dropping the rest) and panics on a `$` at the very end of a dollar-quoted
-// string; here only the end of the input ends the last statement.
+// splitStatements splits a non-transactional migration into the statements
+// it runs one by one at top level. A statement ends at a `;` that is not
+// inside a string, a quoted identifier, a dollar-quoted string or a
+// comment, recognised as PostgreSQL's lexer (src/backend/parser/scan.l)
+// recognises them, with standard_conforming_strings on:
+//
+//   - '...' with ” inside; backslashes are ordinary characters;
+//   - E'...' (only where the E starts a token: `like'x'` is the keyword
+//     LIKE and a standard string) with \x escapes and ”;
+//   - "..." with "" inside;
+//   - $tag$...$tag$ where the tag is empty or an identifier without `$`,
+//     only where the `$` starts a token (`a$b$` is an identifier, `$1` a
+//     parameter);
+//   - -- to the end of the line (a backslash does not escape the newline);
+//   - /* ... */ nested.
+//
+// Unterminated constructs run to the end of the text. Statements are
+// trimmed of surrounding whitespace; empty ones are dropped. tern's own
+// splitter (for its disable-tx migrations) differs in a few corner cases
+// where it misreads SQL — a backslash at the end of a -- comment, `e'`
+// after an identifier, `$` inside an identifier, a `$$` just before the
+// closing tag of a dollar quote; pgmig follows PostgreSQL there.
 func splitStatements(sql string) []statement {
-	l := &sqlLexer{src: sql}
-	for state := rawState; state != nil; {
-		state = state(l)
-	}
-	if len(l.statements) == 0 {
-		l.statements = []statement{{text: sql}}
-	}
-	return l.statements
-}
-
-type sqlLexer struct {
-	src        string
-	start      int
-	pos        int
-	nested     int // multi-line comment nesting level
-	statements []statement
-}
-
-func (l *sqlLexer) addStatement(s string, offset int) {
-	t := strings.TrimSpace(s)
-	if t != "" {
-		lead := len(s) - len(strings.TrimLeftFunc(s, unicode.IsSpace))
-		l.statements = append(l.statements, statement{text: t, offset: offset + lead})
-	}
-}
-
-// flush ends the input: whatever is left is the last statement.
-func (l *sqlLexer) flush() stateFn {
-	if l.pos-l.start > 0 {
-		l.addStatement(l.src[l.start:min(l.pos, len(l.src))], l.start)
-		l.start = l.pos
-	}
-	return nil
-}
-
-type stateFn func(*sqlLexer) stateFn
-
-func (l *sqlLexer) next() (rune, int) {
-	if l.pos >= len(l.src) {
-		return utf8.RuneError, 0
-	}
-	r, w := utf8.DecodeRuneInString(l.src[l.pos:])
-	l.pos += w
-	return r, w
-}
-
-func (l *sqlLexer) peek() (rune, int) {
-	if l.pos >= len(l.src) {
-		return utf8.RuneError, 0
-	}
-	return utf8.DecodeRuneInString(l.src[l.pos:])
-}
-
-func rawState(l *sqlLexer) stateFn {
-	for {
-		r, w := l.next()
-		switch r {
-		case 'e', 'E':
-			if n, nw := l.peek(); n == '\'' {
-				l.pos += nw
-				return escapeStringState
-			}
-		case '\'':
-			return quoteState('\'')
-		case '"':
-			return quoteState('"')
-		case '$':
-			if tag, ok := readDollarTag(l.src[l.pos:]); ok {
-				l.pos += len(tag) + 1
-				return dollarQuoteState(tag)
-			}
-		case ';':
-			l.addStatement(l.src[l.start:l.pos], l.start)
-			l.start = l.pos
-			return rawState
-		case '-':
-			if n, nw := l.peek(); n == '-' {
-				l.pos += nw
-				return oneLineCommentState
-			}
-		case '/':
-			if n, nw := l.peek(); n == '*' {
-				l.pos += nw
-				return multilineCommentState
-			}
-		case utf8.RuneError:
-			if w == 0 {
-				return l.flush()
-			}
+	var out []statement
+	add := func(from, to int) {
+		s := sql[from:to]
+		t := strings.TrimSpace(s)
+		if t != "" {
+			out = append(out, statement{text: t, offset: from + strings.Index(s, t)})
 		}
 	}
-}
-
-func quoteState(q rune) stateFn {
-	return func(l *sqlLexer) stateFn {
-		for {
-			r, w := l.next()
-			switch {
-			case r == q:
-				n, nw := l.peek()
-				if n != q {
-					return rawState
-				}
-				l.pos += nw
-			case r == utf8.RuneError && w == 0:
-				return l.flush()
-			}
+	start := 0
+	identBefore := false // the previous byte continues an identifier or number
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		next := byte(0)
+		if i+1 < len(sql) {
+			next = sql[i+1]
 		}
-	}
-}
-
-func dollarQuoteState(openingTag string) stateFn {
-	return func(l *sqlLexer) stateFn {
-		for {
-			r, w := l.next()
-			switch {
-			case r == '$':
-				tag, ok := readDollarTag(l.src[l.pos:])
-				if ok && tag == openingTag {
-					l.pos += len(tag) + 1
-					return rawState
-				}
-				l.pos += w // tern skips the character after a non-matching '$'
-				if l.pos > len(l.src) {
-					l.pos = len(l.src)
-				}
-			case r == utf8.RuneError && w == 0:
-				return l.flush()
-			}
-		}
-	}
-}
-
-func readDollarTag(src string) (string, bool) {
-	r, w := utf8.DecodeRuneInString(src)
-	if r == '$' {
-		return "", true
-	}
-	if !unicode.IsLetter(r) && r != '_' {
-		return "", false // not a tag: perhaps a parameter like $1
-	}
-	n := w
-	for {
-		r, w := utf8.DecodeRuneInString(src[n:])
 		switch {
-		case r == '$':
-			return src[:n], true
-		case unicode.IsLetter(r) || r == '_' || '0' <= r && r <= '9':
-			n += w
+		case c == '\'':
+			i = skipQuoted(sql, i+1, '\'', false)
+			identBefore = false
+		case (c == 'e' || c == 'E') && next == '\'' && !identBefore:
+			i = skipQuoted(sql, i+2, '\'', true)
+			identBefore = false
+		case c == '"':
+			i = skipQuoted(sql, i+1, '"', false)
+			identBefore = false
+		case c == '$' && !identBefore:
+			if tag, ok := dollarTag(sql[i:]); ok {
+				if end := strings.Index(sql[i+len(tag):], tag); end >= 0 {
+					i += len(tag) + end + len(tag)
+				} else {
+					i = len(sql)
+				}
+				identBefore = false
+			} else {
+				i++
+				identBefore = true // $1: a parameter, digits follow
+			}
+		case c == '-' && next == '-':
+			if end := strings.IndexByte(sql[i:], '\n'); end >= 0 {
+				i += end + 1
+			} else {
+				i = len(sql)
+			}
+			identBefore = false
+		case c == '/' && next == '*':
+			i = skipBlockComment(sql, i+2)
+			identBefore = false
+		case c == ';':
+			add(start, i+1)
+			i++
+			start = i
+			identBefore = false
 		default:
+			identBefore = identByte(c) || c == '$' && identBefore
+			i++
+		}
+	}
+	add(start, len(sql))
+	if len(out) == 0 {
+		out = []statement{{text: sql}}
+	}
+	return out
+}
+
+// identByte: a byte that can continue an identifier or a number (scan.l's
+// ident_cont, plus digits; bytes >= 0x80 are letters to the lexer).
+func identByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c >= 0x80
+}
+
+// skipQuoted returns the index after the closing quote q, a doubled quote
+// standing for itself; with backslashes, a backslash escapes the next byte.
+func skipQuoted(sql string, i int, q byte, backslashes bool) int {
+	for i < len(sql) {
+		switch c := sql[i]; {
+		case c == '\\' && backslashes:
+			i += 2
+		case c == q:
+			if i+1 < len(sql) && sql[i+1] == q {
+				i += 2
+				continue
+			}
+			return i + 1
+		default:
+			i++
+		}
+	}
+	return len(sql)
+}
+
+// dollarTag returns the opening delimiter ($$ or $tag$) at the start of s.
+func dollarTag(s string) (string, bool) {
+	for j := 1; j < len(s); j++ {
+		c := s[j]
+		switch {
+		case c == '$':
+			return s[:j+1], true
+		case c >= '0' && c <= '9':
+			if j == 1 {
+				return "", false // a parameter: $1
+			}
+		case !identByte(c):
 			return "", false
 		}
 	}
+	return "", false
 }
 
-func escapeStringState(l *sqlLexer) stateFn {
-	for {
-		r, w := l.next()
+// skipBlockComment returns the index after the */ that closes a comment
+// opened just before i, counting nested /* */ pairs.
+func skipBlockComment(sql string, i int) int {
+	depth := 1
+	for i < len(sql) {
 		switch {
-		case r == '\\':
-			l.next()
-		case r == '\'':
-			n, nw := l.peek()
-			if n != '\'' {
-				return rawState
+		case sql[i] == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			depth++
+			i += 2
+		case sql[i] == '*' && i+1 < len(sql) && sql[i+1] == '/':
+			depth--
+			i += 2
+			if depth == 0 {
+				return i
 			}
-			l.pos += nw
-		case r == utf8.RuneError && w == 0:
-			return l.flush()
+		default:
+			i++
 		}
 	}
-}
-
-func oneLineCommentState(l *sqlLexer) stateFn {
-	for {
-		r, w := l.next()
-		switch {
-		case r == '\\':
-			l.next()
-		case r == '\n' || r == '\r':
-			return rawState
-		case r == utf8.RuneError && w == 0:
-			return l.flush()
-		}
-	}
-}
-
-func multilineCommentState(l *sqlLexer) stateFn {
-	for {
-		r, w := l.next()
-		switch {
-		case r == '/':
-			if n, nw := l.peek(); n == '*' {
-				l.pos += nw
-				l.nested++
-			}
-		case r == '*':
-			n, nw := l.peek()
-			if n != '/' {
-				continue
-			}
-			l.pos += nw
-			if l.nested == 0 {
-				return rawState
-			}
-			l.nested--
-		case r == utf8.RuneError && w == 0:
-			return l.flush()
-		}
-	}
+	return len(sql)
 }

@@ -64,9 +64,8 @@ type result struct {
 	took           time.Duration
 }
 
-// pgmigRun runs the binary in dir with a clean environment plus env.
-func pgmigRun(t *testing.T, dir string, env []string, args ...string) result {
-	t.Helper()
+// pgmigCommand is the binary in dir with a clean environment plus env.
+func pgmigCommand(dir string, env []string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
 	cmd.Dir = dir
 	for _, kv := range os.Environ() {
@@ -76,6 +75,13 @@ func pgmigRun(t *testing.T, dir string, env []string, args ...string) result {
 		cmd.Env = append(cmd.Env, kv)
 	}
 	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// pgmigRun runs the binary in dir with a clean environment plus env.
+func pgmigRun(t *testing.T, dir string, env []string, args ...string) result {
+	t.Helper()
+	cmd := pgmigCommand(dir, env, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()

@@ -43,11 +43,27 @@ Usage:
 
 Commands:
   install    install or upgrade the engine in the database (--print: write the SQL instead)
-  push       apply pending migrations, all in one transaction
+  push       apply pending migrations: one transaction, or consecutive atomic segments
+             (commit-after markers, disable-tx migrations, batches too big for the
+             lock table; see --segment-size)
   status     show the applied history, who is migrating now, and what is pending
   plan       show what push would apply; changes nothing, takes no lock
   validate   check the files against the history under the lock, apply nothing
              (--wait: wait while another migrator holds the lock instead of failing)
+  rollback --to V
+             roll back every version above V with the down SQL recorded in the
+             history, newest first, in one transaction (fails fast if another
+             migrator holds the lock; --dry-run: only check)
+  baseline --version V | --from-tern
+             record the migrations up to V as applied without running them
+             (adopt an existing database; --from-tern reads V from tern's table)
+  repair [--version V ...]
+             accept deliberate edits of applied migrations: record their new
+             checksum and name (default: every drifted version); audited
+  resolve V --retry | --applied
+             after an interrupted non-transactional migration: run it again
+             from its first statement on the next push (you undid what it did),
+             or record it as applied (you finished it by hand); audited
   new NAME   create the next numbered migration file in --dir
   version    print pgmig's version and the engine version it installs
   help       show this help
@@ -61,11 +77,19 @@ Flags (all commands that talk to the database):
   --quiet            print only errors
 Flags of push, plan, validate:
   --target N         apply versions up to N only
-  --lock-timeout D   wait at most D (e.g. 10s) for the migration lock
+  --lock-timeout D   wait at most D (e.g. 10s) for the migration lock (also rollback,
+                     baseline, repair, resolve; rollback and resolve default to not waiting)
   --allow-out-of-order, --allow-missing
 Flags of push:
-  --segment-size N   apply in consecutive transactions of at most N migrations each
-                     (for first-time batches too big for one transaction's lock table)
+  --segment-size N   commit after every N migrations (each segment is atomic; earlier
+                     segments stay applied if a later one fails). Default auto: one
+                     transaction unless the pending migrations would not fit the
+                     server's lock table (then segments sized from
+                     max_locks_per_transaction); "all": one transaction regardless
+Flags of rollback: --to V (required; 0 = everything), --dry-run
+Flags of baseline: --version V, or --from-tern [--tern-table public.schema_version]
+Flags of repair:   --version V (repeatable; default: every drifted version)
+Flags of resolve:  --retry or --applied
 Flags of validate:
   --wait             wait while another migrator holds the lock
   --wait-timeout D   give up waiting after D (default: wait indefinitely)
@@ -104,7 +128,29 @@ type options struct {
 	waitTimeout     time.Duration
 	print           bool
 	all             bool
-	segmentSize     int
+	segmentSize     string
+	to              int64
+	dryRun          bool
+	version         int64
+	versions        versionList
+	fromTern        bool
+	ternTable       string
+	retry, applied  bool
+}
+
+// versionList is a repeatable --version flag.
+type versionList []int64
+
+func (l *versionList) String() string { return fmt.Sprint([]int64(*l)) }
+func (l *versionList) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		v, err := strconv.ParseInt(strings.TrimSpace(part), 10, 64)
+		if err != nil || v < 1 {
+			return fmt.Errorf("invalid version %q", part)
+		}
+		*l = append(*l, v)
+	}
+	return nil
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -139,11 +185,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.BoolVar(&o.allowMissing, "allow-missing", false, "tolerate applied versions missing from the files")
 	}
 	switch cmd {
-	case "push", "validate":
+	case "push", "validate", "rollback", "baseline", "repair", "resolve":
 		fs.DurationVar(&o.lockTimeout, "lock-timeout", 0, "wait at most this long for the migration lock")
 	}
-	if cmd == "push" {
-		fs.IntVar(&o.segmentSize, "segment-size", 0, "apply in consecutive transactions of at most this many migrations")
+	switch cmd {
+	case "push":
+		fs.StringVar(&o.segmentSize, "segment-size", "auto", "commit after every N migrations; auto (0) or all")
+	case "rollback":
+		fs.Int64Var(&o.to, "to", -1, "roll back every version above this one (0: all)")
+		fs.BoolVar(&o.dryRun, "dry-run", false, "check under the lock, roll nothing back")
+	case "baseline":
+		fs.Int64Var(&o.version, "version", 0, "record the migrations up to this version as applied")
+		fs.BoolVar(&o.fromTern, "from-tern", false, "take the version from tern's version table")
+		fs.StringVar(&o.ternTable, "tern-table", "public.schema_version", "tern's version table")
+	case "repair":
+		fs.Var(&o.versions, "version", "repair this version (repeatable; default: every drifted one)")
+	case "resolve":
+		fs.BoolVar(&o.retry, "retry", false, "run the migration again from its first statement on the next push")
+		fs.BoolVar(&o.applied, "applied", false, "record the migration as applied (finished by hand)")
 	}
 	switch cmd {
 	case "validate":
@@ -174,6 +233,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return cmdNew(o, positional[0], out)
 	}
+	if cmd == "resolve" {
+		return cmdResolve(ctx, o, positional, out)
+	}
 	if len(positional) > 0 {
 		fmt.Fprintf(stderr, "pgmig %s: unexpected argument %q\n", cmd, positional[0])
 		return exitUsage
@@ -189,6 +251,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdPlan(ctx, o, out)
 	case "validate":
 		return cmdValidate(ctx, o, out)
+	case "rollback":
+		return cmdRollback(ctx, o, out)
+	case "baseline":
+		return cmdBaseline(ctx, o, out)
+	case "repair":
+		return cmdRepair(ctx, o, out)
 	}
 	fmt.Fprintf(stderr, "pgmig: unknown command %q; see pgmig help\n", cmd)
 	return exitUsage
@@ -255,7 +323,7 @@ func exitCode(err error) int {
 	case errors.Is(err, pgmig.ErrLockTimeout):
 		return exitLocked
 	case errors.Is(err, pgmig.ErrDrift), errors.Is(err, pgmig.ErrInvalidBatch), errors.As(err, &lerr),
-		errors.Is(err, pgmig.ErrInterrupted),
+		errors.Is(err, pgmig.ErrInterrupted), errors.Is(err, pgmig.ErrIrreversible),
 		errors.Is(err, pgmig.ErrNoMigrations):
 		return exitValidation
 	}
@@ -291,13 +359,18 @@ func cmdPush(ctx context.Context, o options, out *output) int {
 		return code
 	}
 	defer client.Close(context.WithoutCancel(ctx))
+	segmentSize, err := parseSegmentSize(o.segmentSize)
+	if err != nil {
+		out.fail(err)
+		return exitUsage
+	}
 	live := out.startProgress()
 	res, err := client.Push(ctx, ms, &pgmig.PushOpts{
 		TargetVersion:   o.target,
 		LockTimeout:     o.lockTimeout,
 		AllowOutOfOrder: o.allowOutOfOrder,
 		AllowMissing:    o.allowMissing,
-		SegmentSize:     o.segmentSize,
+		SegmentSize:     segmentSize,
 		Progress:        live.progress,
 		Notice:          live.notice,
 	})
@@ -307,6 +380,130 @@ func cmdPush(ctx context.Context, o options, out *output) int {
 		return exitCode(err)
 	}
 	out.pushed(res, live)
+	return exitOK
+}
+
+// parseSegmentSize: "auto" or "0" (automatic), "all" (one transaction),
+// or a positive count.
+func parseSegmentSize(s string) (int, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto", "0":
+		return 0, nil
+	case "all":
+		return pgmig.SegmentAll, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("--segment-size %q: want a positive number, auto (0) or all", s)
+	}
+	return n, nil
+}
+
+func cmdRollback(ctx context.Context, o options, out *output) int {
+	if o.to < 0 {
+		out.fail(errors.New("rollback needs --to V: the version to go back to (0: roll back everything)"))
+		return exitUsage
+	}
+	client, code := connect(ctx, o, out)
+	if client == nil {
+		return code
+	}
+	defer client.Close(context.WithoutCancel(ctx))
+	live := out.startProgress()
+	live.verb, live.failedVerb = "rolled back", "failed rolling back"
+	res, err := client.Rollback(ctx, o.to, &pgmig.RollbackOpts{
+		LockTimeout: o.lockTimeout, DryRun: o.dryRun, Progress: live.progress, Notice: live.notice,
+	})
+	live.stop(err == nil)
+	if err != nil {
+		out.fail(err)
+		return exitCode(err)
+	}
+	out.rolledBack(res, o.to, o.dryRun, live)
+	return exitOK
+}
+
+func cmdBaseline(ctx context.Context, o options, out *output) int {
+	if o.version > 0 == o.fromTern {
+		out.fail(errors.New("baseline needs exactly one of --version V and --from-tern"))
+		return exitUsage
+	}
+	ms, code := load(o, out)
+	if ms == nil {
+		return code
+	}
+	client, code := connect(ctx, o, out)
+	if client == nil {
+		return code
+	}
+	defer client.Close(context.WithoutCancel(ctx))
+	version := o.version
+	if o.fromTern {
+		v, err := client.TernVersion(ctx, o.ternTable)
+		if err != nil {
+			out.fail(err)
+			return exitUsage
+		}
+		if v < 1 {
+			out.fail(fmt.Errorf("tern's version table %s says version %d: nothing to baseline", o.ternTable, v))
+			return exitValidation
+		}
+		out.info("tern's version table %s is at version %d", o.ternTable, v)
+		version = v
+	}
+	res, err := client.Baseline(ctx, ms, version, &pgmig.BaselineOpts{LockTimeout: o.lockTimeout})
+	if err != nil {
+		out.fail(err)
+		return exitCode(err)
+	}
+	out.baselined(res, version)
+	return exitOK
+}
+
+func cmdRepair(ctx context.Context, o options, out *output) int {
+	ms, code := load(o, out)
+	if ms == nil {
+		return code
+	}
+	client, code := connect(ctx, o, out)
+	if client == nil {
+		return code
+	}
+	defer client.Close(context.WithoutCancel(ctx))
+	res, err := client.Repair(ctx, ms, &pgmig.RepairOpts{Versions: o.versions, LockTimeout: o.lockTimeout})
+	if err != nil {
+		out.fail(err)
+		return exitCode(err)
+	}
+	out.repaired(res)
+	return exitOK
+}
+
+func cmdResolve(ctx context.Context, o options, positional []string, out *output) int {
+	var version int64
+	var err error
+	if len(positional) == 1 {
+		version, err = strconv.ParseInt(positional[0], 10, 64)
+	}
+	if len(positional) != 1 || err != nil || version < 1 || o.retry == o.applied {
+		out.fail(errors.New("usage: pgmig resolve V --retry | --applied"))
+		return exitUsage
+	}
+	action := pgmig.ResolveRetry
+	if o.applied {
+		action = pgmig.ResolveApplied
+	}
+	client, code := connect(ctx, o, out)
+	if client == nil {
+		return code
+	}
+	defer client.Close(context.WithoutCancel(ctx))
+	res, err := client.Resolve(ctx, version, action, &pgmig.ResolveOpts{LockTimeout: o.lockTimeout})
+	if err != nil {
+		out.fail(err)
+		return exitCode(err)
+	}
+	out.resolved(res, action)
 	return exitOK
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -158,7 +159,13 @@ func (o *output) fail(err error) {
 			fmt.Fprintf(o.stderr, "HINT:  %s\n", pgErr.Hint)
 		}
 	}
+	if m := interruptedVersion.FindStringSubmatch(pgErr.Message); m != nil && errors.Is(err, pgmig.ErrInterrupted) {
+		fmt.Fprintf(o.stderr, "With pgmig: `pgmig resolve %s --retry` once what the completed statements did is undone, or `pgmig resolve %s --applied` once the migration is finished by hand (docs/nontransactional.md).\n", m[1], m[1])
+	}
 }
+
+// interruptedVersion finds the version in PM009's message.
+var interruptedVersion = regexp.MustCompile(`non-transactional migration (\d+) `)
 
 // migrationError prints a failing migration the way psql prints an error
 // in a script: where, the line with a caret under the column, then
@@ -167,6 +174,9 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 	w := o.stderr
 	loc := e.Location
 	where := o.path(e.File)
+	if e.Rollback {
+		where = fmt.Sprintf("down SQL of version %d (%s)", e.Version, e.Name)
+	}
 	if loc.Line > 0 {
 		where = fmt.Sprintf("%s:%d:%d", where, loc.Line, loc.Column)
 	}
@@ -191,12 +201,24 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 	if e.Hint != "" {
 		fmt.Fprintf(w, "HINT:  %s\n", e.Hint)
 	}
+	if e.Code == "53200" {
+		size := ""
+		if e.SegmentSize > 1 {
+			size = fmt.Sprintf(" This transaction was to apply %d migrations.", e.SegmentSize)
+		}
+		fmt.Fprintf(w, "The transaction ran out of the server's shared lock table: it holds a lock on every object it creates until it commits.%s "+
+			"Let pgmig size segments for this server (--segment-size auto, the default), apply fewer migrations per transaction (--segment-size N), "+
+			"or raise max_locks_per_transaction (needs a restart).\n", size)
+	}
 	switch {
+	case e.Rollback:
+		fmt.Fprintf(w, "Rolling back version %d (%s) failed in its recorded down SQL; nothing was rolled back: the database is still at version %d.\n",
+			e.Version, e.Name, e.CurrentVersion)
 	case e.NonTransactional:
 		fmt.Fprintf(w, "Non-transactional migration %d (%s) failed in statement %d of %d: statements before it ran outside a transaction and stay applied; the database is at version %d.\n",
 			e.Version, e.Name, e.Statement, e.Statements, e.CurrentVersion)
-		fmt.Fprintf(w, "Undo what they did and run: select migrate_resolve(%d, 'retry'); or finish the migration by hand and run: select migrate_resolve(%d, 'applied').\n",
-			e.Version, e.Version)
+		fmt.Fprintf(w, "Undo what they did and run: pgmig resolve %d --retry (select migrate_resolve(%d, 'retry')); or finish the migration by hand and run: pgmig resolve %d --applied (select migrate_resolve(%d, 'applied')).\n",
+			e.Version, e.Version, e.Version, e.Version)
 	case e.Applied > 0:
 		fmt.Fprintf(w, "Migration %d (%s) failed and its segment was rolled back; the %s of earlier segments stay applied: the database is at version %d.\n",
 			e.Version, e.Name, plural(e.Applied, "migration", "migrations"), e.CurrentVersion)
@@ -257,7 +279,7 @@ func label(file string, version int64, name string) string {
 	if file != "" {
 		return file
 	}
-	return fmt.Sprintf("%d_%s", version, name)
+	return fmt.Sprintf("version %d (%s)", version, name)
 }
 
 // liveProgress prints each migration on its own line as the server applies
@@ -270,12 +292,14 @@ type liveProgress struct {
 	cur     *pgmig.Progress
 	start   time.Time
 	printed int
-	stopped chan struct{}
-	wg      sync.WaitGroup
+	// verb and failedVerb start the piped lines ("applied", "failed").
+	verb, failedVerb string
+	stopped          chan struct{}
+	wg               sync.WaitGroup
 }
 
 func (o *output) startProgress() *liveProgress {
-	l := &liveProgress{o: o, enabled: !o.json && !o.quiet, stopped: make(chan struct{})}
+	l := &liveProgress{o: o, enabled: !o.json && !o.quiet, stopped: make(chan struct{}), verb: "applied", failedVerb: "failed"}
 	if l.enabled && o.ttyOut {
 		l.wg.Add(1)
 		go l.tick()
@@ -343,9 +367,9 @@ func (l *liveProgress) finish(ok bool) {
 	case l.o.ttyOut:
 		fmt.Fprintf(l.o.stdout, "\r\033[K  %s %s  %s\n", paint(true, red, "✗"), name, paint(true, dim, "failed after "+formatDuration(d)))
 	case ok:
-		fmt.Fprintf(l.o.stdout, "applied %s (%s)\n", name, formatDuration(d))
+		fmt.Fprintf(l.o.stdout, "%s %s (%s)\n", l.verb, name, formatDuration(d))
 	default:
-		fmt.Fprintf(l.o.stdout, "failed %s (after %s)\n", name, formatDuration(d))
+		fmt.Fprintf(l.o.stdout, "%s %s (after %s)\n", l.failedVerb, name, formatDuration(d))
 	}
 	l.cur = nil
 	l.printed++
@@ -408,6 +432,9 @@ func (o *output) pushed(res *pgmig.PushResult, live *liveProgress) {
 		}
 		o.say("%s %s%s in %s; the database is now at version %d.", paint(o.ttyOut, bold+green, "Applied"),
 			plural(res.Applied, "migration", "migrations"), inTx, formatDuration(res.Duration), res.Version)
+		if res.SegmentSize > 0 {
+			o.say("Committed after every %s (each segment is atomic).", plural(res.SegmentSize, "migration", "migrations"))
+		}
 	} else {
 		o.say("Nothing to apply: the database is at version %d.", res.Version)
 	}
@@ -478,8 +505,28 @@ func (o *output) status(st *pgmig.StatusResult, plan *pgmig.PlanResult, planErr 
 		return
 	}
 	if !o.quiet {
+		var unfinished []pgmig.HistoryEntry
+		for _, h := range st.History {
+			if h.State != "applied" && h.State != "baseline" {
+				unfinished = append(unfinished, h)
+			}
+		}
 		fmt.Fprintf(o.stdout, "Engine %s; the database is at version %d (%s applied).\n",
-			st.EngineVersion, st.Version, plural(len(st.History), "migration", "migrations"))
+			st.EngineVersion, st.Version, plural(len(st.History)-len(unfinished), "migration", "migrations"))
+		for _, h := range unfinished {
+			what := "was interrupted (its client died or was killed)"
+			switch h.State {
+			case "failed":
+				what = "failed"
+			case "running":
+				what = "is running"
+			}
+			fmt.Fprintf(o.stdout, "%s non-transactional migration %d (%s) %s: %s.\n", paint(o.ttyOut, bold+red, strings.ToUpper(h.State[:1])+h.State[1:]+":"),
+				h.Version, h.Name, what, h.Detail)
+			if h.State != "running" {
+				fmt.Fprintf(o.stdout, "  Every push refuses until it is resolved: `pgmig push` says what to do.\n")
+			}
+		}
 		if h := st.InProgress; h != nil {
 			fmt.Fprintf(o.stdout, "%s a migrator holds the lock: %s %s\n", paint(o.ttyOut, yellow, "In progress:"), h.Client, h.Detail)
 		}
@@ -517,5 +564,81 @@ func (o *output) status(st *pgmig.StatusResult, plan *pgmig.PlanResult, planErr 
 	}
 	if planErr != nil {
 		o.fail(planErr)
+	}
+}
+
+func (o *output) rolledBack(res *pgmig.HistoryResult, to int64, dryRun bool, live *liveProgress) {
+	if o.json {
+		writeJSON(o.stdout, res)
+		return
+	}
+	if dryRun {
+		if len(res.Migrations) == 0 {
+			o.say("Nothing to roll back: no applied version above %d.", to)
+			return
+		}
+		o.say("%s would be rolled back (every one has down SQL), newest first:", plural(len(res.Migrations), "migration", "migrations"))
+		for _, r := range res.Migrations {
+			o.say("  %d %s", r.Version, r.Name)
+		}
+		return
+	}
+	if res.Changed == 0 {
+		o.say("Nothing to roll back: the database is at version %d.", res.Version)
+		return
+	}
+	if live.printed == 0 {
+		for _, r := range res.Migrations {
+			o.say("rolled back %d %s (%s)", r.Version, r.Name, formatDuration(r.Duration))
+		}
+	}
+	o.say("%s %s in %s (one transaction); the database is now at version %d.", paint(o.ttyOut, bold+green, "Rolled back"),
+		plural(res.Changed, "migration", "migrations"), formatDuration(res.Duration), res.Version)
+}
+
+func (o *output) baselined(res *pgmig.HistoryResult, version int64) {
+	if o.json {
+		writeJSON(o.stdout, res)
+		return
+	}
+	o.say("%s at version %d: recorded %s as applied without running them; the database is at version %d.",
+		paint(o.ttyOut, bold+green, "Baselined"), version, plural(res.Changed, "migration", "migrations"), res.Version)
+	pending := 0
+	for _, r := range res.Migrations {
+		if r.Outcome == pgmig.OutcomePending {
+			pending++
+		}
+	}
+	if pending > 0 {
+		o.say("%s after it left for `pgmig push`.", plural(pending, "migration", "migrations"))
+	}
+}
+
+func (o *output) repaired(res *pgmig.HistoryResult) {
+	if o.json {
+		writeJSON(o.stdout, res)
+		return
+	}
+	if res.Changed == 0 {
+		o.say("Nothing to repair: every applied migration matches its file.")
+		return
+	}
+	for _, r := range res.Migrations {
+		o.say("repaired %s: the history now records its current checksum and name", label(r.File, r.Version, r.Name))
+	}
+	o.say("%s %s; the old values are in pgmig.audit.", paint(o.ttyOut, bold+green, "Repaired"), plural(res.Changed, "migration", "migrations"))
+}
+
+func (o *output) resolved(res *pgmig.HistoryResult, action pgmig.ResolveAction) {
+	if o.json {
+		writeJSON(o.stdout, res)
+		return
+	}
+	for _, r := range res.Migrations {
+		if action == pgmig.ResolveApplied {
+			o.say("Resolved version %d (%s): recorded as applied; the next push continues after it.", r.Version, r.Name)
+		} else {
+			o.say("Resolved version %d (%s): the next push runs it again from its first statement.", r.Version, r.Name)
+		}
 	}
 }

@@ -1,0 +1,173 @@
+package pgmig_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	pgmig "github.com/pgmig/pgmig/gowrapper"
+	"github.com/pgmig/pgmig/tests/pgtest"
+)
+
+// bigTableSQL fills a table large enough for CREATE INDEX CONCURRENTLY to
+// take about a second.
+const bigTableSQL = "create table big (id bigint, v text);\n" +
+	"insert into big select g, md5(g::text) from generate_series(1, 500000) g;\n"
+
+// 16 pushers of one batch — five transactional migrations, a CREATE INDEX
+// CONCURRENTLY, five more — at once: all succeed, each migration is
+// applied once, the index is valid, and the build was not held up by the
+// waiting pushers (their waits take no snapshot). Logs the build's time
+// next to the same build alone.
+func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	files := map[string]string{
+		"001_big.sql": "create table ledger (version int not null);\n" + bigTableSQL + "insert into ledger values (1);",
+		"006_index.sql": "---- tern: disable-tx ----\ncreate index concurrently big_v on big (v);\n" +
+			"insert into ledger values (6);\n",
+	}
+	for v := 2; v <= 11; v++ {
+		if v != 6 {
+			files[fmt.Sprintf("%03d_m%d.sql", v, v)] = fmt.Sprintf("create table m%d (id int);\ninsert into ledger values (%d);", v, v)
+		}
+	}
+	ms := load(t, files)
+	if len(ms) != 11 || ms[5].Transactional {
+		t.Fatalf("batch: %d migrations, 6th transactional=%v", len(ms), ms[5].Transactional)
+	}
+
+	const pushers = 16
+	// A mix of the three kinds of Client, each on its own connection(s).
+	clients := make([]*pgmig.Client, pushers)
+	for i := range clients {
+		switch i % 3 {
+		case 0:
+			clients[i] = connect(t, db.URL, nil)
+		case 1:
+			cfg, err := pgx.ParseConfig(db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.OnNotice = pgmig.HandleNotice
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close(context.Background()) })
+			clients[i] = pgmig.New(conn, nil)
+		case 2:
+			pool, err := pgxpool.New(ctx, db.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(pool.Close)
+			clients[i] = pgmig.NewPool(pool, nil)
+		}
+	}
+	var (
+		wg       sync.WaitGroup
+		start    = make(chan struct{})
+		errs     = make([]error, pushers)
+		results  = make([]*pgmig.PushResult, pushers)
+		mu       sync.Mutex
+		indexRan time.Duration
+	)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			results[i], errs[i] = clients[i].Push(ctx, ms, nil)
+			if errs[i] == nil {
+				for _, r := range results[i].Migrations {
+					if r.Version == 6 && r.Outcome == pgmig.OutcomeApplied {
+						mu.Lock()
+						indexRan = r.Duration
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	// While the pushers run, count how often the index build waits for
+	// another transaction's snapshot (wait event virtualxid) or a session
+	// waiting for the migration lock holds a snapshot (backend_xmin).
+	sampler := db.Conn(t)
+	stop := make(chan struct{})
+	sampled := make(chan [3]int, 1)
+	go func() {
+		var n [3]int // samples, build waiting for a snapshot, lock waiters holding one
+		for {
+			select {
+			case <-stop:
+				sampled <- n
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			var building, waitsVxid, xminWaiters int
+			if err := sampler.QueryRow(ctx, `with a as (
+				select *, state = 'active' and query ilike '%create index concurrently big_v%' and query not ilike '%pgmig.%' as cic
+				from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid())
+				select count(*) filter (where cic), count(*) filter (where cic and wait_event = 'virtualxid'),
+				       count(*) filter (where not cic and backend_xmin is not null and application_name = 'pgmig' and state <> 'active')
+				from a`).
+				Scan(&building, &waitsVxid, &xminWaiters); err != nil {
+				t.Errorf("sampling pg_stat_activity: %v", err)
+				sampled <- n
+				return
+			}
+			if building > 0 {
+				n[0]++
+				n[1] += min(waitsVxid, 1)
+				n[2] += min(xminWaiters, 1)
+			}
+		}
+	}()
+	began := time.Now()
+	close(start)
+	wg.Wait()
+	total := time.Since(began)
+	close(stop)
+	samples := <-sampled
+	applied := 0
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("pusher %d: %v", i, err)
+		}
+		applied += results[i].Applied
+	}
+	if applied != len(ms) {
+		t.Errorf("pushers applied %d migrations between them, want %d", applied, len(ms))
+	}
+	conn := db.Conn(t)
+	var ledger, distinct, history int
+	var valid bool
+	if err := conn.QueryRow(ctx, `select (select count(*) from ledger), (select count(distinct version) from ledger),
+		(select count(*) from pgmig.history), (select indisvalid from pg_index where indexrelid = 'big_v'::regclass)`).
+		Scan(&ledger, &distinct, &history, &valid); err != nil {
+		t.Fatal(err)
+	}
+	if ledger != 11 || distinct != 11 || history != 11 || !valid {
+		t.Fatalf("ledger %d rows (%d distinct), history %d rows, index valid %v", ledger, distinct, history, valid)
+	}
+
+	// The same build alone, on a copy without pushers.
+	alone := pgtest.NewDB(t).Conn(t)
+	if _, err := alone.Exec(ctx, bigTableSQL); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	if _, err := alone.Exec(ctx, "create index concurrently big_v on big (v)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("CREATE INDEX CONCURRENTLY with %d concurrent pushers waiting: %v; the same build alone: %v (all %d pushes took %v)",
+		pushers-1, indexRan, time.Since(t0), pushers, total)
+	t.Logf("sampled the build %d times: waiting for another transaction's snapshot in %d, an idle pgmig session holding a snapshot in %d",
+		samples[0], samples[1], samples[2])
+}
