@@ -515,8 +515,8 @@ BEGIN
             MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
             DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the shared lock table holds (max_locks_per_transaction = %s, max_connections = %s).',
                             current_setting('max_locks_per_transaction'), current_setting('max_connections')),
-            HINT = '`pgmig push` applies large batches in segments (--segment-size); from SQL apply fewer migrations per call (target_version), '
-                || 'or raise max_locks_per_transaction (needs a restart).';
+            HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
+                || 'migrations per transaction (--segment-size N, or target_version from SQL), or raise max_locks_per_transaction (needs a restart).';
     END IF;
 END
 $fn$;
@@ -643,14 +643,16 @@ BEGIN
         PERFORM set_config('lock_timeout', v_saved, true);
         RETURN;
     EXCEPTION WHEN lock_not_available THEN
-        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running') THEN
+        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+           OR EXISTS (SELECT FROM pgmig._lock_holder() AS h
+                      WHERE h.application_name LIKE 'pgmig: non-transactional migration %') THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM003',
                 MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
                 DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
                                                                      r.statements_done + 1, r.statements), '; ')
-                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'),
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
                 HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
         END IF;
     END;
@@ -896,6 +898,9 @@ UNION ALL
 SELECT r.version, r.name,
        CASE WHEN r.state = 'failed' THEN 'failed'
             WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            -- The client is gone but its statement still runs (a concurrent index build
+            -- goes on until it notices the closed connection, or to the end).
+            WHEN EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active') THEN 'orphaned'
             ELSE 'interrupted' END,
        r.started_at, r.by_role, r.client_info, r.updated_at - r.started_at, r.checksum,
        format('%s of %s statements done%s%s', r.statements_done, r.statements,
@@ -1207,6 +1212,7 @@ AS $fn$
 DECLARE
     r         record;
     v_invalid text;
+    v_orphan  integer;
 BEGIN
     SELECT * INTO r FROM pgmig.nontx_run ORDER BY version LIMIT 1;
     IF NOT FOUND THEN
@@ -1214,6 +1220,7 @@ BEGIN
     END IF;
     SELECT string_agg(i.indexrelid::regclass::text, ', ' ORDER BY i.indexrelid::regclass::text) INTO v_invalid
       FROM pg_index AS i WHERE NOT i.indisvalid;
+    SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
         MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements; nothing was applied',
@@ -1226,8 +1233,10 @@ BEGIN
                  THEN format('It stopped in statement %s: %s', r.statements_done + 1, left(r.current_statement, 500)) END,
             CASE WHEN r.error IS NOT NULL THEN 'Error: ' || r.error END,
             format('Started %s by %s (pid %s).', r.started_at, r.by_role, r.pid),
+            CASE WHEN v_orphan IS NOT NULL
+                 THEN format('Its statement is still running in pid %s (the client is gone): wait for it, or pg_cancel_backend(%s), before resolving.', v_orphan, v_orphan) END,
             CASE WHEN v_invalid IS NOT NULL
-                 THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt): %s.', v_invalid) END),
+                 THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt; an index still being built concurrently is invalid until the build ends): %s.', v_invalid) END),
         HINT = format('Check what the completed statements did. Then either undo them (e.g. DROP INDEX CONCURRENTLY the invalid index) '
                       'and run: select migrate_resolve(%s, ''retry'') to run the migration again from its first statement; '
                       'or finish it by hand and run: select migrate_resolve(%s, ''applied'') to record it as applied.',
@@ -1252,6 +1261,11 @@ BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
+    -- Tell would-be waiters, from the moment the lock is ours, that queueing behind it from
+    -- inside a statement would stall the coming index build (_lock_history checks this). The
+    -- progress rows come later; application_name is visible to every role at once, and
+    -- is_local ends it with this transaction.
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
     PERFORM pgmig._assert_no_interrupted();
     PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;

@@ -82,8 +82,8 @@ BEGIN
             MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
             DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the shared lock table holds (max_locks_per_transaction = %s, max_connections = %s).',
                             current_setting('max_locks_per_transaction'), current_setting('max_connections')),
-            HINT = '`pgmig push` applies large batches in segments (--segment-size); from SQL apply fewer migrations per call (target_version), '
-                || 'or raise max_locks_per_transaction (needs a restart).';
+            HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
+                || 'migrations per transaction (--segment-size N, or target_version from SQL), or raise max_locks_per_transaction (needs a restart).';
     END IF;
 END
 $fn$;

@@ -121,14 +121,16 @@ BEGIN
         PERFORM set_config('lock_timeout', v_saved, true);
         RETURN;
     EXCEPTION WHEN lock_not_available THEN
-        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running') THEN
+        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+           OR EXISTS (SELECT FROM pgmig._lock_holder() AS h
+                      WHERE h.application_name LIKE 'pgmig: non-transactional migration %') THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM003',
                 MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
                 DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
                                                                      r.statements_done + 1, r.statements), '; ')
-                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'),
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
                 HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
         END IF;
     END;

@@ -43,6 +43,9 @@ UNION ALL
 SELECT r.version, r.name,
        CASE WHEN r.state = 'failed' THEN 'failed'
             WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            -- The client is gone but its statement still runs (a concurrent index build
+            -- goes on until it notices the closed connection, or to the end).
+            WHEN EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active') THEN 'orphaned'
             ELSE 'interrupted' END,
        r.started_at, r.by_role, r.client_info, r.updated_at - r.started_at, r.checksum,
        format('%s of %s statements done%s%s', r.statements_done, r.statements,

@@ -28,6 +28,7 @@ AS $fn$
 DECLARE
     r         record;
     v_invalid text;
+    v_orphan  integer;
 BEGIN
     SELECT * INTO r FROM pgmig.nontx_run ORDER BY version LIMIT 1;
     IF NOT FOUND THEN
@@ -35,6 +36,7 @@ BEGIN
     END IF;
     SELECT string_agg(i.indexrelid::regclass::text, ', ' ORDER BY i.indexrelid::regclass::text) INTO v_invalid
       FROM pg_index AS i WHERE NOT i.indisvalid;
+    SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
         MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements; nothing was applied',
@@ -47,8 +49,10 @@ BEGIN
                  THEN format('It stopped in statement %s: %s', r.statements_done + 1, left(r.current_statement, 500)) END,
             CASE WHEN r.error IS NOT NULL THEN 'Error: ' || r.error END,
             format('Started %s by %s (pid %s).', r.started_at, r.by_role, r.pid),
+            CASE WHEN v_orphan IS NOT NULL
+                 THEN format('Its statement is still running in pid %s (the client is gone): wait for it, or pg_cancel_backend(%s), before resolving.', v_orphan, v_orphan) END,
             CASE WHEN v_invalid IS NOT NULL
-                 THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt): %s.', v_invalid) END),
+                 THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt; an index still being built concurrently is invalid until the build ends): %s.', v_invalid) END),
         HINT = format('Check what the completed statements did. Then either undo them (e.g. DROP INDEX CONCURRENTLY the invalid index) '
                       'and run: select migrate_resolve(%s, ''retry'') to run the migration again from its first statement; '
                       'or finish it by hand and run: select migrate_resolve(%s, ''applied'') to record it as applied.',
@@ -73,6 +77,11 @@ BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
+    -- Tell would-be waiters, from the moment the lock is ours, that queueing behind it from
+    -- inside a statement would stall the coming index build (_lock_history checks this). The
+    -- progress rows come later; application_name is visible to every role at once, and
+    -- is_local ends it with this transaction.
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
     PERFORM pgmig._assert_no_interrupted();
     PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;

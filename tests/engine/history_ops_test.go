@@ -236,3 +236,31 @@ func TestEnumAddThenUseNeedsACommit(t *testing.T) {
 		t.Errorf("history %d rows, want 3", n)
 	}
 }
+
+// TestWaitingInsideAStatementRefusedDuringNonTransactional: from the moment a holder has
+// called nontx_begin (before any progress row exists), migrate_apply from SQL must not queue
+// for the lock with its statement snapshot, which would stall the coming index build.
+func TestWaitingInsideAStatementRefusedDuringNonTransactional(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	conn := db.Conn(t)
+	mustApply(t, conn, tableBatch(1), "")
+	no := false
+	b := append(tableBatch(1), migration{Version: 2, Name: "idx", SQL: "create index concurrently on t_001 (id)", Transactional: &no})
+
+	holder := db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, 2)", b.JSON()); err != nil {
+		t.Fatal(describe(err))
+	}
+	_, err = apply(ctx, conn, b, "")
+	pgErr := pgError(t, err, "PM003")
+	if !strings.Contains(pgErr.Detail, "non-transactional migration 2") {
+		t.Errorf("PM003 detail does not name the running migration: %s", pgErr.Detail)
+	}
+}
