@@ -2,7 +2,11 @@ package pgmig
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"sort"
 )
 
 // batchEntry is one element of the jsonb batch (docs/sql-api.md).
@@ -61,4 +65,17 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// HistoryDigest is what the engine's migrate_history_digest() returns when exactly these
+// migrations are applied, unchanged: the lowercase hex sha256 over one line per migration in
+// version order, "<version>\t<name>\t<checksum>\n".
+func HistoryDigest(migrations []*Migration) string {
+	sorted := append([]*Migration(nil), migrations...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Version < sorted[j].Version })
+	h := sha256.New()
+	for _, m := range sorted {
+		fmt.Fprintf(h, "%d\t%s\t%s\n", m.Version, m.Name, m.Checksum)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -412,6 +412,27 @@ func (c *Client) pendingVersions(ctx context.Context, conn *pgx.Conn, migrations
 // precheck returns a result when nothing is pending, nil when the full push
 // must run.
 func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Migration, opts *PushOpts) (*PushResult, []int64, error) {
+	// Cheapest first: when the history digest equals the files' digest, exactly these
+	// migrations are applied and nothing drifted. One tiny query, nothing uploaded.
+	var engine, digest string
+	err := conn.QueryRow(ctx, `select pgmig.engine_version(), `+c.fn("migrate_history_digest")+`()`,
+		pgx.QueryExecModeExec).Scan(&engine, &digest)
+	if err != nil {
+		return nil, nil, c.precheckError(ctx, conn, err)
+	}
+	if err := c.acceptEngine(engine); err != nil {
+		return nil, nil, fmt.Errorf("pushing migrations: %w", err)
+	}
+	if len(migrations) > 0 && digest == HistoryDigest(migrations) {
+		results := make([]MigrationResult, len(migrations))
+		for i, m := range migrations {
+			results[i] = MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeAlreadyApplied}
+		}
+		res := summarize(results)
+		res.Prechecked = true
+		return res, nil, nil
+	}
+
 	manifest, err := Manifest(migrations)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding manifest: %w", err)
@@ -424,7 +445,6 @@ func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Mig
 	if err != nil {
 		return nil, nil, c.precheckError(ctx, conn, err)
 	}
-	var engine string
 	var results []MigrationResult
 	for rows.Next() {
 		var r MigrationResult
