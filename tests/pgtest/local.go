@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -315,4 +316,42 @@ func tail(b []byte, n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// StartStandby makes a streaming-replication standby of the local cluster
+// (pg_basebackup -R into a directory of its own, started on a free port) and
+// returns a superuser URL for dbname on it. The standby is stopped and removed
+// at the test's cleanup. Only for the "local" backend.
+func (c *Cluster) StartStandby(tb testing.TB, dbname string) string {
+	tb.Helper()
+	ls := c.local
+	if ls == nil {
+		tb.Fatalf("pgtest: StartStandby needs the local backend (this run uses %q)", c.kind)
+	}
+	dir, err := os.MkdirTemp(ls.dir, "standby-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if ls.cred != nil {
+		if err := os.Chown(dir, int(ls.cred.Uid), int(ls.cred.Gid)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	sb := &localServer{binDir: ls.binDir, dir: dir, dataDir: filepath.Join(dir, "data"),
+		logFile: filepath.Join(dir, "postgres.log"), cred: ls.cred}
+	out, err := sb.run(filepath.Join(ls.binDir, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(ls.port),
+		"-U", "postgres", "-D", sb.dataDir, "-R", "--checkpoint=fast", "--no-sync")
+	if err != nil {
+		tb.Fatalf("pgtest: pg_basebackup: %v\n%s", err, out)
+	}
+	if sb.port, err = freePort(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := sb.start(); err != nil {
+		tb.Fatalf("pgtest: starting the standby: %v", err)
+	}
+	tb.Cleanup(func() { _ = sb.destroy() })
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: joinHostPort("127.0.0.1", sb.port),
+		Path: "/" + dbname, RawQuery: "sslmode=disable&application_name=" + ApplicationName}
+	return u.String()
 }
