@@ -274,7 +274,8 @@ WITH entries AS (
         (CASE WHEN c.commit_type <> 'boolean'
               THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
-            CASE WHEN c.checksum_type <> 'string' OR c.obj->>'checksum' !~ '^[0-9a-f]{64}$'
+            CASE WHEN c.checksum_type <> 'string' OR length(c.obj->>'checksum') <> 64
+                      OR ltrim(c.obj->>'checksum', '0123456789abcdef') <> ''
                      THEN '"checksum" must be 64 lowercase hex digits (the sha256 of "sql")'
                  WHEN c.sql_type = 'string'
                       AND c.obj->>'checksum' <> encode(sha256(convert_to(c.obj->>'sql', 'UTF8')), 'hex')
