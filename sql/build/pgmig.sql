@@ -265,7 +265,7 @@ WITH entries AS (
                  WHEN c.sql_type IS NULL THEN NULL
                  WHEN c.sql_type <> 'string'
                      THEN format('"sql" must be a string, got a JSON %s', c.sql_type)
-                 WHEN btrim(c.obj->>'sql', E' \t\r\n\f\v') = ''
+                 WHEN btrim(c.obj->>'sql', E' \t\r\n\f\x0b') = ''
                      THEN '"sql" is empty or only white space'
             END
          END),
@@ -439,13 +439,15 @@ $fn$;
 -- role, the settings of _settings()) so that nothing leaks into the bookkeeping or the next
 -- migration. Called with search_path pinned to pg_catalog, pg_temp; returns the same way.
 CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path text,
-                                                    p_caller_role text, p_settings text[])
+                                                    p_caller_role text, p_settings text[],
+                                                    p_version bigint, p_name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
     v_path_after text;
     v_role_after text;
+    v_session    text := pg_catalog.session_user();
 BEGIN
     -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL
     -- may point search_path at schemas holding hostile functions and operators, and even
@@ -456,9 +458,29 @@ BEGIN
     v_role_after := pg_catalog.current_setting('role');
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
+    -- SET SESSION AUTHORIZATION cannot be put back from here the way a role can, and the
+    -- bookkeeping would run as someone else: refuse (the error rolls the batch back, which
+    -- also undoes the SET).
+    IF session_user::text IS DISTINCT FROM v_session THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: migration %s (%s) changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
+                             p_version, p_name),
+            HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
+    END IF;
+
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
     END IF;
+    -- The bookkeeping needs the history table where it was.
+    IF to_regclass('pgmig.history') IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: migration %s (%s) dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
+                             p_version, p_name),
+            HINT = 'Migrations must not touch pgmig''s own objects.';
+    END IF;
+
     IF v_path_after IS DISTINCT FROM p_caller_path THEN
         -- A plain SET changed the session value, which would otherwise survive the commit:
         -- put it back (is_local => false), then pin the safe path again for this transaction.
@@ -512,6 +534,13 @@ BEGIN
                         ELSE 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
                           || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.' END;
     END IF;
+    IF p_state = 'PM008' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM008',
+            MESSAGE = format('pgmig: %s %s (%s) tried to change the history: %s; nothing was applied',
+                             p_what, p_version, p_name, p_message),
+            HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
+    END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING
             ERRCODE = '53200',
@@ -521,6 +550,26 @@ BEGIN
             HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
                 || 'migrations per transaction (--segment-size N, or target_version from SQL), or raise max_locks_per_transaction (needs a restart).';
     END IF;
+END
+$fn$;
+
+-- The history is append-only for migrations: DELETE, UPDATE and TRUNCATE are refused unless
+-- pgmig's own rollback/repair (or an operator who means it) set pgmig.maintenance = 'on' for
+-- the transaction. A migration that empties the history by accident would otherwise make
+-- the next push apply everything again.
+CREATE OR REPLACE FUNCTION pgmig._history_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF coalesce(current_setting('pgmig.maintenance', true), '') <> 'on' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM008',
+            MESSAGE = format('pgmig: %s on pgmig.history refused: the history is append-only', TG_OP),
+            HINT = 'Use migrate_rollback or migrate_repair. To edit the history by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
+    END IF;
+    RETURN NULL;
 END
 $fn$;
 -- Raises PM001 listing every shape problem of the batch, if any.
@@ -791,7 +840,7 @@ BEGIN
                     MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
                 v_started := clock_timestamp();
 
-                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings);
+                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
                 v_duration := clock_timestamp() - v_started;
 
                 v_applied[v_done]   := r.version;
@@ -837,10 +886,16 @@ BEGIN
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
         ELSE
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: recording the applied migrations in pgmig.history failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
-                                 v_state);
+            -- Recording failed: a migration of this call altered pgmig.history (checked once
+            -- here rather than after every migration). Name them all.
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this call altered pgmig.history: %s; nothing was applied',
+                                 v_message,
+                                 (SELECT string_agg(format('%s (%s)', b.version, left(b.name, 100)), ', ' ORDER BY b.version)
+                                  FROM pgmig._batch_rows(p_batch) AS b WHERE b.version = ANY (v_applied))),
+                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
+                HINT = 'Migrations must not touch pgmig''s own objects.';
         END IF;
         RAISE;
     END;
@@ -979,7 +1034,7 @@ BEGIN
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
-               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\v') = '')
+               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '')
       INTO v_total, v_missing
       FROM pgmig.history AS h WHERE h.version > p_to_version;
     IF v_missing IS NOT NULL THEN
@@ -1009,11 +1064,13 @@ BEGIN
                 ERRCODE = 'PM000',
                 MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings);
+            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
 
             v_phase := 'recording';
+            PERFORM set_config('pgmig.maintenance', 'on', true);
             DELETE FROM pgmig.history AS h WHERE h.version = r.version;
+            PERFORM set_config('pgmig.maintenance', '', true);
             INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
             VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
                     jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
@@ -1160,12 +1217,14 @@ BEGIN
           AND (p_versions IS NULL OR p.version = ANY (p_versions))
         ORDER BY p.version
     LOOP
+        PERFORM set_config('pgmig.maintenance', 'on', true);
         UPDATE pgmig.history AS h
            SET checksum = r.checksum,
                name     = r.name,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
          WHERE h.version = r.version;
+        PERFORM set_config('pgmig.maintenance', '', true);
         INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
         VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
                 jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,
@@ -1571,6 +1630,17 @@ BEGIN
     INSERT INTO pgmig.install_log (version, mode, api_schema)
     VALUES (pgmig.engine_version(), v_mode, v_schema)
     ON CONFLICT DO NOTHING;
+END
+$pgmig$;
+
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'pgmig.history'::pg_catalog.regclass AND tgname = 'history_append_only') THEN
+        CREATE TRIGGER history_append_only
+            BEFORE UPDATE OR DELETE OR TRUNCATE ON pgmig.history
+            FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard();
+    END IF;
 END
 $pgmig$;
 

@@ -61,7 +61,7 @@ WITH entries AS (
                  WHEN c.sql_type IS NULL THEN NULL
                  WHEN c.sql_type <> 'string'
                      THEN format('"sql" must be a string, got a JSON %s', c.sql_type)
-                 WHEN btrim(c.obj->>'sql', E' \t\r\n\f\v') = ''
+                 WHEN btrim(c.obj->>'sql', E' \t\r\n\f\x0b') = ''
                      THEN '"sql" is empty or only white space'
             END
          END),

@@ -3,13 +3,15 @@
 -- role, the settings of _settings()) so that nothing leaks into the bookkeeping or the next
 -- migration. Called with search_path pinned to pg_catalog, pg_temp; returns the same way.
 CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path text,
-                                                    p_caller_role text, p_settings text[])
+                                                    p_caller_role text, p_settings text[],
+                                                    p_version bigint, p_name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
     v_path_after text;
     v_role_after text;
+    v_session    text := pg_catalog.session_user();
 BEGIN
     -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL
     -- may point search_path at schemas holding hostile functions and operators, and even
@@ -20,9 +22,29 @@ BEGIN
     v_role_after := pg_catalog.current_setting('role');
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
+    -- SET SESSION AUTHORIZATION cannot be put back from here the way a role can, and the
+    -- bookkeeping would run as someone else: refuse (the error rolls the batch back, which
+    -- also undoes the SET).
+    IF session_user::text IS DISTINCT FROM v_session THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: migration %s (%s) changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
+                             p_version, p_name),
+            HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
+    END IF;
+
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
     END IF;
+    -- The bookkeeping needs the history table where it was.
+    IF to_regclass('pgmig.history') IS NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: migration %s (%s) dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
+                             p_version, p_name),
+            HINT = 'Migrations must not touch pgmig''s own objects.';
+    END IF;
+
     IF v_path_after IS DISTINCT FROM p_caller_path THEN
         -- A plain SET changed the session value, which would otherwise survive the commit:
         -- put it back (is_local => false), then pin the safe path again for this transaction.
@@ -76,6 +98,13 @@ BEGIN
                         ELSE 'Mark the migration that adds the value with ---- pgmig: commit-after ---- ("commit_after": true) and apply with `pgmig push`, '
                           || 'or from SQL apply up to that migration first (target_version => it), then call migrate_apply again.' END;
     END IF;
+    IF p_state = 'PM008' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM008',
+            MESSAGE = format('pgmig: %s %s (%s) tried to change the history: %s; nothing was applied',
+                             p_what, p_version, p_name, p_message),
+            HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
+    END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING
             ERRCODE = '53200',
@@ -85,5 +114,25 @@ BEGIN
             HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
                 || 'migrations per transaction (--segment-size N, or target_version from SQL), or raise max_locks_per_transaction (needs a restart).';
     END IF;
+END
+$fn$;
+
+-- The history is append-only for migrations: DELETE, UPDATE and TRUNCATE are refused unless
+-- pgmig's own rollback/repair (or an operator who means it) set pgmig.maintenance = 'on' for
+-- the transaction. A migration that empties the history by accident would otherwise make
+-- the next push apply everything again.
+CREATE OR REPLACE FUNCTION pgmig._history_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF coalesce(current_setting('pgmig.maintenance', true), '') <> 'on' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM008',
+            MESSAGE = format('pgmig: %s on pgmig.history refused: the history is append-only', TG_OP),
+            HINT = 'Use migrate_rollback or migrate_repair. To edit the history by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
+    END IF;
+    RETURN NULL;
 END
 $fn$;

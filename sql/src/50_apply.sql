@@ -266,7 +266,7 @@ BEGIN
                     MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
                 v_started := clock_timestamp();
 
-                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings);
+                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
                 v_duration := clock_timestamp() - v_started;
 
                 v_applied[v_done]   := r.version;
@@ -312,10 +312,16 @@ BEGIN
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
         ELSE
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: recording the applied migrations in pgmig.history failed with SQLSTATE %s (did a migration drop or alter pgmig.history?); nothing was applied',
-                                 v_state);
+            -- Recording failed: a migration of this call altered pgmig.history (checked once
+            -- here rather than after every migration). Name them all.
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this call altered pgmig.history: %s; nothing was applied',
+                                 v_message,
+                                 (SELECT string_agg(format('%s (%s)', b.version, left(b.name, 100)), ', ' ORDER BY b.version)
+                                  FROM pgmig._batch_rows(p_batch) AS b WHERE b.version = ANY (v_applied))),
+                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
+                HINT = 'Migrations must not touch pgmig''s own objects.';
         END IF;
         RAISE;
     END;

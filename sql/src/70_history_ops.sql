@@ -44,7 +44,7 @@ BEGIN
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
-               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\v') = '')
+               FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '')
       INTO v_total, v_missing
       FROM pgmig.history AS h WHERE h.version > p_to_version;
     IF v_missing IS NOT NULL THEN
@@ -74,11 +74,13 @@ BEGIN
                 ERRCODE = 'PM000',
                 MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings);
+            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
 
             v_phase := 'recording';
+            PERFORM set_config('pgmig.maintenance', 'on', true);
             DELETE FROM pgmig.history AS h WHERE h.version = r.version;
+            PERFORM set_config('pgmig.maintenance', '', true);
             INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
             VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
                     jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
@@ -225,12 +227,14 @@ BEGIN
           AND (p_versions IS NULL OR p.version = ANY (p_versions))
         ORDER BY p.version
     LOOP
+        PERFORM set_config('pgmig.maintenance', 'on', true);
         UPDATE pgmig.history AS h
            SET checksum = r.checksum,
                name     = r.name,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
          WHERE h.version = r.version;
+        PERFORM set_config('pgmig.maintenance', '', true);
         INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
         VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
                 jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,

@@ -36,5 +36,16 @@ BEGIN
 END
 $pgmig$;
 
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'pgmig.history'::pg_catalog.regclass AND tgname = 'history_append_only') THEN
+        CREATE TRIGGER history_append_only
+            BEFORE UPDATE OR DELETE OR TRUNCATE ON pgmig.history
+            FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard();
+    END IF;
+END
+$pgmig$;
+
 -- PUBLIC gets nothing: functions are created executable by PUBLIC by default.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgmig FROM PUBLIC;

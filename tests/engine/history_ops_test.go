@@ -47,7 +47,10 @@ func TestRollbackRunsRecordedDownSQL(t *testing.T) {
 	}
 
 	// A failing down SQL: nothing of the range is rolled back.
-	if _, err := conn.Exec(ctx, "update pgmig.history set down_sql = 'drop table no_such_table' where version = 1"); err != nil {
+	if _, err := conn.Exec(ctx, "update pgmig.history set down_sql = 'x' where version = 1"); err == nil {
+		t.Fatal("the history accepted an UPDATE outside maintenance mode")
+	}
+	if _, err := conn.Exec(ctx, "set pgmig.maintenance = 'on'; update pgmig.history set down_sql = 'drop table no_such_table' where version = 1; reset pgmig.maintenance"); err != nil {
 		t.Fatal(err)
 	}
 	_, err = conn.Exec(ctx, "select * from migrate_rollback(0)")
