@@ -166,8 +166,13 @@ func engineVersion(ctx context.Context, conn *pgx.Conn) (string, error) {
 	err := conn.QueryRow(ctx, "select pgmig.engine_version()", pgx.QueryExecModeExec).Scan(&v)
 	if err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && (isEngineMissing(pgErr) || pgErr.Code == "42501") {
+		if errors.As(err, &pgErr) && isEngineMissing(pgErr) {
 			return "", fmt.Errorf("reading engine version: %w: %w", ErrEngineNotInstalled, err)
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == codeInsufficientPrivilege {
+			// Installed, but not usable by this role: `pgmig install`
+			// is not the way out, GRANTs are.
+			return "", fmt.Errorf("reading engine version: %w: %w", ErrPermissionDenied, err)
 		}
 		return "", fmt.Errorf("reading engine version: %w", err)
 	}
@@ -227,7 +232,8 @@ func (c *Client) Install(ctx context.Context, opts *InstallOpts) (*InstallResult
 	res := &InstallResult{}
 	if v, err := engineVersion(ctx, conn); err == nil {
 		res.PreviousVersion = v
-	} else if !errors.Is(err, ErrEngineNotInstalled) {
+	} else if !errors.Is(err, ErrEngineNotInstalled) && !errors.Is(err, ErrPermissionDenied) {
+		// (Permission denied: let the script say what this role may not do.)
 		return nil, fmt.Errorf("installing engine %s: %w", pgmigsql.Version(), err)
 	}
 	// The script reads the API schema from this setting. It must be a
@@ -242,6 +248,12 @@ func (c *Client) Install(ctx context.Context, opts *InstallOpts) (*InstallResult
 	// The script carries its own BEGIN/COMMIT, so it must go through the
 	// simple query protocol as one multi-statement string.
 	if _, err := conn.PgConn().Exec(ctx, pgmigsql.InstallScript()).ReadAll(); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == codeInsufficientPrivilege {
+			// Installing needs ownership (or CREATE), not the GRANTs of
+			// ErrPermissionDenied: report the server's error as is.
+			return nil, fmt.Errorf("installing engine %s: %w", pgmigsql.Version(), err)
+		}
 		return nil, engineError(fmt.Sprintf("installing engine %s", pgmigsql.Version()), err)
 	}
 	v, err := engineVersion(ctx, conn)

@@ -1,12 +1,16 @@
 package pgmig
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -18,6 +22,11 @@ var (
 	ErrEmptyMigration   = errors.New("empty migration")
 	ErrTemplate         = errors.New("template error")
 	ErrInvalidFileName  = errors.New("invalid migration file name")
+	// ErrInvalidText: a migration file (or its expanded up or down SQL) is
+	// not valid UTF-8 or holds a NUL byte, neither of which PostgreSQL text
+	// can store. The message names the line and column of the first bad
+	// byte.
+	ErrInvalidText = errors.New("invalid text")
 )
 
 // Errors from the engine, matched with errors.Is. The *pgconn.PgError the
@@ -58,6 +67,11 @@ var (
 	// ErrEngineNotInstalled: the pgmig engine is not installed in the
 	// database (or not visible to this role): run `pgmig install`.
 	ErrEngineNotInstalled = errors.New("pgmig engine is not installed in this database (run `pgmig install`)")
+	// ErrPermissionDenied: the engine is installed but this role lacks
+	// privileges on it (SQLSTATE 42501 on schema pgmig, its tables or the
+	// API functions). The README's "Privileges" section has the GRANTs.
+	ErrPermissionDenied = errors.New("permission denied: this role lacks privileges on the pgmig engine " +
+		"(grant them as in the README's \"Privileges\" section: USAGE on schema pgmig, SELECT/INSERT/UPDATE/DELETE on its tables, EXECUTE on its functions and the migrate_* API)")
 	// ErrUnsupportedEngine: the installed engine's version is not the one
 	// this wrapper speaks, or the engine refused the server (PM006).
 	ErrUnsupportedEngine = errors.New("unsupported pgmig engine version")
@@ -76,7 +90,8 @@ const (
 	codeInterrupted     = "PM009"
 	codeMigrationFailed = "PM010"
 
-	codeOutOfSharedMemory = "53200" // PostgreSQL's out_of_memory class: lock table full
+	codeOutOfSharedMemory     = "53200" // PostgreSQL's out_of_memory class: lock table full
+	codeInsufficientPrivilege = "42501"
 )
 
 var sentinelByCode = map[string]error{
@@ -255,6 +270,9 @@ func engineError(op string, err error) error {
 		if isEngineMissing(pgErr) {
 			return fmt.Errorf("%s: %w: %w", op, ErrEngineNotInstalled, err)
 		}
+		if pgErr.Code == codeInsufficientPrivilege {
+			return fmt.Errorf("%s: %w: %w", op, ErrPermissionDenied, err)
+		}
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
@@ -268,4 +286,80 @@ func isEngineMissing(pgErr *pgconn.PgError) bool {
 		return true
 	}
 	return false
+}
+
+// ErrOutcomeUnknown: the connection was lost (or the call interrupted)
+// while the server may have been committing: whether the push's last step
+// was committed cannot be known from the client. Matched by a
+// *ConnectionLostError whose OutcomeUnknown is set. Re-running the push is
+// safe: applied migrations are recorded and skipped.
+var ErrOutcomeUnknown = errors.New("the connection was lost while committing: whether the migrations were committed is unknown")
+
+// ErrConnectionLost: the connection failed (closed, reset, EOF, timeout, or
+// the context was cancelled) in the middle of a push. Every
+// *ConnectionLostError matches it.
+var ErrConnectionLost = errors.New("connection lost during the push")
+
+// ConnectionLostError is a push whose connection failed without an answer
+// from the server. It matches ErrConnectionLost, and ErrOutcomeUnknown when
+// OutcomeUnknown is set; Unwrap gives the original error (net.Error,
+// io.ErrUnexpectedEOF, context.Canceled...).
+type ConnectionLostError struct {
+	// Op is what the push was doing.
+	Op string
+	// OutcomeUnknown: the failure happened while or after the COMMIT of
+	// the step's transaction was sent, so it may have been committed.
+	// When false the step's transaction was never committed: the server
+	// rolls back an open transaction whose connection is gone, and nothing
+	// of that step is applied.
+	OutcomeUnknown bool
+	// Applied is how many migrations earlier steps of the same push applied
+	// and committed (segments, commit-after, non-transactional migrations).
+	Applied int
+	// Version, when not 0: the non-transactional migration that was running
+	// (its completed statements stay applied; the engine records how far it
+	// got).
+	Version int64
+	Err     error
+}
+
+func (e *ConnectionLostError) Error() string {
+	what := "connection lost before the COMMIT was sent (the server rolls back the open transaction: nothing of it was applied)"
+	switch {
+	case e.Version != 0 && e.OutcomeUnknown:
+		what = fmt.Sprintf("connection lost while committing non-transactional version %d: whether it was recorded as applied is unknown", e.Version)
+	case e.Version != 0:
+		what = fmt.Sprintf("connection lost while non-transactional version %d ran: the statements it completed stay applied", e.Version)
+	case e.OutcomeUnknown:
+		what = "connection lost while committing: whether the migrations were committed is unknown"
+	}
+	if e.Applied > 0 {
+		what += fmt.Sprintf("; %d migration(s) committed by earlier steps stay applied", e.Applied)
+	}
+	return fmt.Sprintf("%s: %s: %v", e.Op, what, e.Err)
+}
+
+func (e *ConnectionLostError) Unwrap() error { return e.Err }
+
+func (e *ConnectionLostError) Is(target error) bool {
+	return target == ErrConnectionLost || target == ErrOutcomeUnknown && e.OutcomeUnknown
+}
+
+// connectionLost reports whether err, from a call on conn, is a failure of
+// the connection itself rather than an answer of the server to the
+// statement: not a *pgconn.PgError, and the connection is closed or the
+// error is a network one or a cancelled context (pgx closes the connection
+// then); or a FATAL/PANIC error that ended the session (terminated backend,
+// server shutdown), which ends its transaction like a lost connection.
+func connectionLost(conn *pgx.Conn, err error) bool {
+	if err == nil {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return (pgErr.Severity == "FATAL" || pgErr.Severity == "PANIC") && conn.IsClosed()
+	}
+	var netErr net.Error
+	return conn.IsClosed() || errors.As(err, &netErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err)
 }

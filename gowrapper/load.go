@@ -1,6 +1,7 @@
 package pgmig
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"text/template"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/Masterminds/sprig/v3"
 	"github.com/jackc/tern/v2/migrate"
@@ -101,7 +103,9 @@ func LoadDir(dir string, opts *LoadOpts) ([]*Migration, error) {
 //
 // Problems are reported as a *LoadError naming the file, matching one of
 // ErrNoMigrations, ErrDuplicateVersion, ErrMissingVersion,
-// ErrEmptyMigration, ErrTemplate with errors.Is.
+// ErrEmptyMigration, ErrTemplate, ErrInvalidText (a file that is not valid
+// UTF-8 or holds a NUL byte: the message gives the line and column) with
+// errors.Is.
 func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
 	if opts == nil {
 		opts = &LoadOpts{}
@@ -111,6 +115,19 @@ func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
 	files, err := scanMigrationFiles(fsys)
 	if err != nil {
 		return nil, err
+	}
+	// Text PostgreSQL cannot store must be refused here, naming the file:
+	// the JSON encoder would turn invalid UTF-8 into U+FFFD (the engine then
+	// finds a checksum that does not match, naming no file) and the server
+	// rejects a NUL (22P05).
+	for _, f := range files {
+		body, err := fs.ReadFile(fsys, f.path)
+		if err != nil {
+			return nil, &LoadError{File: f.path, Err: err}
+		}
+		if err := checkText(body, ""); err != nil {
+			return nil, &LoadError{File: f.path, Err: err}
+		}
 	}
 	shared, err := parseSharedTemplates(fsys)
 	if err != nil {
@@ -144,6 +161,13 @@ func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
 		f := files[i]
 		body, err := fs.ReadFile(fsys, f.path)
 		if err != nil {
+			return nil, &LoadError{File: f.path, Err: err}
+		}
+		// Template data can bring bad text too: check what will be sent.
+		if err := checkText([]byte(tm.UpSQL), "the expanded up SQL"); err != nil {
+			return nil, &LoadError{File: f.path, Err: err}
+		}
+		if err := checkText([]byte(tm.DownSQL), "the expanded down SQL"); err != nil {
 			return nil, &LoadError{File: f.path, Err: err}
 		}
 		source, _, _ := strings.Cut(string(body), downSeparator)
@@ -269,6 +293,9 @@ func parseSharedTemplates(fsys fs.FS) (map[string]string, error) {
 		}
 		body, err := fs.ReadFile(fsys, p)
 		if err != nil {
+			return &LoadError{File: p, Err: err}
+		}
+		if err := checkText(body, ""); err != nil {
 			return &LoadError{File: p, Err: err}
 		}
 		_, err = template.New(p).Funcs(sprig.TxtFuncMap()).
@@ -579,4 +606,40 @@ func matchLines(a, b []string, eq func(a, b string) bool) map[int]int {
 		}
 	}
 	return out
+}
+
+// checkText returns an error matching ErrInvalidText, with the line and
+// column (in characters, 1-based) of the first byte that is not valid
+// UTF-8 or is NUL; nil for good text. where, when not empty, says what text
+// it is (for text produced by templates rather than read from the file).
+func checkText(b []byte, where string) error {
+	if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
+		return nil
+	}
+	line, col := 1, 1
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		var problem string
+		switch {
+		case r == utf8.RuneError && size <= 1:
+			problem = fmt.Sprintf("invalid UTF-8 (byte 0x%02X)", b[i])
+		case r == 0:
+			problem = "a NUL byte"
+		}
+		if problem != "" {
+			in := ""
+			if where != "" {
+				in = " in " + where
+			}
+			return fmt.Errorf("%w: %s at line %d, column %d%s: PostgreSQL text must be UTF-8 without NUL bytes (convert the file, e.g. iconv -f latin1 -t utf-8)",
+				ErrInvalidText, problem, line, col, in)
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		i += size
+	}
+	return nil
 }

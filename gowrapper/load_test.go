@@ -223,3 +223,27 @@ func TestLocateShared(t *testing.T) {
 		t.Fatalf("%+v", loc)
 	}
 }
+
+func TestLoadInvalidTextNamesLineAndColumn(t *testing.T) {
+	t.Parallel()
+	for body, want := range map[string]string{
+		"select 1;\nselect 'gr\xfc';\n": "invalid UTF-8 (byte 0xFC) at line 2, column 11",
+		"select 'é';\x00":               "a NUL byte at line 1, column 12",
+		"select 1;\n---- create above / drop below ----\nselect '\xe2\x82';": "invalid UTF-8 (byte 0xE2) at line 3, column 9",
+	} {
+		_, err := Load(mapFS(map[string]string{"001_a.sql": "select 1;", "002_bad.sql": body}), nil)
+		var lerr *LoadError
+		if !errors.As(err, &lerr) || lerr.File != "002_bad.sql" || !errors.Is(err, ErrInvalidText) {
+			t.Errorf("%q: want a *LoadError for 002_bad.sql matching ErrInvalidText, got %v", body, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %q does not say %q", body, err, want)
+		}
+	}
+	// Template data is checked too, after expansion.
+	_, err := Load(mapFS(map[string]string{"001_a.sql": "select '{{ .x }}';"}), &LoadOpts{Data: map[string]any{"x": "\x00"}})
+	if !errors.Is(err, ErrInvalidText) || !strings.Contains(err.Error(), "expanded up SQL") {
+		t.Errorf("NUL from template data: %v", err)
+	}
+}

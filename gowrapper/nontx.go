@@ -93,6 +93,9 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 
 	tx, err := c.lockHistory(ctx, holder, opts.LockTimeout)
 	if err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Err: err}
+		}
 		return res, engineError(op, err)
 	}
 	defer tx.Rollback(bg) // after Commit: a no-op
@@ -114,6 +117,10 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	// executor would wait for it forever.
 	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2, NULL, $3, $4)", pgx.QueryExecModeSimpleProtocol,
 		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
+		if connectionLost(holder, err) {
+			// Not committed: the server rolls the holder's transaction back.
+			return res, &ConnectionLostError{Op: op, Err: err}
+		}
 		return res, engineError(op, err)
 	}
 
@@ -136,6 +143,9 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	for i, st := range stmts {
 		text := st.text
 		if err := record(i, &text, nil); err != nil {
+			if connectionLost(exec, err) {
+				return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+			}
 			return res, engineError(op, err)
 		}
 		if _, err := exec.PgConn().Exec(ctx, st.text).ReadAll(); err != nil {
@@ -143,19 +153,35 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 			if rerr := record(i, &text, &msg); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("recording the failure: %w", rerr))
 			}
-			return res, c.nonTransactionalError(bg, holder, tx, m, stmts, i, err)
+			// (A PgError, FATAL included, is reported as the statement's
+			// failure: the MigrationError says what stays applied.)
+			lost := connectionLost(exec, err) && !errors.As(err, new(*pgconn.PgError))
+			err = c.nonTransactionalError(bg, holder, tx, m, stmts, i, err)
+			if lost {
+				err = &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+			}
+			return res, err
 		}
 	}
 	if err := record(len(stmts), nil, nil); err != nil {
+		if connectionLost(exec, err) {
+			return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+		}
 		return res, engineError(op, err)
 	}
 	res.Duration = time.Since(start)
 	res.AppliedAt = &start
 	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2, $3::interval, $4)", pgx.QueryExecModeSimpleProtocol,
 		string(batch), m.Version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+		}
 		return res, engineError(op, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Version: m.Version, OutcomeUnknown: true, Err: err}
+		}
 		return res, fmt.Errorf("%s: %w", op, err)
 	}
 	return res, nil

@@ -131,7 +131,15 @@ type PushResult struct {
 // Errors: *MigrationError for a failing migration (errors.As); ErrDrift,
 // ErrLockTimeout, ErrInvalidBatch, ErrNotRunnable, ErrTransactionContext,
 // ErrUnsupportedEngine, ErrEngineNotInstalled (errors.Is), with the
-// *pgconn.PgError reachable through errors.As.
+// *pgconn.PgError reachable through errors.As. ErrPermissionDenied: the
+// role lacks privileges on the engine.
+//
+// A connection that fails mid-push (closed, reset, EOF, timeout, cancelled
+// context) gives a *ConnectionLostError (errors.Is ErrConnectionLost): when
+// it failed before the COMMIT of a step was sent, the server rolls that
+// step back (OutcomeUnknown false); while or after the COMMIT was sent it
+// matches ErrOutcomeUnknown: the step may or may not be committed. Either
+// way pushing again is safe: applied migrations are recorded and skipped.
 func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOpts) (*PushResult, error) {
 	if opts == nil {
 		opts = &PushOpts{}
@@ -147,7 +155,7 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	if !c.config.DisablePrecheck && !opts.DryRun {
 		res, p, err := c.precheck(ctx, conn, migrations, opts)
 		if err != nil {
-			return nil, err
+			return nil, lostBeforeApply(conn, err)
 		}
 		if res != nil {
 			res.Duration = time.Since(start)
@@ -156,7 +164,7 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 		pending = p
 	}
 	if err := c.verifyEngine(ctx, conn); err != nil {
-		return nil, fmt.Errorf("pushing migrations: %w", err)
+		return nil, lostBeforeApply(conn, fmt.Errorf("pushing migrations: %w", err))
 	}
 
 	route := &noticeRoute{progress: opts.Progress, notice: opts.Notice, files: filesByVersion(migrations)}
@@ -169,12 +177,12 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 		segmentSize == 0 && len(migrations) > autoSegmentMin) {
 		if pending == nil {
 			if pending, err = c.pendingVersions(ctx, conn, migrations, opts); err != nil {
-				return nil, err
+				return nil, lostBeforeApply(conn, err)
 			}
 		}
 		if segmentSize == 0 && len(pending) > autoSegmentMin {
 			if segmentSize, err = c.autoSegmentSize(ctx, conn); err != nil {
-				return nil, fmt.Errorf("pushing migrations: sizing segments: %w", err)
+				return nil, lostBeforeApply(conn, fmt.Errorf("pushing migrations: sizing segments: %w", err))
 			}
 		}
 		steps = planSteps(migrations, pending, segmentSize, opts.TargetVersion)
@@ -195,8 +203,13 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 				return nil, fmt.Errorf("encoding batch: %w", err)
 			}
 			results, err = c.apply(ctx, conn, batch, migrations, opts, st.target, route)
-			if err != nil {
-				err = c.pushError(ctx, conn, migrations, route, err)
+			if err != nil && !errors.As(err, new(*ConnectionLostError)) {
+				if connectionLost(conn, err) {
+					// COMMIT not sent: the server rolls this step back.
+					err = &ConnectionLostError{Op: "pushing migrations", Err: err}
+				} else {
+					err = c.pushError(ctx, conn, migrations, route, err)
+				}
 			}
 		}
 		if err != nil {
@@ -204,6 +217,10 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 			if errors.As(err, &merr) {
 				merr.Applied = applied
 				merr.SegmentSize = st.count
+			}
+			var lost *ConnectionLostError
+			if errors.As(err, &lost) {
+				lost.Applied = applied
 			}
 			return nil, err
 		}
@@ -229,6 +246,16 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// lostBeforeApply: a connection that failed before anything was applied
+// is a *ConnectionLostError (nothing committed); other errors stay as they
+// are.
+func lostBeforeApply(conn *pgx.Conn, err error) error {
+	if errors.As(err, new(*ConnectionLostError)) || !connectionLost(conn, err) {
+		return err
+	}
+	return &ConnectionLostError{Op: "pushing migrations", Err: err}
 }
 
 // autoSegmentMin: pushes with at most this many pending migrations are one
@@ -278,7 +305,16 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	return results, tx.Commit(ctx)
+	// Up to here a lost connection means the COMMIT was never sent: the
+	// server rolls the transaction back (Push reports that). From now on
+	// the server may commit before the client hears of it.
+	if err := tx.Commit(ctx); err != nil {
+		if connectionLost(conn, err) {
+			return nil, &ConnectionLostError{Op: "pushing migrations", OutcomeUnknown: true, Err: err}
+		}
+		return nil, err
+	}
+	return results, nil
 }
 
 // lockHistory opens a transaction on conn holding the history lock, without
@@ -573,7 +609,7 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 	}
 	m := failingMigration(migrations, route, pgErr)
 	if m == nil {
-		return fmt.Errorf("pushing migrations: %w", err)
+		return engineError("pushing migrations", err)
 	}
 	merr := &MigrationError{
 		Version: m.Version, Name: m.Name, File: m.File,

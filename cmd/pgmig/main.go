@@ -33,6 +33,7 @@ const (
 	exitUsage      = 2 // usage, connection, engine missing/unsupported, other
 	exitLocked     = 3 // lock timeout: another migrator holds the lock
 	exitValidation = 4 // drift, invalid batch, bad migration files
+	exitLost       = 5 // connection lost mid-push: re-run (outcome possibly unknown)
 )
 
 const usage = `pgmig applies PostgreSQL schema migrations with the pgmig engine, which runs
@@ -103,6 +104,8 @@ Exit codes:
   3  lock timeout: another migrator holds the lock
   4  drift or validation error (changed/missing/out-of-order versions, bad files,
      an interrupted non-transactional migration waiting for migrate_resolve)
+  5  the connection was lost (or the push interrupted) mid-push: whether the last
+     step was committed may be unknown (the message says); re-running push is safe
 `
 
 func main() {
@@ -318,6 +321,8 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, pgmig.ErrConnectionLost):
+		return exitLost
 	case errors.As(err, &merr), errors.Is(err, pgmig.ErrNotRunnable):
 		return exitMigration
 	case errors.Is(err, pgmig.ErrLockTimeout):

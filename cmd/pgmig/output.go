@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +106,10 @@ type jsonError struct {
 		Version        int64  `json:"version,omitempty"`
 		Name           string `json:"name,omitempty"`
 		CurrentVersion *int64 `json:"current_version,omitempty"`
+		// The connection failed mid-push (exit 5): re-running is safe;
+		// outcome_unknown when the server may have committed.
+		ConnectionLost bool `json:"connection_lost,omitempty"`
+		OutcomeUnknown bool `json:"outcome_unknown,omitempty"`
 	} `json:"error"`
 }
 
@@ -132,11 +137,21 @@ func (o *output) fail(err error) {
 				j.Error.CurrentVersion = &merr.CurrentVersion
 			}
 		}
+		var lost *pgmig.ConnectionLostError
+		if errors.As(err, &lost) {
+			j.Error.ConnectionLost, j.Error.OutcomeUnknown = true, lost.OutcomeUnknown
+		}
 		writeJSON(o.stdout, j)
 		return
 	}
 	if isMig {
 		o.migrationError(merr)
+		return
+	}
+	var lost *pgmig.ConnectionLostError
+	if errors.As(err, &lost) {
+		fmt.Fprintf(o.stderr, "%s %s\n", paint(o.ttyErr, bold+red, "pgmig: error:"), err)
+		o.connectionLost(lost)
 		return
 	}
 	var lerr *pgmig.LoadError
@@ -161,6 +176,35 @@ func (o *output) fail(err error) {
 	}
 	if m := interruptedVersion.FindStringSubmatch(pgErr.Message); m != nil && errors.Is(err, pgmig.ErrInterrupted) {
 		fmt.Fprintf(o.stderr, "With pgmig: `pgmig resolve %s --retry` once what the completed statements did is undone, or `pgmig resolve %s --applied` once the migration is finished by hand (docs/nontransactional.md).\n", m[1], m[1])
+	}
+}
+
+// connectionLost says what a push whose connection failed left behind,
+// and that running it again is safe.
+func (o *output) connectionLost(e *pgmig.ConnectionLostError) {
+	what := "The connection was lost during the push"
+	if errors.Is(e.Err, context.Canceled) || errors.Is(e.Err, context.DeadlineExceeded) {
+		what = "The push was interrupted"
+	}
+	earlier := ""
+	if e.Applied > 0 {
+		earlier = fmt.Sprintf(" The %s committed by earlier steps of this push stay applied.", plural(e.Applied, "migration", "migrations"))
+	}
+	switch {
+	case e.Version != 0:
+		fmt.Fprintf(o.stderr, "%s while non-transactional migration %d ran: the statements it completed stay applied, and whether the last one completed is unknown.%s "+
+			"`pgmig status` shows where it stopped; re-running `pgmig push` is safe: it refuses to continue until the migration is resolved "+
+			"with `pgmig resolve %d --retry` (once what its completed statements did is undone) or `pgmig resolve %d --applied` (docs/nontransactional.md).\n",
+			what, e.Version, earlier, e.Version, e.Version)
+	case e.OutcomeUnknown:
+		fmt.Fprintf(o.stderr, "%s; whether the migrations were committed is unknown.%s "+
+			"Re-running `pgmig push` is safe: applied migrations are recorded and will not run again (`pgmig status` shows the state).\n", what, earlier)
+	case e.Applied > 0:
+		fmt.Fprintf(o.stderr, "%s before its last step was committed: nothing of that step was applied (the server rolls back the open transaction).%s "+
+			"Re-running `pgmig push` is safe: it continues where this one stopped.\n", what, earlier)
+	default:
+		fmt.Fprintf(o.stderr, "%s before anything was committed: nothing of this push was applied (the server rolls back the open transaction). "+
+			"Re-running `pgmig push` is safe.\n", what)
 	}
 }
 

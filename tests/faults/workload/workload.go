@@ -6,6 +6,7 @@
 package workload
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -16,10 +17,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgmig/pgmig/tests/pgtest"
 )
 
 // EnvFull selects the full gauntlet (make test-all): many trials instead of
@@ -41,26 +45,55 @@ func Trials(quick, full int) int {
 }
 
 // BuildCLI builds cmd/pgmig into a fresh temp dir and returns the binary's
-// path and a function removing it. Call it from TestMain, before
-// pgtest.Main (which does not return).
-func BuildCLI() (string, func(), error) {
-	dir, err := os.MkdirTemp("", "pgmig-faults-")
+// path. Call it from TestMain, before pgtest.Main (which exits without
+// returning, so the build cannot be removed afterwards: the next run
+// removes builds whose process is gone).
+func BuildCLI() (string, error) {
+	sweepBuilds()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", buildPrefix, os.Getpid()))
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	bin := filepath.Join(dir, "pgmig")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgmig/pgmig/cmd/pgmig").CombinedOutput()
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("building pgmig: %v\n%s", err, out)
+		return "", fmt.Errorf("building pgmig: %v\n%s", err, out)
 	}
-	return bin, func() { os.RemoveAll(dir) }, nil
+	return bin, nil
+}
+
+const buildPrefix = "pgmig-faults-"
+
+func sweepBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildPrefix+"*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(d), buildPrefix+"%d-", &pid); err != nil {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// Main builds the CLI into *bin, then runs the package's tests with
+// pgtest.Main. Call it from TestMain; it does not return.
+func Main(m *testing.M, bin *string) {
+	b, err := BuildCLI()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	*bin = b
+	pgtest.Main(m)
 }
 
 // Rows is how many rows each migration inserts into its own table: enough
-// that a 500-migration push lasts about a second on a loaded 2-core
-// machine, so a kill at a random moment usually lands inside it.
-const Rows = 200
+// that a 500-migration push lasts one to three seconds on a loaded 2-core
+// machine, so a fault at a random moment usually lands inside it.
+const Rows = 50
 
 // WriteDir writes n tern migration files into dir. Migration 1 creates the
 // ledger; every migration v creates table w_<v>, fills it and inserts v
@@ -73,7 +106,7 @@ func WriteDir(tb testing.TB, dir string, n int) {
 		if v == 1 {
 			sql.WriteString("create table ledger (v int not null);\n")
 		}
-		fmt.Fprintf(&sql, "create table w_%04d (id int primary key, note text);\n", v)
+		fmt.Fprintf(&sql, "create table w_%04d (id int, note text);\n", v)
 		fmt.Fprintf(&sql, "insert into w_%04d select g, md5(g::text) from generate_series(1, %d) g;\n", v, Rows)
 		fmt.Fprintf(&sql, "insert into ledger values (%d);\n", v)
 		sql.WriteString("---- create above / drop below ----\n")
@@ -83,6 +116,14 @@ func WriteDir(tb testing.TB, dir string, n int) {
 			tb.Fatal(err)
 		}
 	}
+}
+
+// PushArgs is `pgmig push` of dir as one transaction whatever its size
+// (--segment-size all): the fault tests check all-or-none of the whole
+// batch, which automatic segments (on a server with a small lock table)
+// would rightly break into all-or-none per segment.
+func PushArgs(dir string, extra ...string) []string {
+	return append([]string{"push", "--dir", dir, "--segment-size", "all"}, extra...)
 }
 
 // State is what a database holds of a workload batch.
@@ -137,32 +178,39 @@ func ExactlyOnce(tb testing.TB, ctx context.Context, conn *pgx.Conn, n int) {
 	}
 }
 
-// WaitLockFree polls pg_locks until no session other than conn's holds or
-// waits for a lock on conn's database's pgmig.history, and no other session
-// of the database is active. A client killed mid-call leaves its backend
-// running until the server notices the closed socket (at its next write,
-// e.g. a progress notice) and aborts the transaction, which ends the lock.
-func WaitLockFree(tb testing.TB, ctx context.Context, conn *pgx.Conn, within time.Duration) time.Duration {
+// WaitSettled polls until no session other than conn's holds or waits for
+// a lock on conn's database's pgmig.history and no other client backend is
+// connected to the database, and returns how long that took. A client
+// killed mid-call leaves its backend running until the server notices the
+// closed socket (at its next write, e.g. a progress notice, or its next
+// read) and aborts the transaction, which ends the lock. Waiting for the
+// backend to be gone, not just the lock, also covers a query the dead
+// client had fully sent that the server has not started yet.
+func WaitSettled(tb testing.TB, ctx context.Context, conn *pgx.Conn, within time.Duration) time.Duration {
 	tb.Helper()
 	start := time.Now()
 	for {
-		var holders int
+		var lockers, others int
 		var who string
 		err := conn.QueryRow(ctx, `
-			select count(*), coalesce(string_agg(a.pid || ' ' || coalesce(a.application_name, '') || ' ' || a.state, '; '), '')
-			from pg_locks l join pg_stat_activity a on a.pid = l.pid
-			where l.locktype = 'relation'
-			  and l.database = (select oid from pg_database where datname = current_database())
-			  and l.relation = 'pgmig.history'::regclass
-			  and l.pid <> pg_backend_pid()`).Scan(&holders, &who)
+			select (select count(*) from pg_locks l
+			        where l.locktype = 'relation'
+			          and l.database = (select oid from pg_database where datname = current_database())
+			          and l.relation = 'pgmig.history'::regclass
+			          and l.pid <> pg_backend_pid()),
+			       count(*),
+			       coalesce(string_agg(format('pid %s (%s) %s: %s', pid, application_name, state, left(query, 60)), '; '), '')
+			from pg_stat_activity
+			where datname = current_database() and backend_type = 'client backend' and pid <> pg_backend_pid()`).
+			Scan(&lockers, &others, &who)
 		if err != nil {
 			tb.Fatalf("reading pg_locks: %v", err)
 		}
-		if holders == 0 {
+		if lockers == 0 && others == 0 {
 			return time.Since(start)
 		}
 		if time.Since(start) > within {
-			tb.Fatalf("pgmig.history still locked %v after the client died: %s", within, who)
+			tb.Fatalf("%v after the client died: %d sessions still lock pgmig.history, %d still connected: %s", within, lockers, others, who)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -212,11 +260,12 @@ func Run(tb testing.TB, bin string, env []string, args ...string) Result {
 	return r
 }
 
-// Psql runs psql -X -v ON_ERROR_STOP=1 against url: the SQL with -c, as an
+// Psql runs psql -X -tA -v ON_ERROR_STOP=1 against url: the SQL with -c, as an
 // operator would type it, or from a file when it is too long for one
-// command-line argument (Linux caps each at 128 KiB).
+// command-line argument (Linux caps each at 128 KiB). It returns the
+// standard output; an error carries the standard error (notices, ERROR).
 func Psql(psql, url, sql string) (string, error) {
-	args := []string{"-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url}
+	args := []string{"-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", url}
 	if len(sql) < 100_000 {
 		args = append(args, "-c", sql)
 	} else {
@@ -240,8 +289,12 @@ func Psql(psql, url, sql string) (string, error) {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("psql: %w\n%s", err, stderr.String())
+	}
+	return stdout.String(), nil
 }
 
 // ApplySQL is the psql call applying batch (a JSON document) with
@@ -260,4 +313,81 @@ func RandomDuration(max time.Duration) time.Duration {
 		return 0
 	}
 	return time.Duration(rand.Int64N(int64(max)))
+}
+
+// Running is a `pgmig push` started in the background whose progress lines
+// (one "applied <file>" line per migration on stdout) can be waited for.
+type Running struct {
+	Cmd     *exec.Cmd
+	lines   chan struct{}
+	done    chan error
+	stderr  bytes.Buffer
+	applied int
+}
+
+// Start starts the CLI with args (a push without --quiet, so that it
+// prints a line per migration as the server applies it).
+func Start(tb testing.TB, bin string, env []string, args ...string) *Running {
+	tb.Helper()
+	r := &Running{Cmd: Command(bin, env, args...), lines: make(chan struct{}, 1<<16), done: make(chan error, 1)}
+	r.Cmd.Stderr = &r.stderr
+	out, err := r.Cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.Cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "applied ") {
+				r.lines <- struct{}{}
+			}
+		}
+		close(r.lines)
+		r.done <- r.Cmd.Wait()
+	}()
+	return r
+}
+
+// AfterProgress waits until the push reported k applied migrations, or
+// the process ended (false).
+func (r *Running) AfterProgress(k int) bool {
+	for r.applied < k {
+		if _, ok := <-r.lines; !ok {
+			return false
+		}
+		r.applied++
+	}
+	return true
+}
+
+// AfterTime waits d, or until the process ended (false).
+func (r *Running) AfterTime(d time.Duration) bool {
+	select {
+	case <-time.After(d):
+		return true
+	case err := <-r.done:
+		r.done <- err
+		return false
+	}
+}
+
+// Kill sends SIGKILL.
+func (r *Running) Kill() { _ = r.Cmd.Process.Signal(syscall.SIGKILL) }
+
+// Wait waits for the process and returns its exit code (-1: killed by a
+// signal) and standard error.
+func (r *Running) Wait() (int, string) {
+	for range r.lines { // drain: the scanner must not block the pipe
+	}
+	err := <-r.done
+	r.done <- err
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	return code, r.stderr.String()
 }
