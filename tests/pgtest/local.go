@@ -33,15 +33,70 @@ type localServer struct {
 	logFile string
 	port    int
 	cred    *syscall.Credential // run server binaries as this user (when we are root)
+	// settings nil: the shared test server's settings; else the server's
+	// defaults plus these (PrivateCluster).
+	settings []string
 }
 
 func startLocal(ctx context.Context) (*Cluster, error) {
+	started := time.Now()
+	ls, err := initLocal(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{
+		kind:    "local",
+		host:    "127.0.0.1",
+		port:    ls.port,
+		user:    "postgres",
+		maintDB: "postgres",
+		params:  url.Values{"sslmode": {"disable"}},
+		local:   ls,
+	}
+	if p := filepath.Join(ls.binDir, "psql"); isExecutable(p) {
+		c.psql = p
+	} else if p, err := exec.LookPath("psql"); err == nil {
+		c.psql = p
+	}
+	if os.Getenv("PGMIG_TEST_VERBOSE") != "" {
+		fmt.Fprintf(os.Stderr, "pgtest: local cluster %s on port %d started in %v\n", ls.dataDir, ls.port, time.Since(started))
+	}
+	return c, nil
+}
+
+// PrivateCluster starts a throwaway cluster of its own for one test, with
+// PostgreSQL's default settings (max_connections 100, max_locks_per_transaction
+// 64, ...) except durability (fsync off) plus settings ("name=value"), and
+// returns a superuser URL for its postgres database (no engine installed).
+// For tests whose subject is a server setting — the lock table's size, say —
+// which the shared server (max_connections=300) cannot serve. Stopped and
+// removed at cleanup. Needs local server binaries, whatever the backend.
+func PrivateCluster(tb testing.TB, settings ...string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if settings == nil {
+		settings = []string{}
+	}
+	ls, err := initLocal(ctx, settings)
+	if err != nil {
+		tb.Fatalf("pgtest: a private cluster needs local server binaries: %v\n%s", err, howToProvide)
+	}
+	tb.Cleanup(func() { _ = ls.destroy() })
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: joinHostPort("127.0.0.1", ls.port),
+		Path: "/postgres", RawQuery: "sslmode=disable&application_name=" + ApplicationName}
+	return u.String()
+}
+
+// initLocal runs initdb into a new temp dir and starts the server on a free
+// port. settings nil: the shared test server's settings; otherwise the
+// server's defaults plus these "name=value" settings.
+func initLocal(ctx context.Context, settings []string) (*localServer, error) {
 	binDir, err := findBinDir()
 	if err != nil {
 		return nil, err
 	}
-	started := time.Now()
-	ls := &localServer{binDir: binDir}
+	ls := &localServer{binDir: binDir, settings: settings}
 	var uid, gid = -1, -1
 	if os.Geteuid() == 0 {
 		// initdb and postgres refuse to run as root; run them as the
@@ -97,24 +152,7 @@ func startLocal(ctx context.Context) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	c := &Cluster{
-		kind:    "local",
-		host:    "127.0.0.1",
-		port:    ls.port,
-		user:    "postgres",
-		maintDB: "postgres",
-		params:  url.Values{"sslmode": {"disable"}},
-		local:   ls,
-	}
-	if p := filepath.Join(binDir, "psql"); isExecutable(p) {
-		c.psql = p
-	} else if p, err := exec.LookPath("psql"); err == nil {
-		c.psql = p
-	}
-	if os.Getenv("PGMIG_TEST_VERBOSE") != "" {
-		fmt.Fprintf(os.Stderr, "pgtest: local cluster %s on port %d started in %v\n", ls.dataDir, ls.port, time.Since(started))
-	}
-	return c, nil
+	return ls, nil
 }
 
 // findBinDir finds the directory holding initdb and pg_ctl: PGMIG_PGBIN,
@@ -235,7 +273,7 @@ func (ls *localServer) run(bin string, args ...string) ([]byte, error) {
 }
 
 func (ls *localServer) start() error {
-	opts := strings.Join([]string{
+	args := []string{
 		// Durability is worthless for a throwaway cluster and costs most of
 		// the time of DDL-heavy tests.
 		"-c fsync=off",
@@ -244,9 +282,14 @@ func (ls *localServer) start() error {
 		"-c listen_addresses=127.0.0.1",
 		"-p " + strconv.Itoa(ls.port),
 		"-c unix_socket_directories=" + shellQuote(ls.dir),
-		"-c max_connections=300",
-		"-c shared_buffers=128MB",
-	}, " ")
+	}
+	if ls.settings == nil {
+		args = append(args, "-c max_connections=300", "-c shared_buffers=128MB")
+	}
+	for _, s := range ls.settings {
+		args = append(args, "-c "+shellQuote(s))
+	}
+	opts := strings.Join(args, " ")
 	// -l matters beyond logging: without it the postmaster inherits our
 	// stdout/stderr pipes and CombinedOutput would wait for it to exit.
 	out, err := ls.run(filepath.Join(ls.binDir, "pg_ctl"), "start", "-w", "-t", "120",
