@@ -30,7 +30,9 @@ func TestPushConnectionLostBeforeCommit(t *testing.T) {
 			ms := load(t, files)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			watcherDone := make(chan struct{})
 			go func() {
+				defer close(watcherDone)
 				for ctx.Err() == nil {
 					var n int
 					_ = admin.QueryRow(context.Background(),
@@ -48,6 +50,8 @@ func TestPushConnectionLostBeforeCommit(t *testing.T) {
 					"select pg_terminate_backend(pid) from pg_stat_activity where wait_event = 'PgSleep' and datname = current_database()")
 			}()
 			_, err := client.Push(ctx, ms, nil)
+			cancel()
+			<-watcherDone // admin is not safe for concurrent use
 			var lost *pgmig.ConnectionLostError
 			if !errors.As(err, &lost) || !errors.Is(err, pgmig.ErrConnectionLost) {
 				t.Fatalf("want a *ConnectionLostError, got %T %v", err, err)

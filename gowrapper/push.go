@@ -295,6 +295,18 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
+	if !opts.DryRun {
+		// Racing pushers of the same files: whoever gets the lock after the winner finds
+		// the history equal to its files with one tiny query under the lock, instead of
+		// uploading and validating the whole batch while every other pusher waits.
+		var digest string
+		if err := tx.QueryRow(ctx, `select `+c.fn("migrate_history_digest")+`()`, pgx.QueryExecModeExec).Scan(&digest); err != nil {
+			return nil, err
+		}
+		if len(migrations) > 0 && digest == HistoryDigest(migrations) {
+			return allApplied(migrations), nil
+		}
+	}
 	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -460,11 +472,7 @@ func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Mig
 		return nil, nil, fmt.Errorf("pushing migrations: %w", err)
 	}
 	if len(migrations) > 0 && digest == HistoryDigest(migrations) {
-		results := make([]MigrationResult, len(migrations))
-		for i, m := range migrations {
-			results[i] = MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeAlreadyApplied}
-		}
-		res := summarize(results)
+		res := summarize(allApplied(migrations))
 		res.Prechecked = true
 		return res, nil, nil
 	}
@@ -691,4 +699,13 @@ func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {
 		}
 	}
 	return 0
+}
+
+// allApplied is the result of a push that found exactly these migrations applied.
+func allApplied(migrations []*Migration) []MigrationResult {
+	results := make([]MigrationResult, len(migrations))
+	for i, m := range migrations {
+		results[i] = MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeAlreadyApplied}
+	}
+	return results
 }
