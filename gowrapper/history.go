@@ -74,7 +74,7 @@ func (c *Client) Rollback(ctx context.Context, toVersion int64, opts *RollbackOp
 	}
 	route := &noticeRoute{progress: opts.Progress, notice: opts.Notice}
 	defer attachRoute(conn.PgConn(), route)()
-	results, err := c.lockedCall(ctx, conn, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
+	results, err := c.lockedCall(ctx, conn, op, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
 		c.fn("migrate_rollback")+`($1, dry_run => $2, client_info => $3)`, nil, toVersion, opts.DryRun, c.config.ClientInfo)
 	if err != nil {
 		return nil, c.rollbackError(ctx, conn, op, route, err)
@@ -93,22 +93,37 @@ func failFast(d time.Duration) time.Duration {
 // lockedCall runs query (a history function returning migrate_apply's
 // columns) in a transaction that first takes the history lock without a
 // snapshot (lockHistory); the function then finds the lock held.
-func (c *Client) lockedCall(ctx context.Context, conn *pgx.Conn, lockTimeout time.Duration, query string, migrations []*Migration, args ...any) ([]MigrationResult, error) {
+func (c *Client) lockedCall(ctx context.Context, conn *pgx.Conn, op string, lockTimeout time.Duration, query string, migrations []*Migration, args ...any) ([]MigrationResult, error) {
 	tx, err := c.lockHistory(ctx, conn, lockTimeout)
 	if err != nil {
 		return nil, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	rows, err := tx.Query(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
+	return c.runLocked(ctx, conn, tx, op, query, migrations, append([]any{pgx.QueryExecModeExec}, args...)...)
+}
+
+// runLocked runs query in tx, which holds the history lock, and commits.
+// Up to the COMMIT a lost connection means the server rolls the transaction
+// back (the caller reports that); a connection lost during the COMMIT leaves
+// the outcome unknown: *ConnectionLostError with OutcomeUnknown.
+func (c *Client) runLocked(ctx context.Context, conn *pgx.Conn, tx pgx.Tx, op string, query string, migrations []*Migration, args ...any) ([]MigrationResult, error) {
+	rows, err := tx.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	results, err := scanResults(rows, migrations)
 	if err != nil {
+		// The caller reads the history next: end the failed transaction.
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	return results, tx.Commit(ctx)
+	if err := tx.Commit(ctx); err != nil {
+		if connectionLost(conn, err) {
+			return nil, &ConnectionLostError{Op: op, OutcomeUnknown: true, Err: err}
+		}
+		return nil, err
+	}
+	return results, nil
 }
 
 // rollbackError: a down SQL that failed becomes a *MigrationError naming
@@ -192,7 +207,7 @@ func (c *Client) historyCall(ctx context.Context, op string, migrations []*Migra
 	if err != nil {
 		return nil, fmt.Errorf("%s: encoding batch: %w", op, err)
 	}
-	results, err := c.lockedCall(ctx, conn, lockTimeout, query, migrations, append([]any{string(batch)}, args...)...)
+	results, err := c.lockedCall(ctx, conn, op, lockTimeout, query, migrations, append([]any{string(batch)}, args...)...)
 	if err != nil {
 		return nil, engineError(op, err)
 	}
@@ -253,7 +268,7 @@ func (c *Client) Resolve(ctx context.Context, version int64, action ResolveActio
 	if err := c.verifyEngine(ctx, conn); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	results, err := c.lockedCall(ctx, conn, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
+	results, err := c.lockedCall(ctx, conn, op, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
 		c.fn("migrate_resolve")+`($1, $2, client_info => $3)`, nil, version, string(action), c.config.ClientInfo)
 	if err != nil {
 		return nil, engineError(op, err)

@@ -307,26 +307,7 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 			return allApplied(migrations), nil
 		}
 	}
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	results, err := scanResults(rows, migrations)
-	if err != nil {
-		// The caller reads the history next: end the failed transaction.
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	// Up to here a lost connection means the COMMIT was never sent: the
-	// server rolls the transaction back (Push reports that). From now on
-	// the server may commit before the client hears of it.
-	if err := tx.Commit(ctx); err != nil {
-		if connectionLost(conn, err) {
-			return nil, &ConnectionLostError{Op: "pushing migrations", OutcomeUnknown: true, Err: err}
-		}
-		return nil, err
-	}
-	return results, nil
+	return c.runLocked(ctx, conn, tx, "pushing migrations", query, migrations, args...)
 }
 
 // lockHistory opens a transaction on conn holding the history lock, without
