@@ -34,13 +34,14 @@ type localServer struct {
 	port    int
 	cred    *syscall.Credential // run server binaries as this user (when we are root)
 	// settings nil: the shared test server's settings; else the server's
-	// defaults plus these (PrivateCluster).
+	// defaults plus these (PrivateCluster, StartLocal).
 	settings []string
+	durable  bool // keep PostgreSQL's durability defaults (StartLocal)
 }
 
 func startLocal(ctx context.Context) (*Cluster, error) {
 	started := time.Now()
-	ls, err := initLocal(ctx, nil)
+	ls, err := initLocal(ctx, nil, false)
 	if err != nil {
 		return nil, err
 	}
@@ -78,25 +79,59 @@ func PrivateCluster(tb testing.TB, settings ...string) string {
 	if settings == nil {
 		settings = []string{}
 	}
-	ls, err := initLocal(ctx, settings)
+	ls, err := initLocal(ctx, settings, false)
 	if err != nil {
 		tb.Fatalf("pgtest: a private cluster needs local server binaries: %v\n%s", err, howToProvide)
 	}
 	tb.Cleanup(func() { _ = ls.destroy() })
-	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: joinHostPort("127.0.0.1", ls.port),
-		Path: "/postgres", RawQuery: "sslmode=disable&application_name=" + ApplicationName}
+	return SetParam((&Local{ls}).URL("postgres"), "application_name", ApplicationName)
+}
+
+// Local is a throwaway cluster from local server binaries for programs that
+// are not tests (the benchmark), started by StartLocal.
+type Local struct{ ls *localServer }
+
+// StartLocal starts a cluster with PostgreSQL's default settings, durability
+// included (fsync, synchronous_commit and full_page_writes on, as users run
+// it), plus settings ("name=value"), on a free port of 127.0.0.1. As root it
+// runs the server as the postgres OS user. Destroy stops and removes it.
+func StartLocal(ctx context.Context, settings ...string) (*Local, error) {
+	if settings == nil {
+		settings = []string{}
+	}
+	ls, err := initLocal(ctx, settings, true)
+	if err != nil {
+		return nil, err
+	}
+	return &Local{ls}, nil
+}
+
+// Port is the server's TCP port on 127.0.0.1.
+func (l *Local) Port() int { return l.ls.port }
+
+// BinDir is the directory of the server binaries (psql, postgres, ...).
+func (l *Local) BinDir() string { return l.ls.binDir }
+
+// URL is a superuser URL for database db.
+func (l *Local) URL(db string) string {
+	u := url.URL{Scheme: "postgres", User: url.User("postgres"), Host: joinHostPort("127.0.0.1", l.ls.port),
+		Path: "/" + db, RawQuery: "sslmode=disable"}
 	return u.String()
 }
 
+// Destroy stops the server (immediate mode) and removes its directory.
+func (l *Local) Destroy() error { return l.ls.destroy() }
+
 // initLocal runs initdb into a new temp dir and starts the server on a free
 // port. settings nil: the shared test server's settings; otherwise the
-// server's defaults plus these "name=value" settings.
-func initLocal(ctx context.Context, settings []string) (*localServer, error) {
+// server's defaults plus these "name=value" settings. durable keeps fsync,
+// synchronous_commit and full_page_writes on.
+func initLocal(ctx context.Context, settings []string, durable bool) (*localServer, error) {
 	binDir, err := findBinDir()
 	if err != nil {
 		return nil, err
 	}
-	ls := &localServer{binDir: binDir, settings: settings}
+	ls := &localServer{binDir: binDir, settings: settings, durable: durable}
 	var uid, gid = -1, -1
 	if os.Geteuid() == 0 {
 		// initdb and postgres refuse to run as root; run them as the
@@ -274,14 +309,14 @@ func (ls *localServer) run(bin string, args ...string) ([]byte, error) {
 
 func (ls *localServer) start() error {
 	args := []string{
-		// Durability is worthless for a throwaway cluster and costs most of
-		// the time of DDL-heavy tests.
-		"-c fsync=off",
-		"-c synchronous_commit=off",
-		"-c full_page_writes=off",
 		"-c listen_addresses=127.0.0.1",
 		"-p " + strconv.Itoa(ls.port),
 		"-c unix_socket_directories=" + shellQuote(ls.dir),
+	}
+	if !ls.durable {
+		// Durability is worthless for a throwaway test cluster and costs most
+		// of the time of DDL-heavy tests.
+		args = append(args, "-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off")
 	}
 	if ls.settings == nil {
 		args = append(args, "-c max_connections=300", "-c shared_buffers=128MB")
