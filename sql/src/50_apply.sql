@@ -173,8 +173,8 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
-    v_versions    text;
-    v_detail      text;
+    v_manifest_only   text;
+    v_nontransactional text;
     v_total       bigint;
     v_done        bigint := 0;
     v_ahead       text;
@@ -213,29 +213,25 @@ BEGIN
     PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
 
     -- One pass over the plan for everything the loop needs to know up front.
-    SELECT count(*) FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)),
-           string_agg(p.version::text, ', ' ORDER BY p.version)
-               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
-                       AND p.sql IS NULL),
+    SELECT count(*) FILTER (WHERE p.to_apply),
+           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
            string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
-               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
-                       AND NOT p.transactional),
+               FILTER (WHERE p.to_apply AND NOT p.transactional),
            string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
-           string_agg(p.version::text, ',' ORDER BY p.version)
-               FILTER (WHERE p.outcome = 'pending' AND (p_target_version IS NULL OR p.version <= p_target_version)
-                       AND p.commit_after)
-      INTO v_total, v_versions, v_detail, v_ahead, v_commit_points
-      FROM pgmig._plan_rows(p_batch) AS p;
-    IF NOT p_dry_run AND v_versions IS NOT NULL THEN
+           string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
+      INTO v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points
+      FROM (SELECT r.*, r.outcome = 'pending' AND (p_target_version IS NULL OR r.version <= p_target_version) AS to_apply
+            FROM pgmig._plan_rows(p_batch) AS r) AS p;
+    IF NOT p_dry_run AND v_manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_versions),
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_manifest_only),
             HINT = 'Send the full batch (with "sql") to apply them.';
     END IF;
-    IF NOT p_dry_run AND v_detail IS NOT NULL THEN
+    IF NOT p_dry_run AND v_nontransactional IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_detail),
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_nontransactional),
             DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
             HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
                 || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
