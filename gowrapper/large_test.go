@@ -69,11 +69,12 @@ func TestPushLockTableAutoSegments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 10 * (20 + 0) lock slots, half of it at 10 per migration.
-	if res.Applied != len(ms) || res.SegmentSize != 10 || res.Segments != len(ms)/10 {
-		t.Fatalf("applied %d in %d segments of %d", res.Applied, res.Segments, res.SegmentSize)
+	// 10 * (20 + 0) lock slots: a budget of half of it, and the engine
+	// stops each transaction near it.
+	if res.Applied != len(ms) || res.LockBudget != 100 || res.SegmentSize != 0 || res.Segments < 2 {
+		t.Fatalf("applied %d in %d segments with lock budget %d (segment size %d)", res.Applied, res.Segments, res.LockBudget, res.SegmentSize)
 	}
-	t.Logf("automatic segments: %d migrations in %d segments of %d in %v", res.Applied, res.Segments, res.SegmentSize, time.Since(start))
+	t.Logf("automatic segments: %d migrations in %d segments (lock budget %d) in %v", res.Applied, res.Segments, res.LockBudget, time.Since(start))
 	if tables, history := countTables(t, url); tables != int64(len(ms)) || history != int64(len(ms)) {
 		t.Fatalf("%d tables, %d history rows", tables, history)
 	}
@@ -100,7 +101,7 @@ func TestPush10000OnDefaultSettings(t *testing.T) {
 	if res.Applied != 10000 || res.Version != 10000 {
 		t.Fatalf("%+v", res)
 	}
-	t.Logf("10000 migrations on default settings: %v, %d segments of %d", took, res.Segments, res.SegmentSize)
+	t.Logf("10000 migrations on default settings: %v, %d segments (lock budget %d)", took, res.Segments, res.LockBudget)
 	if tables, history := countTables(t, url); tables != 10000 || history != 10000 {
 		t.Fatalf("%d tables, %d history rows", tables, history)
 	}

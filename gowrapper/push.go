@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"strings"
@@ -61,10 +62,12 @@ type PushOpts struct {
 	// thousand small DDL migrations in one transaction exhaust the shared
 	// lock table (SQLSTATE 53200, "out of shared memory").
 	//
-	//   0 (default)   automatic: one transaction, unless more migrations
-	//                 are pending than half the server's lock table holds
-	//                 at LocksPerMigration each (320 on default settings);
-	//                 then segments of that size
+	//   0 (default)   automatic: one transaction while it fits; with more
+	//                 than 20 pending, the engine counts the locks its
+	//                 transaction holds and stops after the migration that
+	//                 brings it near half the server's lock table
+	//                 (migrate_apply's lock_budget); Push commits and
+	//                 continues from there in a new transaction
 	//   N > 0         at most N per segment
 	//   SegmentAll    one transaction, whatever it takes
 	//
@@ -79,11 +82,6 @@ type PushOpts struct {
 // SegmentAll as PushOpts.SegmentSize applies every pending transactional
 // migration in one transaction, however many there are.
 const SegmentAll = -1
-
-// LocksPerMigration is the lock-table entries a migration is assumed to
-// need when Push sizes segments by itself: a table with a primary key, an
-// index, a TOAST table and a comment takes 9.
-const LocksPerMigration = 10
 
 // PushResult reports what Push did.
 type PushResult struct {
@@ -102,13 +100,16 @@ type PushResult struct {
 	Prechecked bool `json:"prechecked"`
 	// Segments is how many steps the push took: calls of migrate_apply (one
 	// transaction each) and non-transactional migrations; more than one
-	// with SegmentSize, commit-after or non-transactional migrations.
+	// with SegmentSize, commit-after, non-transactional migrations, or
+	// when the lock budget of the automatic mode ended a transaction.
 	Segments int `json:"segments"`
-	// SegmentSize is the most migrations one transaction of this push
-	// applied by rule (PushOpts.SegmentSize, or the automatic size chosen
-	// for this server); 0 when the push was not split by size.
-	SegmentSize int           `json:"segment_size,omitempty"`
-	Duration    time.Duration `json:"duration_ns"`
+	// SegmentSize is PushOpts.SegmentSize when the push was split by it; 0
+	// otherwise.
+	SegmentSize int `json:"segment_size,omitempty"`
+	// LockBudget is the lock budget of the automatic mode when it ended at
+	// least one transaction (see PushOpts.SegmentSize); 0 otherwise.
+	LockBudget int           `json:"lock_budget,omitempty"`
+	Duration   time.Duration `json:"duration_ns"`
 }
 
 // Push applies the pending migrations with one call of migrate_apply: the
@@ -173,6 +174,7 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 
 	steps := []step{{target: opts.TargetVersion, count: len(pending)}}
 	segmentSize := opts.SegmentSize
+	budget := 0 // migrate_apply's lock_budget; 0: none
 	if !opts.DryRun && (segmentSize > 0 || hasCommitAfter(migrations) || hasNonTransactional(migrations) ||
 		segmentSize == 0 && len(migrations) > autoSegmentMin) {
 		if pending == nil {
@@ -181,8 +183,8 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 			}
 		}
 		if segmentSize == 0 && len(pending) > autoSegmentMin {
-			if segmentSize, err = c.autoSegmentSize(ctx, conn); err != nil {
-				return nil, lostBeforeApply(conn, fmt.Errorf("pushing migrations: sizing segments: %w", err))
+			if budget, err = c.lockBudget(ctx, conn); err != nil {
+				return nil, lostBeforeApply(conn, fmt.Errorf("pushing migrations: reading the lock table size: %w", err))
 			}
 		}
 		steps = planSteps(migrations, pending, segmentSize, opts.TargetVersion)
@@ -190,37 +192,57 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	}
 
 	merged := map[int64]MigrationResult{}
-	applied := 0
+	applied, calls, budgetStops := 0, 0, 0
 	for _, st := range steps {
 		var results []MigrationResult
 		if st.nontx != nil {
 			var r MigrationResult
 			r, err = c.applyNonTransactional(ctx, conn, migrations, st.nontx, opts, applied+1, route.total, route)
-			results = []MigrationResult{r}
-		} else {
-			var batch []byte
-			if batch, err = segmentBatch(migrations, st.after, st.target); err != nil {
-				return nil, fmt.Errorf("encoding batch: %w", err)
+			if err == nil {
+				results = []MigrationResult{r}
 			}
-			results, err = c.apply(ctx, conn, batch, migrations, opts, st.target, route)
-			if err != nil && !errors.As(err, new(*ConnectionLostError)) {
-				if connectionLost(conn, err) {
-					// COMMIT not sent: the server rolls this step back.
-					err = &ConnectionLostError{Op: "pushing migrations", Err: err}
-				} else {
-					err = c.pushError(ctx, conn, migrations, route, err)
+			calls++
+		} else {
+			// A step is one call unless the engine stops at the lock budget: then
+			// it is committed and the step goes on from its last applied version.
+			for after := st.after; ; {
+				var batch []byte
+				if batch, err = segmentBatch(migrations, after, st.target); err != nil {
+					return nil, fmt.Errorf("encoding batch: %w", err)
 				}
+				var part []MigrationResult
+				part, err = c.apply(ctx, conn, batch, migrations, opts, st.target, budget, route)
+				calls++
+				if err != nil {
+					if !errors.As(err, new(*ConnectionLostError)) {
+						if connectionLost(conn, err) {
+							// COMMIT not sent: the server rolls this step back.
+							err = &ConnectionLostError{Op: "pushing migrations", Err: err}
+						} else {
+							err = c.pushError(ctx, conn, migrations, route, err)
+						}
+					}
+					break
+				}
+				results = append(results, part...)
+				last, left := budgetProgress(part, after, st.target)
+				if budget == 0 || last == 0 || !left {
+					break
+				}
+				budgetStops++
+				after = last
+				route.offset += countApplied(part)
 			}
 		}
 		if err != nil {
 			var merr *MigrationError
 			if errors.As(err, &merr) {
-				merr.Applied = applied
+				merr.Applied = applied + countApplied(results)
 				merr.SegmentSize = st.count
 			}
 			var lost *ConnectionLostError
 			if errors.As(err, &lost) {
-				lost.Applied = applied
+				lost.Applied = applied + countApplied(results)
 			}
 			return nil, err
 		}
@@ -228,10 +250,8 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 			if prev, ok := merged[r.Version]; !ok || prev.Outcome != OutcomeApplied {
 				merged[r.Version] = r
 			}
-			if r.Outcome == OutcomeApplied {
-				applied++
-			}
 		}
+		applied += countApplied(results)
 		route.offset = applied
 	}
 	results := make([]MigrationResult, 0, len(merged))
@@ -240,12 +260,44 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	}
 	sort.Slice(results, func(i, j int) bool { return results[i].Version < results[j].Version })
 	res := summarize(results)
-	res.Segments = len(steps)
+	res.Segments = calls
 	if len(steps) > 1 && segmentSize > 0 {
 		res.SegmentSize = segmentSize
 	}
+	if budgetStops > 0 {
+		res.LockBudget = budget
+	}
 	res.Duration = time.Since(start)
 	return res, nil
+}
+
+// budgetProgress reads one call's results for a step covering (after,
+// target] (target 0: no bound): the last version it applied (0: none) and
+// whether migrations of the step are left pending, which after a successful
+// call with a lock budget means the engine stopped at the budget.
+func budgetProgress(results []MigrationResult, after, target int64) (last int64, left bool) {
+	for _, r := range results {
+		if r.Version <= after || target != 0 && r.Version > target {
+			continue
+		}
+		switch r.Outcome {
+		case OutcomeApplied:
+			last = max(last, r.Version)
+		case OutcomePending:
+			left = true
+		}
+	}
+	return last, left
+}
+
+func countApplied(results []MigrationResult) int {
+	n := 0
+	for _, r := range results {
+		if r.Outcome == OutcomeApplied {
+			n++
+		}
+	}
+	return n
 }
 
 // lostBeforeApply: a connection that failed before anything was applied
@@ -262,13 +314,13 @@ func lostBeforeApply(conn *pgx.Conn, err error) error {
 // transaction unless asked otherwise; no server lock table is that small.
 const autoSegmentMin = 20
 
-// autoSegmentSize sizes segments from the server's shared lock table, which
-// has room for max_locks_per_transaction * (max_connections +
-// max_prepared_transactions) locks (PostgreSQL docs, "Lock Management";
-// the table can borrow some spare shared memory beyond that, which is not
-// counted on). A segment may use half of it, LocksPerMigration each: the
-// other half is headroom for every other session.
-func (c *Client) autoSegmentSize(ctx context.Context, conn *pgx.Conn) (int, error) {
+// lockBudget is the automatic mode's lock budget: half the server's shared
+// lock table, which has room for max_locks_per_transaction *
+// (max_connections + max_prepared_transactions) locks (PostgreSQL docs,
+// "Lock Management"; the table can borrow some spare shared memory beyond
+// that, which is not counted on). The other half is headroom for every
+// other session.
+func (c *Client) lockBudget(ctx context.Context, conn *pgx.Conn) (int, error) {
 	var slots int64
 	err := conn.QueryRow(ctx, `select current_setting('max_locks_per_transaction')::bigint *
 		(current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint)`,
@@ -276,20 +328,20 @@ func (c *Client) autoSegmentSize(ctx context.Context, conn *pgx.Conn) (int, erro
 	if err != nil {
 		return 0, err
 	}
-	return int(max(1, slots/2/LocksPerMigration)), nil
+	return int(max(1, min(slots/2, math.MaxInt32))), nil
 }
 
 // apply is one call of migrate_apply, in a transaction that already holds
 // the history lock (see lockHistory).
-func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrations []*Migration, opts *PushOpts, target int64, route *noticeRoute) ([]MigrationResult, error) {
+func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrations []*Migration, opts *PushOpts, target int64, budget int, route *noticeRoute) ([]MigrationResult, error) {
 	// QueryExecModeExec: one round trip (no separate prepare), the batch
 	// goes as a text parameter, never spliced into SQL. The lock is held
 	// by then: lock_timeout stays NULL.
 	query := `select version, name, outcome, duration, applied_at from ` + c.fn("migrate_apply") +
 		`($1::jsonb, target_version => $2, allow_out_of_order => $3,
-		  allow_missing => $4, dry_run => $5, client_info => $6)`
+		  allow_missing => $4, dry_run => $5, client_info => $6, lock_budget => $7)`
 	args := []any{pgx.QueryExecModeExec, string(batch), nullZero(target),
-		opts.AllowOutOfOrder, opts.AllowMissing, opts.DryRun, c.config.ClientInfo}
+		opts.AllowOutOfOrder, opts.AllowMissing, opts.DryRun, c.config.ClientInfo, nullZero(int64(budget))}
 	tx, err := c.lockHistory(ctx, conn, opts.LockTimeout)
 	if err != nil {
 		return nil, err

@@ -479,6 +479,9 @@ func (o *output) pushed(res *pgmig.PushResult, live *liveProgress) {
 		if res.SegmentSize > 0 {
 			o.say("Committed after every %s (each segment is atomic).", plural(res.SegmentSize, "migration", "migrations"))
 		}
+		if res.LockBudget > 0 {
+			o.say("Committed whenever a transaction neared %d locks, half the server's lock table (each segment is atomic).", res.LockBudget)
+		}
 	} else {
 		o.say("Nothing to apply: the database is at version %d.", res.Version)
 	}

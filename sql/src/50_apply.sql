@@ -9,6 +9,9 @@ DECLARE
     v_detail   text;
     v_versions text;
 BEGIN
+    IF coalesce(pgmig._batch_ok(p_batch), false) THEN
+        RETURN;
+    END IF;
     SELECT count(*),
            string_agg(p.problem, E'\n' ORDER BY p.entry, p.problem),
            string_agg(DISTINCT p.version::text, ', ')
@@ -151,6 +154,17 @@ BEGIN
 END
 $fn$;
 
+-- How many locks this backend holds: what a transaction takes from the shared lock table
+-- (a few fast-path relation locks that live outside it are counted too). Reads the whole lock
+-- table, so _apply calls it sparingly.
+CREATE OR REPLACE FUNCTION pgmig._locks_held()
+RETURNS integer
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT count(*)::integer FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid()
+$fn$;
+
 -- The engine: see docs/sql-api.md, "migrate_apply". Runs in the caller's transaction.
 CREATE OR REPLACE FUNCTION pgmig._apply(
     p_batch              jsonb,
@@ -159,7 +173,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_allow_out_of_order boolean,
     p_allow_missing      boolean,
     p_dry_run            boolean,
-    p_client_info        text)
+    p_client_info        text,
+    p_lock_budget        integer)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -173,24 +188,40 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
+    v_drift       boolean;
     v_manifest_only   text;
     v_nontransactional text;
     v_total       bigint;
     v_done        bigint := 0;
     v_ahead       text;
     v_commit_points text;
-    r             record;
+    -- The plan, read once after the lock, one array element per row in version order:
+    -- what is returned, what is run and what is recorded all come from these.
+    v_version     bigint[];
+    v_name        text[];
+    v_outcome     text[];
+    v_at          timestamptz[];
+    v_duration    interval[];
+    v_to_apply    boolean[];
+    v_sql         text[];
+    v_down        text[];
+    v_tx          boolean[];
+    v_checksum    text[];
+    i             integer;
     v_started     timestamptz;
     v_batch_start timestamptz;
-    v_duration    interval;
     v_cur_version bigint;
     v_cur_name    text;
-    v_applied     bigint[] := '{}';
-    v_starts      timestamptz[] := '{}';
-    v_durations   interval[] := '{}';
     v_phase       text;
     v_state       text;
     v_message     text;
+    -- p_lock_budget: locks held at the last count, and the most one migration added
+    v_locks       integer;
+    v_locks_prev  integer;
+    v_done_prev   bigint := 0;
+    v_growth      integer := 1;
+    v_next_check  bigint := 1;
+    v_stopped     boolean := false;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
     v_settings := pgmig._settings();
@@ -202,6 +233,11 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target_version);
     END IF;
+    IF p_lock_budget IS NOT NULL AND p_lock_budget < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_budget must be at least 1, got %s', p_lock_budget);
+    END IF;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -210,18 +246,33 @@ BEGIN
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
-    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
-
-    -- One pass over the plan for everything the loop needs to know up front.
-    SELECT count(*) FILTER (WHERE p.to_apply),
+    -- One pass over the plan for everything the loop needs to know up front, including
+    -- whether _drift_problems would find anything (its rules as one flag; the report itself
+    -- is built only when it will be raised).
+    SELECT coalesce(bool_or(p.outcome = 'already_applied'
+                            AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
+           OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
+           OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
+                                                     < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
+           count(*) FILTER (WHERE p.to_apply),
            string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
            string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
                FILTER (WHERE p.to_apply AND NOT p.transactional),
            string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
-           string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
-      INTO v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points
+           string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after),
+           array_agg(p.version ORDER BY p.version), array_agg(p.name ORDER BY p.version),
+           array_agg(p.outcome ORDER BY p.version), array_agg(p.applied_at ORDER BY p.version),
+           array_agg(p.to_apply ORDER BY p.version),
+           array_agg(CASE WHEN p.to_apply THEN p.sql END ORDER BY p.version),
+           array_agg(CASE WHEN p.to_apply THEN p.down_sql END ORDER BY p.version),
+           array_agg(p.transactional ORDER BY p.version), array_agg(p.checksum ORDER BY p.version)
+      INTO v_drift, v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points,
+           v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
       FROM (SELECT r.*, r.outcome = 'pending' AND (p_target_version IS NULL OR r.version <= p_target_version) AS to_apply
             FROM pgmig._plan_rows(p_batch) AS r) AS p;
+    IF v_drift THEN
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
+    END IF;
     IF NOT p_dry_run AND v_manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
@@ -244,36 +295,44 @@ BEGIN
             MESSAGE = format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_ahead);
     END IF;
 
+    v_duration := array_fill(NULL::interval, ARRAY[coalesce(cardinality(v_version), 0)]);
+    IF p_lock_budget IS NOT NULL THEN
+        v_locks_prev := pgmig._locks_held();
+    END IF;
     BEGIN
-        FOR r IN SELECT * FROM pgmig._plan_rows(p_batch) LOOP
-            version    := r.version;
-            name       := r.name;
-            outcome    := r.outcome;
-            duration   := NULL;
-            applied_at := r.applied_at;
-            IF r.outcome = 'pending' AND NOT p_dry_run
-               AND (p_target_version IS NULL OR r.version <= p_target_version) THEN
-                v_done := v_done + 1;
-                v_cur_version := r.version;
-                v_cur_name := r.name;
-                v_phase := 'migration';
-                RAISE NOTICE USING
-                    ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
-                v_started := clock_timestamp();
+        FOR i IN 1 .. CASE WHEN p_dry_run THEN 0 ELSE coalesce(cardinality(v_version), 0) END LOOP
+            CONTINUE WHEN NOT v_to_apply[i];
+            -- Stopped at the lock budget: the rest stays 'pending' for the next call.
+            EXIT WHEN v_stopped;
+            v_done := v_done + 1;
+            v_cur_version := v_version[i];
+            v_cur_name := v_name[i];
+            v_phase := 'migration';
+            RAISE NOTICE USING
+                ERRCODE = 'PM000',
+                MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
+            v_started := clock_timestamp();
+            PERFORM pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name);
+            v_duration[i] := clock_timestamp() - v_started;
+            v_at[i] := v_started;
+            v_outcome[i] := 'applied';
+            v_phase := NULL;
 
-                PERFORM pgmig._execute_as_caller(r.sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
-                v_duration := clock_timestamp() - v_started;
-
-                v_applied[v_done]   := r.version;
-                v_starts[v_done]    := v_started;
-                v_durations[v_done] := v_duration;
-                v_phase := NULL;
-                outcome    := 'applied';
-                duration   := v_duration;
-                applied_at := v_started;
+            -- Lock budget: stop after the migration that brings this transaction near it
+            -- (the caller commits and calls again for the rest). Counting locks reads the
+            -- whole lock table, so it is done only as often as the growth seen so far
+            -- requires: halfway to the budget at that rate, then closer and closer.
+            IF p_lock_budget IS NOT NULL AND v_done >= v_next_check AND v_done < v_total THEN
+                v_locks := pgmig._locks_held();
+                v_growth := greatest(v_growth, ceil((v_locks - v_locks_prev)::numeric / (v_done - v_done_prev))::integer);
+                v_locks_prev := v_locks;
+                v_done_prev := v_done;
+                IF v_locks + v_growth > p_lock_budget THEN
+                    v_stopped := true;
+                ELSE
+                    v_next_check := v_done + greatest(1, (p_lock_budget - v_locks) / (2 * v_growth));
+                END IF;
             END IF;
-            RETURN NEXT;
         END LOOP;
 
         -- Recorded in one statement after the last migration rather than one INSERT each
@@ -285,12 +344,13 @@ BEGIN
             INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
                                        applied_at, applied_by, login_role, client_application,
                                        client_addr, client_info, backend_pid, duration, engine_version)
-            SELECT b.version, b.name, b.checksum, b.sql, b.down_sql, b.transactional, 'applied',
+            SELECT u.version, u.name, u.checksum, u.sql, u.down_sql, u.transactional, 'applied',
                    u.started, current_user, session_user, current_setting('application_name'),
                    inet_client_addr(), p_client_info, pg_backend_pid(), u.duration,
                    pgmig.engine_version()
-            FROM unnest(v_applied, v_starts, v_durations) AS u(version, started, duration)
-            JOIN pgmig._batch_rows(p_batch) AS b ON b.version = u.version;
+            FROM unnest(v_version, v_name, v_checksum, v_sql, v_down, v_tx, v_at, v_duration, v_outcome)
+                 AS u(version, name, checksum, sql, down_sql, transactional, started, duration, outcome)
+            WHERE u.outcome = 'applied';
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
@@ -314,8 +374,9 @@ BEGIN
                 ERRCODE = 'PM005',
                 MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this call altered pgmig.history: %s; nothing was applied',
                                  v_message,
-                                 (SELECT string_agg(format('%s (%s)', b.version, left(b.name, 100)), ', ' ORDER BY b.version)
-                                  FROM pgmig._batch_rows(p_batch) AS b WHERE b.version = ANY (v_applied))),
+                                 (SELECT string_agg(format('%s (%s)', u.version, left(u.name, 100)), ', ' ORDER BY u.version)
+                                  FROM unnest(v_version, v_name, v_outcome) AS u(version, name, outcome)
+                                  WHERE u.outcome = 'applied')),
                 DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
                 HINT = 'Migrations must not touch pgmig''s own objects.';
         END IF;
@@ -325,11 +386,17 @@ BEGIN
     IF v_done > 0 THEN
         RAISE NOTICE USING
             ERRCODE = 'PM012',
-            MESSAGE = format('pgmig: applied %s migration%s in %s', v_done,
+            MESSAGE = format('pgmig: applied %s migration%s in %s%s', v_done,
                              CASE WHEN v_done > 1 THEN 's' ELSE '' END,
-                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+                             date_trunc('milliseconds', clock_timestamp() - v_batch_start),
+                             CASE WHEN v_stopped
+                                  THEN format('; stopped at the lock budget (%s of %s locks held), %s still pending: commit and call again',
+                                              v_locks, p_lock_budget, v_total - v_done)
+                                  ELSE '' END);
     END IF;
+    RETURN QUERY
+        SELECT u.version, u.name, u.outcome, u.duration, u.applied_at
+        FROM unnest(v_version, v_name, v_outcome, v_duration, v_at) AS u(version, name, outcome, duration, applied_at);
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
-    RETURN;
 END
 $fn$;

@@ -19,10 +19,11 @@ BEGIN
             allow_out_of_order boolean  DEFAULT false,
             allow_missing      boolean  DEFAULT false,
             dry_run            boolean  DEFAULT false,
-            client_info        text     DEFAULT NULL)
+            client_info        text     DEFAULT NULL,
+            lock_budget        integer  DEFAULT NULL)
         RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
         LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7)'
+        AS 'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8)'
     $ddl$, p_schema);
 
     EXECUTE format($ddl$
@@ -115,7 +116,7 @@ BEGIN
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
     END LOOP;
 
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_apply(jsonb, bigint, interval, boolean, boolean, boolean, text)
+    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_apply(jsonb, bigint, interval, boolean, boolean, boolean, text, integer)
         IS 'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'$ddl$, p_schema);
     EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_plan(jsonb, bigint, boolean, boolean)
         IS 'pgmig: what migrate_apply would do with this batch, without taking the lock'$ddl$, p_schema);

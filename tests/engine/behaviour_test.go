@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -241,5 +242,103 @@ func TestDryRunAndTarget(t *testing.T) {
 	}
 	if n := count(t, conn, "select count(*) from pg_class where relname in ('t_004', 't_005')"); n != 0 {
 		t.Error("versions above target_version were applied")
+	}
+}
+
+// TestLockBudget: with lock_budget the engine stops after the migration that
+// brings its transaction near the budget (counted in pg_locks), leaves the
+// rest pending, says so in PM012, and the next call continues; the whole
+// batch ends applied exactly once. Without it, the same batch is one call.
+func TestLockBudget(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	cfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var summary []string
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
+		if n.Code == "PM012" {
+			mu.Lock()
+			summary = append(summary, n.Message)
+			mu.Unlock()
+		}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	// Each migration creates a table: an AccessExclusiveLock on a new
+	// relation (plus its type) that the transaction holds until it ends.
+	b := tableBatch(120)
+	const budget = 100
+	calls, maxHeld := 0, 0
+	for {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows, err := apply(ctx, tx, b, fmt.Sprintf("lock_budget => %d", budget))
+		if err != nil {
+			t.Fatalf("call %d: %v", calls+1, describe(err))
+		}
+		var held int
+		if err := tx.QueryRow(ctx, "select count(*) from pg_locks where pid = pg_backend_pid()").Scan(&held); err != nil {
+			t.Fatal(err)
+		}
+		maxHeld = max(maxHeld, held)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		got := outcomes(rows)
+		if got["applied"] == 0 {
+			t.Fatalf("call %d applied nothing: %v", calls, got)
+		}
+		if got["pending"] == 0 {
+			break
+		}
+		if calls > 120 {
+			t.Fatal("no end in sight")
+		}
+	}
+	if calls < 2 {
+		t.Errorf("120 table creations under a budget of %d locks took %d call(s), want several", budget, calls)
+	}
+	// The engine stops before the next migration could pass the budget at the
+	// growth it has seen; one migration's worth of slack.
+	if maxHeld > budget+10 {
+		t.Errorf("a call held %d locks, budget %d", maxHeld, budget)
+	}
+	if n := count(t, conn, "select count(*) from pgmig.history"); n != 120 {
+		t.Errorf("history has %d rows, want 120", n)
+	}
+	if n := count(t, conn, "select count(*) from pg_class where relname like 't\\_%' and relkind = 'r'"); n != 120 {
+		t.Errorf("%d tables, want 120", n)
+	}
+	mu.Lock()
+	stopped := 0
+	for _, m := range summary {
+		if strings.Contains(m, "stopped at the lock budget") {
+			stopped++
+		}
+	}
+	mu.Unlock()
+	if stopped != calls-1 {
+		t.Errorf("PM012 says 'stopped at the lock budget' %d times in %d calls: %q", stopped, calls, summary)
+	}
+	t.Logf("120 migrations, lock budget %d: %d calls, at most %d locks held", budget, calls, maxHeld)
+
+	// No budget: one call, whatever it holds.
+	db2 := pgtest.NewDB(t).Conn(t)
+	if got := outcomes(mustApply(t, db2, tableBatch(120), "")); got["applied"] != 120 {
+		t.Errorf("without a budget: %v", got)
+	}
+	if _, err := apply(ctx, db2, tableBatch(1), "lock_budget => 0"); err == nil || !strings.Contains(err.Error(), "lock_budget must be at least 1") {
+		t.Errorf("lock_budget => 0: %v", err)
 	}
 }

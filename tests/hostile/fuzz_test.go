@@ -128,6 +128,13 @@ func genBatch(src *byteSource) (entries []fuzzEntry) {
 				m["sql"] = fmt.Sprintf("insert into fz values (%d); commit", v)
 				e.problem = "PM005"
 			}
+			if k == 21 || k == 23 {
+				// The SQL changed: a checksum valid() added must follow it,
+				// or the batch is malformed (PM001) for another reason.
+				if _, ok := m["checksum"]; ok {
+					m["checksum"] = sha256Hex(m["sql"].(string))
+				}
+			}
 		}
 		if used[v] && (e.problem == "22012" || e.problem == "PM005") {
 			e.problem = "PM001" // a duplicate version is found before anything runs
@@ -187,6 +194,18 @@ func FuzzBatchSQL(f *testing.F) {
 		batch, err := json.Marshal(values)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The engine's quick well-formedness check and its detailed report
+		// must agree: the quick one accepting a batch the report rejects
+		// would let a malformed batch through.
+		// (Text that is not jsonb, e.g. with \u0000, never reaches the engine.)
+		var quick, none bool
+		var castErr *pgconn.PgError
+		if err := conn.QueryRow(ctx, "select coalesce(pgmig._batch_ok($1::jsonb), false), not exists (select from pgmig._batch_problems($1::jsonb))",
+			string(batch)).Scan(&quick, &none); err != nil && !(errors.As(err, &castErr) && strings.HasPrefix(castErr.Code, "22P0")) {
+			t.Fatalf("batch %s: checking: %v", batch, err)
+		} else if err == nil && quick != none {
+			t.Fatalf("batch %s: _batch_ok = %v but _batch_problems finds %s", batch, quick, map[bool]string{true: "nothing", false: "problems"}[none])
 		}
 		defer func() {
 			if _, err := conn.Exec(ctx, "set pgmig.maintenance = 'on'; truncate pgmig.history, fz; reset pgmig.maintenance"); err != nil {
