@@ -333,8 +333,9 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 //     NOWAIT, which fails at once;
 //   - after a failed attempt, when no non-transactional migration is
 //     running (see lockWaitStateSQL), a queued LOCK TABLE under SET LOCAL
-//     lock_timeout = lockSlice. It gets the lock as soon as the holder
-//     commits; if the slice runs out first, the next attempt checks again.
+//     lock_timeout = lockSlice (shorter than the session's
+//     statement_timeout). It gets the lock as soon as the holder commits;
+//     if the slice runs out first, the next attempt checks again.
 //
 // A failed attempt is rolled back in the same round trip as that check.
 // While a non-transactional migration runs, the session is idle between
@@ -369,13 +370,13 @@ func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 			_, _ = conn.Exec(bg, "rollback")
 			return nil, c.lockTimeoutError(bg, conn, timeout)
 		}
-		nontx, sessionTimeout, err := lockWaitState(ctx, conn)
+		state, err := readLockWaitState(ctx, conn)
 		if err != nil {
 			return nil, abandonLockWait(ctx, conn, err)
 		}
 		if attempt == 0 {
 			if timeout == 0 {
-				timeout = sessionTimeout
+				timeout = state.lockTimeout
 			}
 			if timeout > 0 {
 				deadline = time.Now().Add(timeout)
@@ -387,8 +388,14 @@ func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 				return nil, c.lockTimeoutError(bg, conn, timeout)
 			}
 		}
-		if !nontx {
-			attemptSQL = lockQueueSQL(min(lockSlice, left), sessionTimeout)
+		if !state.nontx {
+			slice := min(lockSlice, left)
+			if state.statementTimeout > 0 {
+				// A slice must run out before the session's statement_timeout
+				// cancels the LOCK TABLE (57014, a failure, not a retry).
+				slice = min(slice, state.statementTimeout/2)
+			}
+			attemptSQL = lockQueueSQL(slice, state.lockTimeout)
 			continue
 		}
 		attemptSQL = lockNowaitSQL
@@ -409,12 +416,12 @@ func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 // can hold up its CREATE INDEX CONCURRENTLY, and how long the session of a
 // client that vanished while queued keeps its place in the queue. Against
 // that, every slice that runs out costs the waiter a round trip and a look
-// at pg_locks (the check for a running non-transactional migration): at
-// 200 ms, 31 waiters make ~155 checks a second, in line with the ~100
-// attempts of the polling before at its 200-400 ms cap; at 20 ms ten times
-// as many, on the server the holder is migrating. 200 ms is also well below deadlock_timeout (1 s by
-// default), so these waits never run the deadlock detector, which takes
-// every partition lock of the shared lock table.
+// at pg_stat_activity (readLockWaitState, ~1 ms of server time): at 200 ms,
+// 31 waiters make ~155 checks a second, in line with the ~100 attempts of
+// the polling before at its 200-400 ms cap; at 20 ms ten times as many, on
+// the server the holder is migrating. 200 ms is also well below
+// deadlock_timeout (1 s by default), so these waits never run the deadlock
+// detector, which takes every partition lock of the shared lock table.
 const lockSlice = 200 * time.Millisecond
 
 // lockNowaitSQL is one attempt at the history lock that does not wait.
@@ -430,40 +437,51 @@ func lockQueueSQL(slice, session time.Duration) string {
 }
 
 // lockWaitStateSQL rolls a failed attempt back, then reads whether a
-// non-transactional migration is running and the session's lock_timeout in
-// ms. Running means what it means to the engine (_lock_history in
-// sql/src/50_apply.sql): a 'running' row in pgmig.nontx_run, or a session
-// named 'pgmig: non-transactional migration V', as nontx_begin names the
-// lock holder until it commits, before the first row is written. The name
-// is looked up in this database's pg_stat_activity, where the engine goes
-// through pg_locks to the lock holder: pg_locks copies the whole shared lock
-// table, which the holder of a large batch fills with thousands of entries
-// (~5 ms a look with 100 realistic migrations applied, against ~1 ms), and
-// the waiters look once a slice each. Only a session in this database can
-// hold a CREATE INDEX CONCURRENTLY here up.
+// non-transactional migration is running, and the session's lock_timeout
+// and statement_timeout in ms. Running means what it means to the engine
+// (_lock_history in sql/src/50_apply.sql): a 'running' row in
+// pgmig.nontx_run, or a session named 'pgmig: non-transactional migration
+// V', as nontx_begin names the lock holder until it commits, before the
+// first row is written. The name is looked up in this database's
+// pg_stat_activity, where the engine goes through pg_locks to the lock
+// holder: pg_locks copies the whole shared lock table, which the holder of
+// a large batch fills with thousands of entries (~5 ms a look with 100
+// realistic migrations applied, against ~1 ms), and the waiters look once
+// a slice each. Only a session in this database can hold a CREATE INDEX
+// CONCURRENTLY here up.
 const lockWaitStateSQL = `rollback;
 select exists (select from pgmig.nontx_run where state = 'running')
        or exists (select from pg_stat_activity where datname = current_database()
                   and application_name like 'pgmig: non-transactional migration %'),
-       ceil(extract(epoch from current_setting('lock_timeout')::interval) * 1000)::bigint`
+       ceil(extract(epoch from current_setting('lock_timeout')::interval) * 1000)::bigint,
+       ceil(extract(epoch from current_setting('statement_timeout')::interval) * 1000)::bigint`
 
-// lockWaitState ends a failed attempt at the lock and reports, in the same
-// round trip, whether a non-transactional migration is running and the
-// session's lock_timeout.
-func lockWaitState(ctx context.Context, conn *pgx.Conn) (nontx bool, sessionTimeout time.Duration, err error) {
+// lockWaitState is what lockHistory needs to know after a failed attempt.
+type lockWaitState struct {
+	nontx            bool          // a non-transactional migration is running
+	lockTimeout      time.Duration // the session's (0: none)
+	statementTimeout time.Duration // the session's (0: none)
+}
+
+// readLockWaitState ends a failed attempt at the lock and reads, in the
+// same round trip, the lockWaitState.
+func readLockWaitState(ctx context.Context, conn *pgx.Conn) (lockWaitState, error) {
 	results, err := conn.PgConn().Exec(ctx, lockWaitStateSQL).ReadAll()
 	if err != nil {
-		return false, 0, err
+		return lockWaitState{}, err
 	}
-	if len(results) != 2 || len(results[1].Rows) != 1 || len(results[1].Rows[0]) != 2 {
-		return false, 0, fmt.Errorf("checking for a running non-transactional migration: unexpected answer")
+	if len(results) != 2 || len(results[1].Rows) != 1 || len(results[1].Rows[0]) != 3 {
+		return lockWaitState{}, fmt.Errorf("checking for a running non-transactional migration: unexpected answer")
 	}
 	row := results[1].Rows[0]
-	ms, err := strconv.ParseInt(string(row[1]), 10, 64)
-	if err != nil {
-		return false, 0, fmt.Errorf("reading lock_timeout: %w", err)
+	var ms [2]int64
+	for i := range ms {
+		if ms[i], err = strconv.ParseInt(string(row[i+1]), 10, 64); err != nil {
+			return lockWaitState{}, fmt.Errorf("reading the session's timeouts: %w", err)
+		}
 	}
-	return string(row[0]) == "t", time.Duration(ms) * time.Millisecond, nil
+	return lockWaitState{nontx: string(row[0]) == "t",
+		lockTimeout: time.Duration(ms[0]) * time.Millisecond, statementTimeout: time.Duration(ms[1]) * time.Millisecond}, nil
 }
 
 // abandonLockWait ends a failed attempt at the lock that left a

@@ -489,6 +489,40 @@ func TestPushWaitCancelled(t *testing.T) {
 	}
 }
 
+// A session whose statement_timeout is shorter than a queued attempt's
+// slice still waits for the lock: the slices shrink below it, so they run
+// out (and are retried) before the timeout would cancel the LOCK TABLE.
+func TestPushWaitsUnderShortStatementTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	holder := db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := connect(t, db.URL+"&statement_timeout=180ms", nil).Push(ctx, load(t, map[string]string{"001_t.sql": "create table t (id int);"}), nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("push returned while the lock was held: %v", err)
+	case <-time.After(700 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestEngineNotInstalledThenInstall(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
