@@ -21,11 +21,22 @@ const bigTableSQL = "create table big (id bigint, v text);\n" +
 // 16 pushers of one batch — five transactional migrations, a CREATE INDEX
 // CONCURRENTLY, five more — at once: all succeed, each migration is
 // applied once, the index is valid, and the build was not held up by the
-// waiting pushers (their waits take no snapshot). Logs the build's time
-// next to the same build alone.
+// waiting pushers. Logs the build's time next to the same build alone.
+//
+// Pushers queue for the lock in LOCK TABLE, which can hold a catalog
+// snapshot, in slices of at most 200 ms, and only while no
+// non-transactional migration runs; during one they poll and hold nothing.
+// A slice already queued when the run starts may hold up the build until
+// it runs out, which is bounded. So the sampler checks that no pusher
+// starts queueing once the run is visible (100 ms of slack for a check
+// answered just before it was), and that the build never waits for another
+// transaction's snapshot for a whole second: a waiter that queued without
+// a bound would hold it up for good (then the pushes are cancelled).
 func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
+	pushCtx, cancelPushes := context.WithCancel(ctx)
+	defer cancelPushes()
 	db := pgtest.NewDB(t)
 	files := map[string]string{
 		"001_big.sql": "create table ledger (version int not null);\n" + bigTableSQL + "insert into ledger values (1);",
@@ -83,7 +94,7 @@ func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			results[i], errs[i] = clients[i].Push(ctx, ms, nil)
+			results[i], errs[i] = clients[i].Push(pushCtx, ms, nil)
 			if errs[i] == nil {
 				for _, r := range results[i].Migrations {
 					if r.Version == 6 && r.Outcome == pgmig.OutcomeApplied {
@@ -96,13 +107,16 @@ func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 		}()
 	}
 	// While the pushers run, count how often the index build waits for
-	// another transaction's snapshot (wait event virtualxid) or a session
-	// waiting for the migration lock holds a snapshot (backend_xmin).
+	// another transaction's snapshot (wait event virtualxid), an idle
+	// session waiting for the migration lock holds a snapshot
+	// (backend_xmin), a session queued for it holds one, and a session
+	// started queueing for it after the run had begun.
 	sampler := db.Conn(t)
 	stop := make(chan struct{})
-	sampled := make(chan [3]int, 1)
+	sampled := make(chan [5]int, 1)
 	go func() {
-		var n [3]int // samples, build waiting for a snapshot, lock waiters holding one
+		var n [5]int          // samples, build waiting for a snapshot, idle waiters holding one, queued waiters holding one, queued after the run began
+		var stalled time.Time // since when the build waits for a snapshot
 		for {
 			select {
 			case <-stop:
@@ -110,14 +124,19 @@ func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 				return
 			case <-time.After(10 * time.Millisecond):
 			}
-			var building, waitsVxid, xminWaiters int
+			var building, waitsVxid, xminWaiters, xminQueued, lateQueued int
 			if err := sampler.QueryRow(ctx, `with a as (
 				select *, state = 'active' and query ilike '%create index concurrently big_v%' and query not ilike '%pgmig.%' as cic
-				from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid())
+				from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()),
+				queued as (select a.* from a join pg_locks l on l.pid = a.pid
+				           where l.locktype = 'relation' and l.relation = 'pgmig.history'::regclass and not l.granted)
 				select count(*) filter (where cic), count(*) filter (where cic and wait_event = 'virtualxid'),
-				       count(*) filter (where not cic and backend_xmin is not null and application_name = 'pgmig' and state <> 'active')
+				       count(*) filter (where not cic and backend_xmin is not null and application_name like 'pgmig%' and state <> 'active'),
+				       (select count(*) from queued where backend_xmin is not null),
+				       (select count(*) from queued, pgmig.nontx_run r
+				        where r.state = 'running' and queued.query_start > r.started_at + interval '100 ms')
 				from a`).
-				Scan(&building, &waitsVxid, &xminWaiters); err != nil {
+				Scan(&building, &waitsVxid, &xminWaiters, &xminQueued, &lateQueued); err != nil {
 				t.Errorf("sampling pg_stat_activity: %v", err)
 				sampled <- n
 				return
@@ -126,6 +145,18 @@ func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 				n[0]++
 				n[1] += min(waitsVxid, 1)
 				n[2] += min(xminWaiters, 1)
+				n[3] += min(xminQueued, 1)
+				n[4] += min(lateQueued, 1)
+			}
+			switch {
+			case building == 0 || waitsVxid == 0:
+				stalled = time.Time{}
+			case stalled.IsZero():
+				stalled = time.Now()
+			case time.Since(stalled) > time.Second:
+				t.Errorf("the index build has waited for another transaction's snapshot for %v", time.Since(stalled))
+				cancelPushes()
+				stalled = time.Time{}
 			}
 		}
 	}()
@@ -168,6 +199,10 @@ func TestConcurrentPushersWithConcurrentIndex(t *testing.T) {
 	}
 	t.Logf("CREATE INDEX CONCURRENTLY with %d concurrent pushers waiting: %v; the same build alone: %v (all %d pushes took %v)",
 		pushers-1, indexRan, time.Since(t0), pushers, total)
-	t.Logf("sampled the build %d times: waiting for another transaction's snapshot in %d, an idle pgmig session holding a snapshot in %d",
-		samples[0], samples[1], samples[2])
+	t.Logf("sampled the build %d times: waiting for another transaction's snapshot in %d, an idle pgmig session holding a snapshot in %d, "+
+		"a queued one holding a snapshot in %d", samples[0], samples[1], samples[2], samples[3])
+	if samples[4] > 0 {
+		t.Errorf("in %d of %d samples of the build a pusher had started queueing for the lock after the non-transactional migration began",
+			samples[4], samples[0])
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -362,67 +363,94 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 	return c.runLocked(ctx, conn, tx, "pushing migrations", query, migrations, args...)
 }
 
-// lockHistory opens a transaction on conn holding the history lock, without
-// holding a snapshot while it waits for it.
+// lockHistory opens a transaction on conn that holds the history lock. It
+// queues for the lock in PostgreSQL's lock queue, so the lock passes to it
+// the moment the holder commits; but while a non-transactional migration
+// runs it waits without holding a snapshot, polling.
 //
-// Why: a migrator that waits while another one runs a non-transactional
-// migration must not hold a snapshot, or that migration's CREATE INDEX
-// CONCURRENTLY waits for it (it waits for every transaction whose xmin
-// predates the build), the waiter waits for the lock holder and the holder
-// for its index: nobody moves. Queueing inside migrate_apply holds the
-// statement's snapshot. Even a plain LOCK TABLE is not enough: looking up
-// the table name can take a catalog snapshot (a syscache miss), which stays
-// registered, xmin and all, for as long as the statement waits — seen in
-// pg_stat_activity.backend_xmin. So it polls: each attempt is a
-// transaction with LOCK TABLE ... NOWAIT, which fails at once and is rolled
-// back; between attempts the session is idle and holds nothing (PostgreSQL
-// drops the catalog snapshot before waiting for client input). A
-// concurrent index build waits for an attempt at most, not for the queue.
+// Why not always queue: a migrator that waits while another one runs a
+// non-transactional migration must not hold a snapshot, or that
+// migration's CREATE INDEX CONCURRENTLY waits for it (it waits for every
+// transaction whose xmin predates the build), the waiter waits for the
+// lock holder and the holder for its index: nobody moves. Queueing inside
+// migrate_apply holds the statement's snapshot. Even a plain LOCK TABLE
+// can: looking up the table name can take a catalog snapshot (a syscache
+// miss), which stays registered, xmin and all, for as long as the
+// statement waits — seen in pg_stat_activity.backend_xmin.
+//
+// So every attempt is a transaction taking the lock in one round trip:
+//
+//   - the first one, and each one after an idle wait, with LOCK TABLE ...
+//     NOWAIT, which fails at once;
+//   - after a failed attempt, when no non-transactional migration is
+//     running (see lockWaitStateSQL), a queued LOCK TABLE under SET LOCAL
+//     lock_timeout = lockSlice (shorter than the session's
+//     statement_timeout). It gets the lock as soon as the holder commits;
+//     if the slice runs out first, the next attempt checks again.
+//
+// A failed attempt is rolled back in the same round trip as that check.
+// While a non-transactional migration runs, the session is idle between
+// NOWAIT attempts (5 ms doubling to 200 ms, plus jitter) and holds nothing:
+// PostgreSQL drops the catalog snapshot before waiting for client input. A
+// queued slice already waiting when a non-transactional migration starts
+// may hold a snapshot its index build waits for, but only until the slice
+// runs out and is rolled back: a build waits for a waiter one slice at
+// most.
 //
 // timeout 0 means the session's lock_timeout (0 there: no limit), a
-// negative timeout one attempt only. On timeout it fails like the engine (a PgError with PM003 naming the
-// holder). Everything goes through the simple protocol (see
-// applyNonTransactional).
+// negative timeout one attempt only; it counts from the first failed
+// attempt. On timeout it fails like the engine (a PgError with PM003 naming
+// the holder). A cancelled ctx ends the wait with ctx.Err() (pgx closes a
+// connection whose query a cancelled ctx interrupts). Everything goes
+// through the simple protocol (see applyNonTransactional).
 func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.Duration) (pgx.Tx, error) {
 	bg := context.WithoutCancel(ctx)
 	var deadline time.Time
 	delay := 5 * time.Millisecond
+	attemptSQL := lockNowaitSQL
 	for attempt := 0; ; attempt++ {
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			return nil, err
-		}
-		_, err = tx.Exec(ctx, "lock table pgmig.history in exclusive mode nowait")
-		var pgErr *pgconn.PgError
+		tx, err := conn.BeginTx(ctx, pgx.TxOptions{BeginQuery: attemptSQL})
 		if err == nil {
 			return tx, nil
 		}
-		_ = tx.Rollback(bg)
-		if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
-			return nil, err
+		var pgErr *pgconn.PgError
+		if ctx.Err() != nil || !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available
+			return nil, abandonLockWait(ctx, conn, err)
 		}
 		if timeout < 0 {
+			_, _ = conn.Exec(bg, "rollback")
 			return nil, c.lockTimeoutError(bg, conn, timeout)
+		}
+		state, err := readLockWaitState(ctx, conn)
+		if err != nil {
+			return nil, abandonLockWait(ctx, conn, err)
 		}
 		if attempt == 0 {
 			if timeout == 0 {
-				var ms float64
-				if err := conn.QueryRow(ctx, "select extract(epoch from current_setting('lock_timeout')::interval) * 1000",
-					pgx.QueryExecModeSimpleProtocol).Scan(&ms); err != nil {
-					return nil, err
-				}
-				timeout = time.Duration(ms * float64(time.Millisecond))
+				timeout = state.lockTimeout
 			}
 			if timeout > 0 {
 				deadline = time.Now().Add(timeout)
 			}
 		}
-		wait := delay + time.Duration(rand.Int64N(int64(delay)))
-		if !deadline.IsZero() && time.Now().Add(wait).After(deadline) {
-			if wait = time.Until(deadline); wait <= 0 {
+		left := time.Duration(math.MaxInt64)
+		if !deadline.IsZero() {
+			if left = time.Until(deadline); left <= 0 {
 				return nil, c.lockTimeoutError(bg, conn, timeout)
 			}
 		}
+		if !state.nontx {
+			slice := min(lockSlice, left)
+			if state.statementTimeout > 0 {
+				// A slice must run out before the session's statement_timeout
+				// cancels the LOCK TABLE (57014, a failure, not a retry).
+				slice = min(slice, state.statementTimeout/2)
+			}
+			attemptSQL = lockQueueSQL(slice, state.lockTimeout)
+			continue
+		}
+		attemptSQL = lockNowaitSQL
+		wait := min(delay+time.Duration(rand.Int64N(int64(delay))), left)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -430,6 +458,94 @@ func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 		}
 		delay = min(2*delay, 200*time.Millisecond)
 	}
+}
+
+// lockSlice is the longest one queued attempt at the history lock waits
+// (lockHistory). The lock passes to a queued waiter when its holder
+// commits, whatever the slice; the slice only bounds two things: how long
+// a waiter that queued just before a non-transactional migration started
+// can hold up its CREATE INDEX CONCURRENTLY, and how long the session of a
+// client that vanished while queued keeps its place in the queue. Against
+// that, every slice that runs out costs the waiter a round trip and a look
+// at pg_stat_activity (readLockWaitState, ~1 ms of server time): at 200 ms,
+// 31 waiters make ~155 checks a second, in line with the ~100 attempts of
+// the polling before at its 200-400 ms cap; at 20 ms ten times as many, on
+// the server the holder is migrating. 200 ms is also well below
+// deadlock_timeout (1 s by default), so these waits never run the deadlock
+// detector, which takes every partition lock of the shared lock table.
+const lockSlice = 200 * time.Millisecond
+
+// lockNowaitSQL is one attempt at the history lock that does not wait.
+const lockNowaitSQL = "begin; lock table pgmig.history in exclusive mode nowait"
+
+// lockQueueSQL is one attempt at the history lock that waits in the queue
+// at most slice, then restores the session's lock_timeout for the rest of
+// the transaction (the migrations' own lock waits).
+func lockQueueSQL(slice, session time.Duration) string {
+	ms := func(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
+	return fmt.Sprintf("begin; set local lock_timeout = %d; lock table pgmig.history in exclusive mode; set local lock_timeout = %d",
+		max(1, ms(slice)), ms(session))
+}
+
+// lockWaitStateSQL rolls a failed attempt back, then reads whether a
+// non-transactional migration is running, and the session's lock_timeout
+// and statement_timeout in ms. Running means what it means to the engine
+// (_lock_history in sql/src/50_apply.sql): a 'running' row in
+// pgmig.nontx_run, or a session named 'pgmig: non-transactional migration
+// V', as nontx_begin names the lock holder until it commits, before the
+// first row is written. The name is looked up in this database's
+// pg_stat_activity, where the engine goes through pg_locks to the lock
+// holder: pg_locks copies the whole shared lock table, which the holder of
+// a large batch fills with thousands of entries (~5 ms a look with 100
+// realistic migrations applied, against ~1 ms), and the waiters look once
+// a slice each. Only a session in this database can hold a CREATE INDEX
+// CONCURRENTLY here up.
+const lockWaitStateSQL = `rollback;
+select exists (select from pgmig.nontx_run where state = 'running')
+       or exists (select from pg_stat_activity where datname = current_database()
+                  and application_name like 'pgmig: non-transactional migration %'),
+       ceil(extract(epoch from current_setting('lock_timeout')::interval) * 1000)::bigint,
+       ceil(extract(epoch from current_setting('statement_timeout')::interval) * 1000)::bigint`
+
+// lockWaitState is what lockHistory needs to know after a failed attempt.
+type lockWaitState struct {
+	nontx            bool          // a non-transactional migration is running
+	lockTimeout      time.Duration // the session's (0: none)
+	statementTimeout time.Duration // the session's (0: none)
+}
+
+// readLockWaitState ends a failed attempt at the lock and reads, in the
+// same round trip, the lockWaitState.
+func readLockWaitState(ctx context.Context, conn *pgx.Conn) (lockWaitState, error) {
+	results, err := conn.PgConn().Exec(ctx, lockWaitStateSQL).ReadAll()
+	if err != nil {
+		return lockWaitState{}, err
+	}
+	if len(results) != 2 || len(results[1].Rows) != 1 || len(results[1].Rows[0]) != 3 {
+		return lockWaitState{}, fmt.Errorf("checking for a running non-transactional migration: unexpected answer")
+	}
+	row := results[1].Rows[0]
+	var ms [2]int64
+	for i := range ms {
+		if ms[i], err = strconv.ParseInt(string(row[i+1]), 10, 64); err != nil {
+			return lockWaitState{}, fmt.Errorf("reading the session's timeouts: %w", err)
+		}
+	}
+	return lockWaitState{nontx: string(row[0]) == "t",
+		lockTimeout: time.Duration(ms[0]) * time.Millisecond, statementTimeout: time.Duration(ms[1]) * time.Millisecond}, nil
+}
+
+// abandonLockWait ends a failed attempt at the lock that left a
+// transaction open and says why the wait ended: ctx.Err() when ctx was
+// cancelled, else err.
+func abandonLockWait(ctx context.Context, conn *pgx.Conn, err error) error {
+	if s := conn.PgConn().TxStatus(); !conn.IsClosed() && (s == 'T' || s == 'E') {
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "rollback")
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
 }
 
 // lockTimeoutError is the engine's PM003, naming the holder.

@@ -354,6 +354,175 @@ func TestPushLockTimeout(t *testing.T) {
 	}
 }
 
+// A migrator waiting for the lock gets it when the holder commits, not at
+// its next poll. The holder keeps the lock 1.5 s, long enough for a poller's
+// backoff to reach its 200 ms cap, then commits at the worst moment for a
+// poller: just after it found the lock taken (its session turned idle less
+// than 20 ms ago), so it would sleep ~180 ms more at least; a waiter queued
+// in LOCK TABLE is granted the lock at once. The bound, 100 ms from the
+// COMMIT to the waiter's first progress notice (the lock, the digest check
+// and the start of migrate_apply), leaves room for a loaded machine.
+// The session's lock_timeout (42 s here) is the limit of the whole wait,
+// and the migrations run with it again, whatever the queued attempts set.
+func TestPushGetsLockAsHolderCommits(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	client := connect(t, db.URL+"&lock_timeout=42s", nil)
+	waiter := client.Conn().PgConn().PID()
+	files := map[string]string{"003_check.sql": `do $$ begin
+		if current_setting('lock_timeout') <> '42s' then
+			raise exception 'migrations run with lock_timeout %', current_setting('lock_timeout');
+		end if; end $$;`}
+	for name, sql := range twoMigrations {
+		files[name] = sql
+	}
+
+	holder := db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	locked := time.Now()
+	progress := make(chan time.Time, 1)
+	done := make(chan error, 1)
+	go func() {
+		res, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{Progress: func(pgmig.Progress) {
+			select {
+			case progress <- time.Now():
+			default:
+			}
+		}})
+		if err == nil && res.Applied != 3 {
+			err = fmt.Errorf("applied %d migrations, want 3", res.Applied)
+		}
+		done <- err
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	observer := db.Conn(t)
+	for {
+		var ready bool
+		if err := observer.QueryRow(ctx, `select coalesce(state = 'active' and wait_event_type = 'Lock'
+			or state = 'idle' and clock_timestamp() - state_change < interval '20 ms', false)
+			from pg_stat_activity where pid = $1`, waiter).Scan(&ready); err != nil {
+			t.Fatal(err)
+		}
+		if ready {
+			break
+		}
+		if time.Since(locked) > 20*time.Second {
+			t.Fatal("the waiting push never showed up as waiting")
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	committed := time.Now()
+	select {
+	case at := <-progress:
+		if d := at.Sub(committed); d > 100*time.Millisecond {
+			t.Errorf("the waiting push started applying %v after the holder committed, want < 100ms", d)
+		} else {
+			t.Logf("the waiting push started applying %v after the holder committed", d)
+		}
+	case err := <-done:
+		t.Fatalf("push ended without progress: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting push never started applying")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A push waiting for the lock stops when its context is cancelled, like a
+// lost connection before anything was applied, and its server session
+// leaves the lock queue within a slice (its client is gone, so the session
+// ends when the slice runs out) instead of staying queued behind the holder.
+func TestPushWaitCancelled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	holder := db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	client := connect(t, db.URL, nil)
+	waiter := client.Conn().PgConn().PID()
+	pushCtx, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = client.Push(pushCtx, load(t, twoMigrations), nil)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, pgmig.ErrConnectionLost) || errors.Is(err, pgmig.ErrOutcomeUnknown) {
+		t.Fatalf("err = %v, want ErrConnectionLost wrapping context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the cancelled push returned after %v", d)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var queued bool
+		if err := holder.QueryRow(ctx, `select exists (select from pg_locks where pid = $1 and not granted)`, waiter).Scan(&queued); err != nil {
+			t.Fatal(err)
+		}
+		if !queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cancelled push's session is still queued for the lock")
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := connect(t, db.URL, nil).Push(ctx, load(t, twoMigrations), nil); err != nil || res.Applied != 2 {
+		t.Fatalf("push after the cancelled one: %+v %v", res, err)
+	}
+}
+
+// A session whose statement_timeout is shorter than a queued attempt's
+// slice still waits for the lock: the slices shrink below it, so they run
+// out (and are retried) before the timeout would cancel the LOCK TABLE.
+func TestPushWaitsUnderShortStatementTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	holder := db.Conn(t)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := connect(t, db.URL+"&statement_timeout=180ms", nil).Push(ctx, load(t, map[string]string{"001_t.sql": "create table t (id int);"}), nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("push returned while the lock was held: %v", err)
+	case <-time.After(700 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestEngineNotInstalledThenInstall(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
