@@ -729,7 +729,8 @@ BEGIN
     -- build run by a non-transactional migration waits for every transaction with an older
     -- snapshot, and that build is what the lock holder is waiting for: nobody would move until
     -- a timeout. So when the holder is running a non-transactional migration, do not queue.
-    -- (`pgmig push` waits with a plain LOCK TABLE statement first, which takes no snapshot.)
+    -- (`pgmig push` takes the lock before calling this, and while a non-transactional
+    -- migration runs it waits by retrying LOCK TABLE ... NOWAIT, holding nothing in between.)
     BEGIN
         LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
         PERFORM set_config('lock_timeout', v_saved, true);
