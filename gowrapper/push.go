@@ -124,11 +124,14 @@ type PushResult struct {
 // lock table when many migrations are pending (see PushOpts.SegmentSize and
 // docs/nontransactional.md). A failure then rolls back its own step only.
 //
-// Unless Config.DisablePrecheck or opts.DryRun, Push first asks
-// migrate_plan, without any lock, with a manifest (versions and checksums,
-// no SQL) whether anything is pending. When nothing is, it returns at once
-// with Prechecked set: a service starting up against an up-to-date database
-// costs one small round trip. That check also verifies the engine version.
+// Unless Config.DisablePrecheck or opts.DryRun, Push first compares,
+// without any lock, the history digest (migrate_history_digest) with its
+// files' (HistoryDigest): when they are equal it returns at once with
+// Prechecked set, so a service starting up against an up-to-date database
+// costs one small round trip. An empty history needs no further check;
+// otherwise it asks migrate_plan with a manifest (versions and checksums,
+// no SQL) whether anything is pending, and returns when nothing is. That
+// check also verifies the engine version.
 //
 // Errors: *MigrationError for a failing migration (errors.As); ErrDrift,
 // ErrLockTimeout, ErrInvalidBatch, ErrNotRunnable, ErrTransactionContext,
@@ -624,6 +627,19 @@ func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Mig
 		res := summarize(allApplied(migrations))
 		res.Prechecked = true
 		return res, nil, nil
+	}
+	if len(migrations) > 0 && digest == emptyHistoryDigest {
+		// Nothing applied yet (a fresh database): every migration up to the
+		// target is pending and nothing can have drifted; planning the
+		// manifest would only say so.
+		pending := make([]int64, 0, len(migrations))
+		for _, m := range migrations {
+			if opts.TargetVersion == 0 || m.Version <= opts.TargetVersion {
+				pending = append(pending, m.Version)
+			}
+		}
+		sort.Slice(pending, func(i, j int) bool { return pending[i] < pending[j] })
+		return nil, pending, nil
 	}
 
 	manifest, err := Manifest(migrations)
