@@ -291,7 +291,9 @@ func readMigrationFiles(fsys fs.FS, files []migrationFile) ([]fileBody, error) {
 	var read func(name string, buf []byte) ([]byte, error)
 	workers := 1
 	if d, ok := fsys.(*dirFS); ok {
-		read = func(name string, buf []byte) ([]byte, error) { return readFile(d.dir, name, buf) }
+		r := newFileReader(d)
+		defer r.close()
+		read = r.read
 		workers = min(runtime.GOMAXPROCS(0), 8, (len(files)+63)/64)
 	} else {
 		read = func(name string, _ []byte) ([]byte, error) { return fs.ReadFile(fsys, name) }

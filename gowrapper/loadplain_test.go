@@ -254,3 +254,32 @@ func FuzzSplitMigrationFileName(f *testing.F) {
 		}
 	})
 }
+
+// TestLoadDirReadErrorsMatchDirFS: LoadDir's own reading reports what
+// reading through os.DirFS reports.
+func TestLoadDirReadErrorsMatchDirFS(t *testing.T) {
+	t.Parallel()
+	for name, target := range map[string]string{"dangling symlink": "nowhere.sql", "symlink to a directory": "sub"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for i := 1; i <= 100; i++ {
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d_m.sql", i)), []byte("select 1;"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Symlink(target, filepath.Join(dir, "101_link.sql")); err != nil {
+				t.Skip(err)
+			}
+			_, want := Load(os.DirFS(dir), nil)
+			_, got := LoadDir(dir, nil)
+			var le *LoadError
+			if want == nil || got == nil || got.Error() != want.Error() || !errors.As(got, &le) || le.File != "101_link.sql" {
+				t.Fatalf("LoadDir: %v, Load(os.DirFS): %v", got, want)
+			}
+		})
+	}
+}

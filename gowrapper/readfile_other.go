@@ -1,13 +1,14 @@
-//go:build !unix
+//go:build !linux
 
 package pgmig
 
-import (
-	"io/fs"
-	"os"
-)
+import "io/fs"
 
-// readFile reads dir/name; see the unix version.
-func readFile(dir, name string, _ []byte) ([]byte, error) {
-	return fs.ReadFile(os.DirFS(dir), name)
-}
+// fileReader reads the files of one directory; see the Linux version.
+type fileReader struct{ dirFS }
+
+func newFileReader(d *dirFS) *fileReader { return &fileReader{dirFS: *d} }
+
+func (r *fileReader) read(name string, _ []byte) ([]byte, error) { return fs.ReadFile(r.FS, name) }
+
+func (r *fileReader) close() {}
