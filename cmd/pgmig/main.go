@@ -308,20 +308,25 @@ func connect(ctx context.Context, o options, out *output) (*pgmig.Client, int) {
 
 // loadAndConnect loads the migrations of --dir while it connects: loading
 // waits on the disk, connecting on the network and on the server starting a
-// backend, so doing both at once saves the shorter of the two. The outcome
-// is reported as if one followed the other: a load error wins (the
-// connection, if one was made, is closed unused), then a connection error.
-func loadAndConnect(ctx context.Context, o options, out *output) ([]*pgmig.Migration, *pgmig.Client, int) {
-	type connected struct {
+// backend, so doing both at once saves the shorter of the two. connected,
+// when not nil, runs as soon as the connection is up, still while the files
+// load (push reads the history digest there). The outcome is reported as if
+// one followed the other: a load error wins (the connection, if one was
+// made, is closed unused), then a connection error.
+func loadAndConnect(ctx context.Context, o options, out *output, connected func(context.Context, *pgmig.Client)) ([]*pgmig.Migration, *pgmig.Client, int) {
+	type connection struct {
 		client *pgmig.Client
 		err    error
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // the connection does not keep the context it was opened with
-	done := make(chan connected, 1)
+	done := make(chan connection, 1)
 	go func() {
 		client, err := pgmig.Connect(ctx, o.database, &pgmig.Config{Schema: o.schema})
-		done <- connected{client, err}
+		if err == nil && connected != nil {
+			connected(ctx, client)
+		}
+		done <- connection{client, err}
 	}()
 	ms, err := pgmig.LoadDir(o.dir, nil)
 	if err != nil {
@@ -380,7 +385,13 @@ func cmdInstall(ctx context.Context, o options, out *output) int {
 }
 
 func cmdPush(ctx context.Context, o options, out *output) int {
-	ms, client, code := loadAndConnect(ctx, o, out)
+	// An up-to-date database is answered by comparing this digest with the
+	// files': ask for it while they load. An error here is left for Push to
+	// report, as it would without the early read.
+	var digest string
+	ms, client, code := loadAndConnect(ctx, o, out, func(ctx context.Context, client *pgmig.Client) {
+		digest, _ = client.HistoryDigest(ctx)
+	})
 	if client == nil {
 		return code
 	}
@@ -397,6 +408,7 @@ func cmdPush(ctx context.Context, o options, out *output) int {
 		AllowOutOfOrder: o.allowOutOfOrder,
 		AllowMissing:    o.allowMissing,
 		SegmentSize:     segmentSize,
+		HistoryDigest:   digest,
 		Progress:        live.progress,
 		Notice:          live.notice,
 	})
@@ -454,7 +466,7 @@ func cmdBaseline(ctx context.Context, o options, out *output) int {
 		out.fail(errors.New("baseline needs exactly one of --version V and --from-tern"))
 		return exitUsage
 	}
-	ms, client, code := loadAndConnect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -483,7 +495,7 @@ func cmdBaseline(ctx context.Context, o options, out *output) int {
 }
 
 func cmdRepair(ctx context.Context, o options, out *output) int {
-	ms, client, code := loadAndConnect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -526,7 +538,7 @@ func cmdResolve(ctx context.Context, o options, positional []string, out *output
 }
 
 func cmdPlan(ctx context.Context, o options, out *output) int {
-	ms, client, code := loadAndConnect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -577,7 +589,7 @@ func cmdStatus(ctx context.Context, o options, out *output) int {
 }
 
 func cmdValidate(ctx context.Context, o options, out *output) int {
-	ms, client, code := loadAndConnect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
