@@ -283,3 +283,38 @@ func TestLoadDirReadErrorsMatchDirFS(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadDirManyReaders: a directory big enough for several reading
+// goroutines loads as through os.DirFS.
+func TestLoadDirManyReaders(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	n := 2*filesPerReader + 1
+	for i := 1; i <= n; i++ {
+		body := plainCorpus[i%len(plainCorpus)]
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_m.sql", i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := Load(os.DirFS(dir), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadDir(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != n || !reflect.DeepEqual(got, want) {
+		t.Fatalf("LoadDir loaded %d migrations, not what Load(os.DirFS) loaded (%d)", len(got), len(want))
+	}
+	// Of two bad files, the first in version order is reported, whichever
+	// goroutines read them.
+	for _, v := range []int{n - 1, filesPerReader + 7} {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_m.sql", v)), []byte("select 'gr\xfc';"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := LoadDir(dir, nil); !errors.Is(err, ErrInvalidText) || !strings.HasPrefix(err.Error(), fmt.Sprintf("%05d_m.sql: ", filesPerReader+7)) {
+		t.Fatalf("bad files: %v", err)
+	}
+}
