@@ -134,7 +134,7 @@ func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
 	// the JSON encoder would turn invalid UTF-8 into U+FFFD (the engine then
 	// finds a checksum that does not match, naming no file) and the server
 	// rejects a NUL (22P05).
-	bodies, err := readMigrationFiles(fsys, files)
+	bodies, err := readMigrationFiles(fsys, files, readers(len(files)))
 	if err != nil {
 		return nil, err
 	}
@@ -282,21 +282,24 @@ func disableTx(sql string) bool {
 	return strings.Contains(sql, "---- tern: disable-tx ----") && disableTxPattern.MatchString(sql)
 }
 
-// filesPerReader is how many files of a directory one goroutine reads
-// before LoadDir adds another. Reading is mostly system calls, which run in
-// parallel, but a second reader also costs CPU (a thread, and page faults
-// that now interrupt the other CPU): a thousand files (10 ms) read by one
-// goroutine while pgmig push connects and queries gave a faster push than
-// two readers on a two-CPU machine running the database server too.
-const filesPerReader = 2000
+// readers is how many goroutines LoadDir reads n files with. Reading is
+// mostly system calls, which run in parallel, but each reader keeps a CPU
+// busy: one CPU is left to the rest of the program (pgmig push connects and
+// queries meanwhile) and to the system (a database server on the same
+// machine). On two CPUs shared with the server, a second reader made the
+// no-op push of 1000 migrations slower, not faster. A reader gets at least
+// 256 files: below that, starting one costs more than it saves.
+func readers(n int) int {
+	return max(1, min(runtime.GOMAXPROCS(0)-1, n/256))
+}
 
 // readMigrationFiles reads every migration file, checks its text and, in
 // case no file turns out to be a template, derives its sections and
-// checksum. The first problem in version order is reported. A large
-// directory from LoadDir is read by several goroutines (filesPerReader);
-// any other fs.FS is read from this goroutine only, as fs.FS
-// implementations need not be safe for concurrent use.
-func readMigrationFiles(fsys fs.FS, files []migrationFile) ([]fileBody, error) {
+// checksum. The first problem in version order is reported. A directory
+// from LoadDir is read by up to maxReaders goroutines; any other fs.FS is
+// read from this goroutine only, as fs.FS implementations need not be safe
+// for concurrent use.
+func readMigrationFiles(fsys fs.FS, files []migrationFile, maxReaders int) ([]fileBody, error) {
 	bodies := make([]fileBody, len(files))
 	errs := make([]error, len(files))
 	var read func(name string, buf []byte) ([]byte, error)
@@ -305,7 +308,7 @@ func readMigrationFiles(fsys fs.FS, files []migrationFile) ([]fileBody, error) {
 		r := newFileReader(d)
 		defer r.close()
 		read = r.read
-		workers = min(runtime.GOMAXPROCS(0), 1+len(files)/filesPerReader)
+		workers = max(1, maxReaders)
 	} else {
 		read = func(name string, _ []byte) ([]byte, error) { return fs.ReadFile(fsys, name) }
 	}

@@ -55,7 +55,7 @@ func loadBothWays(t *testing.T, fsys fs.FS, opts *LoadOpts) (plain, tern []*Migr
 	if err != nil {
 		t.Fatal(err)
 	}
-	bodies, err := readMigrationFiles(fsys, files)
+	bodies, err := readMigrationFiles(fsys, files, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,37 +284,48 @@ func TestLoadDirReadErrorsMatchDirFS(t *testing.T) {
 	}
 }
 
-// TestLoadDirManyReaders: a directory big enough for several reading
-// goroutines loads as through os.DirFS.
-func TestLoadDirManyReaders(t *testing.T) {
+// TestReadersAgree: several goroutines read a directory as one does, and
+// report the same first problem.
+func TestReadersAgree(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	n := 2*filesPerReader + 1
+	n := 500
 	for i := 1; i <= n; i++ {
 		body := plainCorpus[i%len(plainCorpus)]
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_m.sql", i)), []byte(body), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d_m.sql", i)), []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want, err := Load(os.DirFS(dir), nil)
+	read := func(readers int) ([]fileBody, error) {
+		fsys := &dirFS{FS: os.DirFS(dir), dir: dir}
+		root, err := fs.ReadDir(fsys, ".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := scanMigrationFiles(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return readMigrationFiles(fsys, files, readers)
+	}
+	one, err := read(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := LoadDir(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != n || !reflect.DeepEqual(got, want) {
-		t.Fatalf("LoadDir loaded %d migrations, not what Load(os.DirFS) loaded (%d)", len(got), len(want))
+	four, err := read(4)
+	if err != nil || len(four) != n || !reflect.DeepEqual(one, four) {
+		t.Fatalf("4 readers: %d files, %v; differ from 1 reader", len(four), err)
 	}
 	// Of two bad files, the first in version order is reported, whichever
 	// goroutines read them.
-	for _, v := range []int{n - 1, filesPerReader + 7} {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%05d_m.sql", v)), []byte("select 'gr\xfc';"), 0o644); err != nil {
+	for _, v := range []int{n - 1, 250} {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%03d_m.sql", v)), []byte("select 'gr\xfc';"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := LoadDir(dir, nil); !errors.Is(err, ErrInvalidText) || !strings.HasPrefix(err.Error(), fmt.Sprintf("%05d_m.sql: ", filesPerReader+7)) {
-		t.Fatalf("bad files: %v", err)
+	for _, readers := range []int{1, 4} {
+		if _, err := read(readers); !errors.Is(err, ErrInvalidText) || !strings.HasPrefix(err.Error(), "250_m.sql: ") {
+			t.Fatalf("%d readers, bad files: %v", readers, err)
+		}
 	}
 }
