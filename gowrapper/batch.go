@@ -2,11 +2,12 @@ package pgmig
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"sort"
+	"slices"
+	"strconv"
 )
 
 // batchEntry is one element of the jsonb batch (docs/sql-api.md).
@@ -74,11 +75,22 @@ var emptyHistoryDigest = HistoryDigest(nil)
 // migrations are applied, unchanged: the lowercase hex sha256 over one line per migration in
 // version order, "<version>\t<name>\t<checksum>\n".
 func HistoryDigest(migrations []*Migration) string {
-	sorted := append([]*Migration(nil), migrations...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Version < sorted[j].Version })
+	sorted := migrations
+	byVersion := func(a, b *Migration) int { return cmp.Compare(a.Version, b.Version) }
+	if !slices.IsSortedFunc(sorted, byVersion) { // Load's are sorted
+		sorted = slices.Clone(migrations)
+		slices.SortStableFunc(sorted, byVersion)
+	}
 	h := sha256.New()
+	var line []byte
 	for _, m := range sorted {
-		fmt.Fprintf(h, "%d\t%s\t%s\n", m.Version, m.Name, m.Checksum)
+		line = strconv.AppendInt(line[:0], m.Version, 10)
+		line = append(line, '\t')
+		line = append(line, m.Name...)
+		line = append(line, '\t')
+		line = append(line, m.Checksum...)
+		line = append(line, '\n')
+		h.Write(line)
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

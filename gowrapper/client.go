@@ -181,10 +181,7 @@ func engineVersion(ctx context.Context, conn *pgx.Conn) (string, error) {
 
 // verifyEngine checks the installed engine once per Client.
 func (c *Client) verifyEngine(ctx context.Context, conn *pgx.Conn) error {
-	c.mu.Lock()
-	done := c.engineVerified
-	c.mu.Unlock()
-	if done {
+	if c.engineChecked() {
 		return nil
 	}
 	v, err := engineVersion(ctx, conn)
@@ -192,6 +189,13 @@ func (c *Client) verifyEngine(ctx context.Context, conn *pgx.Conn) error {
 		return err
 	}
 	return c.acceptEngine(v)
+}
+
+// engineChecked: the installed engine was found supported on this Client.
+func (c *Client) engineChecked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.engineVerified
 }
 
 func (c *Client) acceptEngine(installed string) error {

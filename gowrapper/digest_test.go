@@ -2,7 +2,9 @@ package pgmig_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 
 	pgmig "github.com/pgmig/pgmig/gowrapper"
@@ -48,3 +50,50 @@ func TestHistoryDigestMatchesEngine(t *testing.T) {
 }
 
 func fileName(v int) string { return fmt.Sprintf("%03d_m.sql", v) }
+
+// TestPushWithHistoryDigestReadEarly: PushOpts.HistoryDigest, read with
+// Client.HistoryDigest before the migrations were loaded, answers the no-op
+// push without a query; a stale one changes nothing about what Push does.
+func TestPushWithHistoryDigestReadEarly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	files := map[string]string{fileName(1): "create table a (id int)", fileName(2): "create table b (id int)"}
+	ms := load(t, files)
+
+	// A client that has not checked the engine does not take a digest on trust.
+	if res, err := pgmig.New(db.Conn(t), nil).Push(ctx, ms, &pgmig.PushOpts{TargetVersion: 1, HistoryDigest: pgmig.HistoryDigest(ms)}); err != nil || res.Applied != 1 {
+		t.Fatalf("push with an unverified digest: %+v, %v", res, err)
+	}
+
+	client := pgmig.New(db.Conn(t), nil)
+	stale, err := client.HistoryDigest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := client.Push(ctx, ms, &pgmig.PushOpts{HistoryDigest: stale})
+	if err != nil || res.Applied != 1 || res.Prechecked {
+		t.Fatalf("push with a stale digest: %+v, %v", res, err)
+	}
+	digest, err := client.HistoryDigest(ctx)
+	if err != nil || digest != pgmig.HistoryDigest(ms) {
+		t.Fatalf("HistoryDigest %q, %v; want %q", digest, err, pgmig.HistoryDigest(ms))
+	}
+	early, err := client.Push(ctx, ms, &pgmig.PushOpts{HistoryDigest: digest})
+	if err != nil || !early.Prechecked || early.Applied != 0 || early.Version != 2 {
+		t.Fatalf("no-op push with the digest: %+v, %v", early, err)
+	}
+	plain, err := client.Push(ctx, ms, nil)
+	if err != nil || !reflect.DeepEqual(early.Migrations, plain.Migrations) {
+		t.Fatalf("no-op push without the digest: %+v, %v; with it: %+v", plain, err, early)
+	}
+
+	files[fileName(2)] = "create table b (id bigint)"
+	if _, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{HistoryDigest: digest}); !errors.Is(err, pgmig.ErrDrift) {
+		t.Fatalf("edited migration with the old digest: %v, want ErrDrift", err)
+	}
+
+	if _, err := pgmig.New(pgtest.NewEmptyDB(t).Conn(t), nil).HistoryDigest(ctx); !errors.Is(err, pgmig.ErrEngineNotInstalled) {
+		t.Fatalf("HistoryDigest without the engine: %v", err)
+	}
+}

@@ -78,6 +78,15 @@ type PushOpts struct {
 	// `---- pgmig: commit-after ----` always ends a segment, and a
 	// non-transactional one is a step of its own.
 	SegmentSize int
+	// HistoryDigest is what Client.HistoryDigest returned on this Client,
+	// read while the migrations were still loading (the pgmig CLI reads it
+	// as soon as it is connected). Push then starts from it instead of
+	// querying the digest itself: when it equals HistoryDigest(migrations)
+	// nothing is pending and Push returns at once, Prechecked. It means
+	// what the precheck's own query means, as of when it was read: neither
+	// takes a lock, and Push re-checks everything under the lock when there
+	// is something to apply. Ignored with Config.DisablePrecheck or DryRun.
+	HistoryDigest string
 }
 
 // SegmentAll as PushOpts.SegmentSize applies every pending transactional
@@ -613,15 +622,18 @@ func (c *Client) pendingVersions(ctx context.Context, conn *pgx.Conn, migrations
 // must run.
 func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Migration, opts *PushOpts) (*PushResult, []int64, error) {
 	// Cheapest first: when the history digest equals the files' digest, exactly these
-	// migrations are applied and nothing drifted. One tiny query, nothing uploaded.
-	var engine, digest string
-	err := conn.QueryRow(ctx, `select pgmig.engine_version(), `+c.fn("migrate_history_digest")+`()`,
-		pgx.QueryExecModeExec).Scan(&engine, &digest)
-	if err != nil {
-		return nil, nil, c.precheckError(ctx, conn, err)
-	}
-	if err := c.acceptEngine(engine); err != nil {
-		return nil, nil, fmt.Errorf("pushing migrations: %w", err)
+	// migrations are applied and nothing drifted. One tiny query, nothing uploaded,
+	// or none at all when the caller read the digest already.
+	var engine string
+	digest := opts.HistoryDigest
+	if digest == "" || !c.engineChecked() {
+		var err error
+		if engine, digest, err = c.historyDigest(ctx, conn); err != nil {
+			return nil, nil, c.precheckError(ctx, conn, err)
+		}
+		if err := c.acceptEngine(engine); err != nil {
+			return nil, nil, fmt.Errorf("pushing migrations: %w", err)
+		}
 	}
 	if len(migrations) > 0 && digest == HistoryDigest(migrations) {
 		res := summarize(allApplied(migrations))
@@ -686,6 +698,43 @@ func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Mig
 	res := summarize(results)
 	res.Prechecked = true
 	return res, nil, nil
+}
+
+// HistoryDigest returns the engine's migrate_history_digest(), a hash of
+// the applied history (version, name and checksum of every applied
+// migration), after checking the engine version in the same round trip.
+// It equals HistoryDigest(migrations) exactly when these migrations,
+// unchanged, are all that is applied. No lock is taken.
+//
+// Read while the migrations load, it saves Push that round trip: see
+// PushOpts.HistoryDigest.
+func (c *Client) HistoryDigest(ctx context.Context) (string, error) {
+	conn, release, err := c.acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	engine, digest, err := c.historyDigest(ctx, conn)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && isEngineMissing(pgErr) {
+			// Tell "not installed" from "installed, but another version".
+			if err := c.verifyEngine(ctx, conn); err != nil {
+				return "", fmt.Errorf("reading the history digest: %w", err)
+			}
+		}
+		return "", engineError("reading the history digest", err)
+	}
+	if err := c.acceptEngine(engine); err != nil {
+		return "", fmt.Errorf("reading the history digest: %w", err)
+	}
+	return digest, nil
+}
+
+func (c *Client) historyDigest(ctx context.Context, conn *pgx.Conn) (engine, digest string, err error) {
+	err = conn.QueryRow(ctx, `select pgmig.engine_version(), `+c.fn("migrate_history_digest")+`()`,
+		pgx.QueryExecModeExec).Scan(&engine, &digest)
+	return engine, digest, err
 }
 
 // precheckError: a missing engine is final; anything else (a pending

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -391,10 +392,32 @@ func TestCLIUsage(t *testing.T) {
 	pgmigRun(t, dir, nil, "frobnicate").must(t, exitUsage)
 	pgmigRun(t, dir, nil, "push", "--no-such-flag").must(t, exitUsage)
 	pgmigRun(t, dir, nil, "version").must(t, exitOK, "pgmig "+pgmigsql.Version())
-	// Bad files are a validation error, reported before connecting.
+	// Bad files are a validation error, reported instead of the connection
+	// error (push connects while it loads).
 	writeFiles(t, dir, map[string]string{"001_a.sql": "select 1;", "003_c.sql": "select 3;"})
 	r := pgmigRun(t, dir, []string{"DATABASE_URL=postgres://nobody@127.0.0.1:1/nothing"}, "push").must(t, exitValidation)
 	r.stderrHas(t, "003_c.sql: missing migration version 2 (after 001_a.sql)")
+	// ... without waiting for a server that does not answer.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	start := time.Now()
+	r = pgmigRun(t, dir, []string{"DATABASE_URL=postgres://nobody@" + silent.Addr().String() + "/nothing?connect_timeout=60"}, "push").must(t, exitValidation)
+	r.stderrHas(t, "003_c.sql: missing migration version 2 (after 001_a.sql)")
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("the load error took %v: push waited for the connection", d)
+	}
 	// Connection failure.
 	os.Remove(filepath.Join(dir, "003_c.sql"))
 	pgmigRun(t, dir, []string{"DATABASE_URL=postgres://nobody@127.0.0.1:1/nothing?connect_timeout=2"}, "push").must(t, exitUsage)

@@ -306,13 +306,43 @@ func connect(ctx context.Context, o options, out *output) (*pgmig.Client, int) {
 	return client, exitOK
 }
 
-func load(o options, out *output) ([]*pgmig.Migration, int) {
+// loadAndConnect loads the migrations of --dir while it connects: loading
+// waits on the disk, connecting on the network and on the server starting a
+// backend, so doing both at once saves the shorter of the two. connected,
+// when not nil, runs as soon as the connection is up, still while the files
+// load (push reads the history digest there). The outcome is reported as if
+// one followed the other: a load error wins (the connection, if one was
+// made, is closed unused), then a connection error.
+func loadAndConnect(ctx context.Context, o options, out *output, connected func(context.Context, *pgmig.Client)) ([]*pgmig.Migration, *pgmig.Client, int) {
+	type connection struct {
+		client *pgmig.Client
+		err    error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // the connection does not keep the context it was opened with
+	done := make(chan connection, 1)
+	go func() {
+		client, err := pgmig.Connect(ctx, o.database, &pgmig.Config{Schema: o.schema})
+		if err == nil && connected != nil {
+			connected(ctx, client)
+		}
+		done <- connection{client, err}
+	}()
 	ms, err := pgmig.LoadDir(o.dir, nil)
 	if err != nil {
+		cancel()
+		if c := <-done; c.client != nil {
+			c.client.Close(context.WithoutCancel(ctx))
+		}
 		out.fail(err)
-		return nil, exitCode(err)
+		return nil, nil, exitCode(err)
 	}
-	return ms, exitOK
+	c := <-done
+	if c.err != nil {
+		out.fail(c.err)
+		return nil, nil, exitUsage
+	}
+	return ms, c.client, exitOK
 }
 
 func exitCode(err error) int {
@@ -355,11 +385,13 @@ func cmdInstall(ctx context.Context, o options, out *output) int {
 }
 
 func cmdPush(ctx context.Context, o options, out *output) int {
-	ms, code := load(o, out)
-	if ms == nil {
-		return code
-	}
-	client, code := connect(ctx, o, out)
+	// An up-to-date database is answered by comparing this digest with the
+	// files': ask for it while they load. An error here is left for Push to
+	// report, as it would without the early read.
+	var digest string
+	ms, client, code := loadAndConnect(ctx, o, out, func(ctx context.Context, client *pgmig.Client) {
+		digest, _ = client.HistoryDigest(ctx)
+	})
 	if client == nil {
 		return code
 	}
@@ -376,6 +408,7 @@ func cmdPush(ctx context.Context, o options, out *output) int {
 		AllowOutOfOrder: o.allowOutOfOrder,
 		AllowMissing:    o.allowMissing,
 		SegmentSize:     segmentSize,
+		HistoryDigest:   digest,
 		Progress:        live.progress,
 		Notice:          live.notice,
 	})
@@ -433,11 +466,7 @@ func cmdBaseline(ctx context.Context, o options, out *output) int {
 		out.fail(errors.New("baseline needs exactly one of --version V and --from-tern"))
 		return exitUsage
 	}
-	ms, code := load(o, out)
-	if ms == nil {
-		return code
-	}
-	client, code := connect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -466,11 +495,7 @@ func cmdBaseline(ctx context.Context, o options, out *output) int {
 }
 
 func cmdRepair(ctx context.Context, o options, out *output) int {
-	ms, code := load(o, out)
-	if ms == nil {
-		return code
-	}
-	client, code := connect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -513,11 +538,7 @@ func cmdResolve(ctx context.Context, o options, positional []string, out *output
 }
 
 func cmdPlan(ctx context.Context, o options, out *output) int {
-	ms, code := load(o, out)
-	if ms == nil {
-		return code
-	}
-	client, code := connect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
@@ -532,6 +553,17 @@ func cmdPlan(ctx context.Context, o options, out *output) int {
 }
 
 func cmdStatus(ctx context.Context, o options, out *output) int {
+	// Pending migrations, when --dir holds any (status also works from
+	// anywhere, for the history alone), loaded while connecting.
+	type loaded struct {
+		ms  []*pgmig.Migration
+		err error
+	}
+	load := make(chan loaded, 1)
+	go func() {
+		ms, err := pgmig.LoadDir(o.dir, nil)
+		load <- loaded{ms, err}
+	}()
 	client, code := connect(ctx, o, out)
 	if client == nil {
 		return code
@@ -542,14 +574,12 @@ func cmdStatus(ctx context.Context, o options, out *output) int {
 		out.fail(err)
 		return exitCode(err)
 	}
-	// Pending migrations, when --dir holds any (status also works from
-	// anywhere, for the history alone).
 	var plan *pgmig.PlanResult
 	var planErr error
-	if ms, err := pgmig.LoadDir(o.dir, nil); err == nil {
-		plan, planErr = client.Plan(ctx, ms, &pgmig.PlanOpts{TargetVersion: o.target, AllowOutOfOrder: o.allowOutOfOrder, AllowMissing: o.allowMissing})
-	} else if !errors.Is(err, pgmig.ErrNoMigrations) {
-		planErr = err
+	if l := <-load; l.err == nil {
+		plan, planErr = client.Plan(ctx, l.ms, &pgmig.PlanOpts{TargetVersion: o.target, AllowOutOfOrder: o.allowOutOfOrder, AllowMissing: o.allowMissing})
+	} else if !errors.Is(l.err, pgmig.ErrNoMigrations) {
+		planErr = l.err
 	}
 	out.status(st, plan, planErr, o.all)
 	if planErr != nil {
@@ -559,11 +589,7 @@ func cmdStatus(ctx context.Context, o options, out *output) int {
 }
 
 func cmdValidate(ctx context.Context, o options, out *output) int {
-	ms, code := load(o, out)
-	if ms == nil {
-		return code
-	}
-	client, code := connect(ctx, o, out)
+	ms, client, code := loadAndConnect(ctx, o, out, nil)
 	if client == nil {
 		return code
 	}
