@@ -33,8 +33,8 @@ install: sql ## copy the extension files into the server's extension directory (
 	install -m 644 sql/pgmig.control $(EXT_SCRIPT) "$$($(PG_CONFIG) --sharedir)/extension/"
 
 .PHONY: build
-build: ## build the pgmig CLI into bin/pgmig
-	$(GO) build -o bin/pgmig ./cmd/pgmig
+build: ## build the pgmig CLI into bin/pgmig (static: no cgo, starts faster, runs anywhere)
+	CGO_ENABLED=0 $(GO) build -o bin/pgmig ./cmd/pgmig
 
 .PHONY: test
 test: sql ## run the whole default suite against a real PostgreSQL (see README, "Tests")

@@ -147,7 +147,10 @@ func run(ctx context.Context, cfg *config) error {
 
 	logf("building the pgmig CLI")
 	cli := filepath.Join(tmp, "pgmig")
-	if out, err := exec.Command("go", "build", "-o", cli, "./cmd/pgmig").CombinedOutput(); err != nil {
+	// Built as `make build` builds it: static, without cgo.
+	build := exec.Command("go", "build", "-o", cli, "./cmd/pgmig")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/pgmig: %w\n%s", err, out)
 	}
 
