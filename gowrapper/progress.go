@@ -26,6 +26,11 @@ type Progress struct {
 
 var progressPattern = regexp.MustCompile(`^pgmig: (?:applying|rolling back) version (\d+) \((\d+)/(\d+)\): (.*)$`)
 
+// failedPattern is the engine's PM010 WARNING, "pgmig: migration 42
+// (add_users) failed with SQLSTATE 42601; nothing was applied": it names the
+// failing migration even when no progress notice was sent before it.
+var failedPattern = regexp.MustCompile(`^pgmig: (?:rolling back )?migration (\d+) \((.*)\) failed with SQLSTATE `)
+
 func parseProgress(n *pgconn.Notice) (Progress, bool) {
 	if n.Code != codeProgress {
 		return Progress{}, false
@@ -91,9 +96,17 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 		}
 		return
 	}
+	if n.Code == codeMigrationFailed {
+		if m := failedPattern.FindStringSubmatch(n.Message); m != nil {
+			if v, err := strconv.ParseInt(m[1], 10, 64); err == nil {
+				r.current, r.currentName, r.hasCurrent = v, m[2], true
+			}
+		}
+		return
+	}
 	if strings.HasPrefix(n.Code, "PM") {
-		// pgmig's own: PM010 (the error that follows says it all), PM011
-		// (ahead: in the result rows), PM012 (summary: in the result).
+		// pgmig's own: PM011 (ahead: in the result rows), PM012 (summary:
+		// in the result).
 		return
 	}
 	if r.notice != nil {

@@ -12,6 +12,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	pgmig "github.com/pgmig/pgmig/gowrapper"
@@ -871,5 +872,79 @@ func TestPushWaitsForNonTransactional(t *testing.T) {
 	var valid bool
 	if err := conn.QueryRow(ctx, "select indisvalid from pg_index where indexrelid = 't_id'::regclass").Scan(&valid); err != nil || !valid {
 		t.Errorf("index valid = %v (%v)", valid, err)
+	}
+}
+
+// TestPushWithoutCallbacksIsQuiet: a push with neither Progress nor Notice
+// asks the server not to send notices for its transaction (they cost a
+// flushed message each), the session's own client_min_messages is back
+// afterwards, and a failing migration is still named — by the engine's
+// PM010 WARNING — even where its SQL cannot be matched against the error's
+// internal query (an error inside a DO block reports the inner statement).
+func TestPushWithoutCallbacksIsQuiet(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	cfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	codes := map[string]int{}
+	cfg.OnNotice = func(c *pgconn.PgConn, n *pgconn.Notice) {
+		mu.Lock()
+		codes[n.Code]++
+		mu.Unlock()
+		pgmig.HandleNotice(c, n)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	client := pgmig.New(conn, nil)
+	count := func(code string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := codes[code]
+		codes[code] = 0
+		return n
+	}
+
+	files := map[string]string{
+		"001_t.sql": "create table t (id int);",
+		"002_n.sql": "do $$ begin raise notice 'from migration 2'; end $$;",
+		"003_u.sql": "insert into t values (3);",
+	}
+	if _, err := client.Push(ctx, load(t, files), nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, m := count("PM000"), count("00000"); n != 0 || m != 0 {
+		t.Errorf("push without callbacks: %d PM000 notices and %d notices of the migrations reached the client, want none", n, m)
+	}
+	var level string
+	if err := conn.QueryRow(ctx, "show client_min_messages").Scan(&level); err != nil || level != "notice" {
+		t.Errorf("client_min_messages after the push = %q (%v), want the session's notice", level, err)
+	}
+
+	// With a callback the notices come as before.
+	files["004_v.sql"] = "create table v (id int);"
+	var seen []int64
+	if _, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{Progress: func(p pgmig.Progress) { seen = append(seen, p.Version) }}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(seen) != "[4]" || count("PM000") != 1 {
+		t.Errorf("progress with a callback: %v", seen)
+	}
+
+	// A failure inside a DO block, quiet: named by PM010.
+	files["005_bad.sql"] = "insert into t values (5);\ndo $$ begin perform 1/0; end $$;"
+	_, err = client.Push(ctx, load(t, files), nil)
+	var merr *pgmig.MigrationError
+	if !errors.As(err, &merr) || merr.Version != 5 || merr.Code != "22012" || merr.File != "005_bad.sql" {
+		t.Fatalf("err = %v, want a MigrationError for version 5 (22012)", err)
+	}
+	if n := count("PM010"); n != 1 {
+		t.Errorf("%d PM010 warnings, want 1", n)
 	}
 }

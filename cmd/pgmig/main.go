@@ -402,16 +402,20 @@ func cmdPush(ctx context.Context, o options, out *output) int {
 		return exitUsage
 	}
 	live := out.startProgress()
-	res, err := client.Push(ctx, ms, &pgmig.PushOpts{
+	popts := &pgmig.PushOpts{
 		TargetVersion:   o.target,
 		LockTimeout:     o.lockTimeout,
 		AllowOutOfOrder: o.allowOutOfOrder,
 		AllowMissing:    o.allowMissing,
 		SegmentSize:     segmentSize,
 		HistoryDigest:   digest,
-		Progress:        live.progress,
-		Notice:          live.notice,
-	})
+	}
+	if live.enabled {
+		// --quiet and --json show neither: without callbacks the server is
+		// asked not to send the notices at all.
+		popts.Progress, popts.Notice = live.progress, live.notice
+	}
+	res, err := client.Push(ctx, ms, popts)
 	live.stop(err == nil)
 	if err != nil {
 		out.fail(err)

@@ -972,11 +972,13 @@ BEGIN
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF v_phase = 'migration' THEN
-            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
+            -- The WARNING first, whatever error follows: it names the migration to a
+            -- client that received no progress notices (client_min_messages = warning).
             RAISE WARNING USING
                 ERRCODE = 'PM010',
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
+            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
         ELSE
             -- Recording failed: a migration of this call altered pgmig.history (checked once
             -- here rather than after every migration). Name them all.
