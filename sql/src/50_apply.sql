@@ -190,6 +190,8 @@ DECLARE
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
     v_drift       boolean;
+    v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
+    v_progress    boolean;
     v_manifest_only   text;
     v_nontransactional text;
     v_total       bigint;
@@ -296,6 +298,11 @@ BEGIN
             MESSAGE = format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_ahead);
     END IF;
 
+    -- RAISE formats its message even when nobody will get it: skip the progress notices when
+    -- neither the client nor the server log takes NOTICE (pgmig push without a progress
+    -- display sets client_min_messages = warning for its transaction).
+    v_progress := pg_catalog.current_setting('client_min_messages') NOT IN ('warning', 'error')
+                  OR pg_catalog.current_setting('log_min_messages') IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice');
     v_duration := array_fill(NULL::interval, ARRAY[coalesce(cardinality(v_version), 0)]);
     IF p_lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
@@ -309,11 +316,13 @@ BEGIN
             v_cur_version := v_version[i];
             v_cur_name := v_name[i];
             v_phase := 'migration';
-            RAISE NOTICE USING
-                ERRCODE = 'PM000',
-                MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
+            IF v_progress THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
+            END IF;
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name);
+            v_ignored := pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name)::text;
             v_duration[i] := clock_timestamp() - v_started;
             v_at[i] := v_started;
             v_outcome[i] := 'applied';
