@@ -263,16 +263,27 @@ BEGIN
                FILTER (WHERE p.to_apply AND NOT p.transactional),
            string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
            string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after),
-           array_agg(p.version ORDER BY p.version), array_agg(p.name ORDER BY p.version),
-           array_agg(p.outcome ORDER BY p.version), array_agg(p.applied_at ORDER BY p.version),
-           array_agg(p.to_apply ORDER BY p.version),
-           array_agg(CASE WHEN p.to_apply THEN p.sql END ORDER BY p.version),
-           array_agg(CASE WHEN p.to_apply THEN p.down_sql END ORDER BY p.version),
-           array_agg(p.transactional ORDER BY p.version), array_agg(p.checksum ORDER BY p.version)
+           -- No ORDER BY here: each one would sort on its own (~4 µs per migration for the
+           -- nine). _plan_rows returns its rows in version order and a plain aggregate over
+           -- a function scan consumes them in that order; checked below, as SQL does not
+           -- promise it.
+           array_agg(p.version), array_agg(p.name), array_agg(p.outcome), array_agg(p.applied_at),
+           array_agg(p.to_apply), array_agg(CASE WHEN p.to_apply THEN p.sql END),
+           array_agg(CASE WHEN p.to_apply THEN p.down_sql END),
+           array_agg(p.transactional), array_agg(p.checksum)
       INTO v_drift, v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points,
            v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
       FROM (SELECT r.*, r.outcome = 'pending' AND (p_target_version IS NULL OR r.version <= p_target_version) AS to_apply
             FROM pgmig._plan_rows(p_batch) AS r) AS p;
+    IF v_version IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest(v_version) AS x) THEN
+        SELECT array_agg(v_version[o] ORDER BY v_version[o]), array_agg(v_name[o] ORDER BY v_version[o]),
+               array_agg(v_outcome[o] ORDER BY v_version[o]), array_agg(v_at[o] ORDER BY v_version[o]),
+               array_agg(v_to_apply[o] ORDER BY v_version[o]), array_agg(v_sql[o] ORDER BY v_version[o]),
+               array_agg(v_down[o] ORDER BY v_version[o]), array_agg(v_tx[o] ORDER BY v_version[o]),
+               array_agg(v_checksum[o] ORDER BY v_version[o])
+          INTO v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
+          FROM generate_subscripts(v_version, 1) AS o;
+    END IF;
     IF v_drift THEN
         PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     END IF;
