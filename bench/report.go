@@ -204,7 +204,7 @@ func (r *report) markdown() string {
 	cfg := r.cfg
 	fmt.Fprintf(&b, "\n_Last run: %s, took %v; `%s`._\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		r.elapsed.Round(time.Second), r.commandLine())
-	fmt.Fprintf(&b, "- Machine: %s (shared with other jobs while measuring).\n", r.machine)
+	fmt.Fprintf(&b, "- Machine: %s; the server, the contenders and the benchmark itself share its CPUs.\n", r.machine)
 	fmt.Fprintf(&b, "- Server: %s, a fresh cluster started by the benchmark, default settings:", r.pgVersion)
 	for _, kv := range r.settings {
 		fmt.Fprintf(&b, " `%s=%s`", kv[0], kv[1])
