@@ -206,8 +206,11 @@ func killDuringBuild(t *testing.T, dir, dsn string, admin *pgx.Conn) {
 func buildRunning(t *testing.T, admin *pgx.Conn) bool {
 	t.Helper()
 	var n int
+	// Only this test's database: the tests run in parallel on one server,
+	// each with a big_slow build of its own.
 	if err := admin.QueryRow(context.Background(), `select count(*) from pg_stat_activity
-		where query ilike 'create index concurrently big_slow%' and state = 'active'`).Scan(&n); err != nil {
+		where query ilike 'create index concurrently big_slow%' and state = 'active'
+		  and datname = current_database()`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n > 0
@@ -233,8 +236,10 @@ func TestCLIKilledDuringConcurrentIndex(t *testing.T) {
 	if pgtest.Server(t).ServerVersionNum() < 140000 {
 		// No client_connection_check_interval before 14: the build runs on
 		// in its orphaned session; the operator cancels it.
+		// This test's build only: the parallel ...Continues test lets its own run on.
 		if _, err := admin.Exec(ctx, `select pg_cancel_backend(pid) from pg_stat_activity
-			where query ilike 'create index concurrently big_slow%' and state = 'active'`); err != nil {
+			where query ilike 'create index concurrently big_slow%' and state = 'active'
+			  and datname = current_database()`); err != nil {
 			t.Fatal(err)
 		}
 	}

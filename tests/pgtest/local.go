@@ -218,6 +218,48 @@ func findBinDir() (string, error) {
 	return "", fmt.Errorf("no initdb/pg_ctl in $%s, PATH or /usr/lib/postgresql/*/bin: %w", EnvPGBin, errUnavailable)
 }
 
+// findBasebackup returns a pg_basebackup that can copy the server of
+// binDir: its own, or — the relocatable builds `make test-matrix` uses ship
+// none — one from PATH or /usr/lib/postgresql/*/bin of the same or a newer
+// major (pg_basebackup works with servers of its own major and older ones).
+func findBasebackup(binDir string) (string, error) {
+	own := filepath.Join(binDir, "pg_basebackup")
+	if isExecutable(own) {
+		return own, nil
+	}
+	server := majorOf(filepath.Join(binDir, "postgres"))
+	candidates, _ := filepath.Glob("/usr/lib/postgresql/*/bin/pg_basebackup")
+	if p, err := exec.LookPath("pg_basebackup"); err == nil {
+		candidates = append([]string{p}, candidates...)
+	}
+	for _, c := range candidates {
+		if server > 0 && majorOf(c) >= server {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("no pg_basebackup for a PostgreSQL %d server: none in %s, and none of major %d or newer in PATH or /usr/lib/postgresql/*/bin (install that major's client package)",
+		server, binDir, server)
+}
+
+// majorOf runs a PostgreSQL program with --version ("postgres (PostgreSQL)
+// 13.23") and returns its major version, 0 if that fails.
+func majorOf(program string) int {
+	out, err := exec.Command(program, "--version").Output()
+	if err != nil {
+		return 0
+	}
+	_, rest, ok := strings.Cut(string(out), "(PostgreSQL) ")
+	if !ok {
+		return 0
+	}
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	n, _ := strconv.Atoi(rest[:end])
+	return n
+}
+
 func versionOf(binDir string) float64 {
 	v, _ := strconv.ParseFloat(filepath.Base(filepath.Dir(binDir)), 64)
 	return v
@@ -417,7 +459,11 @@ func (c *Cluster) StartStandby(tb testing.TB, dbname string) string {
 	}
 	sb := &localServer{binDir: ls.binDir, dir: dir, dataDir: filepath.Join(dir, "data"),
 		logFile: filepath.Join(dir, "postgres.log"), cred: ls.cred}
-	out, err := sb.run(filepath.Join(ls.binDir, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(ls.port),
+	basebackup, err := findBasebackup(ls.binDir)
+	if err != nil {
+		tb.Skipf("pgtest: %v", err)
+	}
+	out, err := sb.run(basebackup, "-h", "127.0.0.1", "-p", strconv.Itoa(ls.port),
 		"-U", "postgres", "-D", sb.dataDir, "-R", "--checkpoint=fast", "--no-sync")
 	if err != nil {
 		tb.Fatalf("pgtest: pg_basebackup: %v\n%s", err, out)
