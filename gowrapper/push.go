@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -165,9 +166,13 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 	}
 	defer release()
 
+	// The files' history digest, compared with the server's by the precheck
+	// and under the lock by every call: computed once, when first needed.
+	filesDigest := sync.OnceValue(func() string { return HistoryDigest(migrations) })
+
 	var pending []int64 // known when the precheck ran
 	if !c.config.DisablePrecheck && !opts.DryRun {
-		res, p, err := c.precheck(ctx, conn, migrations, opts)
+		res, p, err := c.precheck(ctx, conn, migrations, filesDigest, opts)
 		if err != nil {
 			return nil, lostBeforeApply(conn, err)
 		}
@@ -224,7 +229,7 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 					return nil, fmt.Errorf("encoding batch: %w", err)
 				}
 				var part []MigrationResult
-				part, err = c.apply(ctx, conn, batch, migrations, opts, st.target, budget, route)
+				part, err = c.apply(ctx, conn, batch, migrations, filesDigest, opts, st.target, budget, route)
 				calls++
 				if err != nil {
 					if !errors.As(err, new(*ConnectionLostError)) {
@@ -248,14 +253,17 @@ func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOp
 			}
 		}
 		if err != nil {
+			// Committed before the failure: earlier steps and this step's
+			// calls that ended at the lock budget.
+			committed := applied + countApplied(results)
 			var merr *MigrationError
 			if errors.As(err, &merr) {
-				merr.Applied = applied + countApplied(results)
+				merr.Applied = committed
 				merr.SegmentSize = st.count
 			}
 			var lost *ConnectionLostError
 			if errors.As(err, &lost) {
-				lost.Applied = applied + countApplied(results)
+				lost.Applied = committed
 			}
 			return nil, err
 		}
@@ -346,7 +354,7 @@ func (c *Client) lockBudget(ctx context.Context, conn *pgx.Conn) (int, error) {
 
 // apply is one call of migrate_apply, in a transaction that already holds
 // the history lock (see lockHistory).
-func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrations []*Migration, opts *PushOpts, target int64, budget int, route *noticeRoute) ([]MigrationResult, error) {
+func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrations []*Migration, filesDigest func() string, opts *PushOpts, target int64, budget int, route *noticeRoute) ([]MigrationResult, error) {
 	// QueryExecModeExec: one round trip (no separate prepare), the batch
 	// goes as a text parameter, never spliced into SQL. The lock is held
 	// by then: lock_timeout stays NULL.
@@ -375,7 +383,7 @@ func (c *Client) apply(ctx context.Context, conn *pgx.Conn, batch []byte, migrat
 			pgx.QueryExecModeExec, quiet).Scan(&digest, nil); err != nil {
 			return nil, err
 		}
-		if len(migrations) > 0 && digest == HistoryDigest(migrations) {
+		if len(migrations) > 0 && digest == filesDigest() {
 			return allApplied(migrations), nil
 		}
 	}
@@ -627,7 +635,7 @@ func (c *Client) pendingVersions(ctx context.Context, conn *pgx.Conn, migrations
 
 // precheck returns a result when nothing is pending, nil when the full push
 // must run.
-func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Migration, opts *PushOpts) (*PushResult, []int64, error) {
+func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Migration, filesDigest func() string, opts *PushOpts) (*PushResult, []int64, error) {
 	// Cheapest first: when the history digest equals the files' digest, exactly these
 	// migrations are applied and nothing drifted. One tiny query, nothing uploaded,
 	// or none at all when the caller read the digest already.
@@ -642,7 +650,7 @@ func (c *Client) precheck(ctx context.Context, conn *pgx.Conn, migrations []*Mig
 			return nil, nil, fmt.Errorf("pushing migrations: %w", err)
 		}
 	}
-	if len(migrations) > 0 && digest == HistoryDigest(migrations) {
+	if len(migrations) > 0 && digest == filesDigest() {
 		res := summarize(allApplied(migrations))
 		res.Prechecked = true
 		return res, nil, nil
