@@ -395,6 +395,8 @@ $fn$;
 -- Drift between a (well-formed) batch and the history: every changed, missing and
 -- out-of-order version, one row each. An applied version newer than the whole batch is not
 -- drift: the database is ahead (a newer release migrated it).
+-- _apply decides whether to call this with one flag computed from the same rules in its plan
+-- pass: a rule added here must be added there (TestDrift has a case for each).
 CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
                                                  p_allow_missing boolean)
 RETURNS TABLE (version bigint, problem text)

@@ -45,6 +45,18 @@ func TestDrift(t *testing.T) {
 		wantDrift(t, err, 3)
 	})
 
+	t.Run("renamed", func(t *testing.T) {
+		t.Parallel()
+		conn := setup(t, full)
+		renamed := append(batch(nil), full...)
+		renamed[3].Name = "create_t_four" // same SQL, same checksum
+		_, err := apply(context.Background(), conn, renamed, "")
+		wantDrift(t, err, 4)
+		if n := historyCount(t, conn); n != 5 {
+			t.Errorf("history has %d rows after the refused batch, want 5", n)
+		}
+	})
+
 	t.Run("edited and missing listed together", func(t *testing.T) {
 		t.Parallel()
 		conn := setup(t, full)
