@@ -335,6 +335,29 @@ func (e *env) freshDB(ctx context.Context) (string, error) {
 	return name, err
 }
 
+// timedRun is one run of contender c: run on a fresh database, then the
+// result verified, the database dropped, and the time (or the failure)
+// recorded in s. ok says whether the run counted; err is only a failure to
+// create the database, which ends the workload.
+func (e *env) timedRun(ctx context.Context, s *scenario, c string, w *workload, run func(db string) (time.Duration, error)) (d time.Duration, ok bool, err error) {
+	db, err := e.freshDB(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	d, runErr := run(db)
+	if runErr == nil {
+		runErr = e.verify(ctx, db, w)
+	}
+	e.dropDB(ctx, db)
+	if runErr != nil {
+		s.fail(c, runErr)
+		logf("  %s: FAILED: %v", c, firstLine(runErr))
+		return 0, false, nil
+	}
+	s.add(c, d)
+	return d, true, nil
+}
+
 func (e *env) dropDB(ctx context.Context, name string) {
 	if _, err := e.admin.Exec(ctx, "drop database if exists "+name+" with (force)"); err != nil {
 		logf("dropping %s: %v", name, err)
@@ -435,22 +458,13 @@ func (e *env) applyScenario(ctx context.Context, k kind, n int, rtt time.Duratio
 			if c == cTern && r >= ternRuns {
 				continue
 			}
-			db, err := e.freshDB(ctx)
+			d, ok, err := e.timedRun(ctx, s, c, w, func(db string) (time.Duration, error) {
+				return e.r.apply(ctx, c, e.dbURL(p, db), w, seg)
+			})
 			if err != nil {
 				return err
 			}
-			d, err := e.r.apply(ctx, c, e.dbURL(p, db), w, seg)
-			if err == nil {
-				err = e.verify(ctx, db, w)
-			}
-			e.dropDB(ctx, db)
-			if err != nil {
-				s.fail(c, err)
-				logf("  %s: FAILED: %v", c, firstLine(err))
-				continue
-			}
-			s.add(c, d)
-			if e.cfg.verbose {
+			if ok && e.cfg.verbose {
 				logf("  run %d %-14s %v", r+1, c, d.Round(time.Microsecond))
 			}
 		}
@@ -551,25 +565,15 @@ func (e *env) concurrentScenario(ctx context.Context, n, p int) error {
 	logf("%s: %d runs", s.title(), e.cfg.runs)
 	for r := range e.cfg.runs {
 		for _, c := range rotate(contenders, r) {
-			db, err := e.freshDB(ctx)
-			if err != nil {
-				return err
-			}
 			pushers := p
 			if c == cPhysical {
 				pushers = 1
 			}
-			d, err := e.r.concurrent(ctx, c, e.cl.url(db), w, pushers)
-			if err == nil {
-				err = e.verify(ctx, db, w)
+			if _, _, err := e.timedRun(ctx, s, c, w, func(db string) (time.Duration, error) {
+				return e.r.concurrent(ctx, c, e.cl.url(db), w, pushers)
+			}); err != nil {
+				return err
 			}
-			e.dropDB(ctx, db)
-			if err != nil {
-				s.fail(c, err)
-				logf("  %s: FAILED: %v", c, firstLine(err))
-				continue
-			}
-			s.add(c, d)
 		}
 	}
 	e.logSummary(s)
