@@ -7,6 +7,10 @@ VERSION     := $(shell sed -n "s/^default_version *= *'\(.*\)'/\1/p" sql/pgmig.c
 SQL_SRC     := $(sort $(wildcard sql/src/*.sql))
 EXT_SCRIPT  := sql/build/pgmig--$(VERSION).sql
 PLAIN       := sql/build/pgmig.sql
+# Released versions an installed extension can be upgraded from (ALTER EXTENSION pgmig UPDATE);
+# their scripts are kept in sql/releases for the upgrade tests.
+UPGRADE_FROM := 0.1.0
+UPGRADES    := $(foreach v,$(UPGRADE_FROM),sql/build/pgmig--$(v)--$(VERSION).sql)
 TEST_FLAGS  ?= -count=1 -timeout 20m
 
 .PHONY: help
@@ -14,13 +18,18 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: sql
-sql: $(EXT_SCRIPT) $(PLAIN) ## build the install scripts from sql/src (committed; see verify)
+sql: $(EXT_SCRIPT) $(PLAIN) $(UPGRADES) ## build the install scripts from sql/src (committed; see verify)
 
 # The extension script is the sources concatenated in name order with the version filled in.
 $(EXT_SCRIPT): $(SQL_SRC) sql/pgmig.control
 	@mkdir -p sql/build
 	@rm -f sql/build/pgmig--*.sql
 	cat $(SQL_SRC) | sed 's/@PGMIG_VERSION@/$(VERSION)/g' > $@
+
+# An upgrade script is the same idempotent text, announcing itself so that the preamble lets it
+# modify the installed extension.
+sql/build/pgmig--%--$(VERSION).sql: $(EXT_SCRIPT)
+	{ echo "SELECT pg_catalog.set_config('pgmig.extension_upgrade', 'on', true);"; cat $<; } > $@
 
 # The plain script is the same text in one transaction, for psql -f / admin GUIs / pgmig install.
 $(PLAIN): $(EXT_SCRIPT)
@@ -30,7 +39,7 @@ $(PLAIN): $(EXT_SCRIPT)
 .PHONY: install
 install: sql ## copy the extension files into the server's extension directory (CREATE EXTENSION pgmig)
 	@test -n "$(PG_CONFIG)" || { echo "pg_config not found: install the PostgreSQL server package or set PG_CONFIG"; exit 2; }
-	install -m 644 sql/pgmig.control $(EXT_SCRIPT) "$$($(PG_CONFIG) --sharedir)/extension/"
+	install -m 644 sql/pgmig.control $(EXT_SCRIPT) $(UPGRADES) "$$($(PG_CONFIG) --sharedir)/extension/"
 
 .PHONY: build
 build: ## build the pgmig CLI into bin/pgmig (static: no cgo, starts faster, runs anywhere)

@@ -14,6 +14,7 @@ import (
 type batchEntry struct {
 	Version       int64  `json:"version"`
 	Name          string `json:"name"`
+	Label         string `json:"label,omitempty"`
 	SQL           string `json:"sql,omitempty"`
 	Down          string `json:"down,omitempty"`
 	Transactional bool   `json:"transactional"`
@@ -37,21 +38,10 @@ func Manifest(migrations []*Migration) ([]byte, error) {
 	return encodeBatch(migrations, func(*Migration) bool { return false })
 }
 
-// segmentBatch carries the SQL of the versions in (after, upTo] only (upTo
-// 0: no upper bound) and manifest entries for the rest: the engine needs
-// no SQL for applied versions, nor for pending ones above the call's
-// target_version. A segment of a large push uploads its own SQL, not the
-// whole batch again.
-func segmentBatch(migrations []*Migration, after, upTo int64) ([]byte, error) {
-	return encodeBatch(migrations, func(m *Migration) bool {
-		return m.Version > after && (upTo == 0 || m.Version <= upTo)
-	})
-}
-
 func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte, error) {
 	entries := make([]batchEntry, len(migrations))
 	for i, m := range migrations {
-		entries[i] = batchEntry{Version: m.Version, Name: m.Name, Transactional: m.Transactional, Checksum: m.Checksum}
+		entries[i] = batchEntry{Version: m.Version, Name: m.Name, Label: m.Label, Transactional: m.Transactional, Checksum: m.Checksum}
 		if withSQL(m) {
 			entries[i].CommitAfter = m.CommitAfter
 			entries[i].SQL = m.SQL

@@ -25,8 +25,11 @@ import (
 
 // Config configures a Client. A nil *Config means all defaults.
 type Config struct {
-	// Schema is the API schema the engine was installed with (where
-	// migrate_apply lives). Default "public".
+	// Schema is the API schema Install puts the unqualified API into
+	// (default "public"; a previous install's schema is kept). The Client
+	// itself always calls the copy of the API in schema pgmig, where no
+	// other role can create an overload (docs/sql-api.md, "Calling the API
+	// safely").
 	Schema string
 	// ClientInfo is stored with each applied migration. Default
 	// "pgmig/<version> host=<hostname> pid=<pid>".
@@ -127,11 +130,6 @@ func (c *Client) acquire(ctx context.Context) (*pgx.Conn, func(), error) {
 		return nil, nil, fmt.Errorf("acquiring connection: %w", err)
 	}
 	return pc.Conn(), pc.Release, nil
-}
-
-// fn is the schema-qualified name of an API function.
-func (c *Client) fn(name string) string {
-	return pgx.Identifier{c.config.Schema, name}.Sanitize()
 }
 
 // SupportedEngineVersion is the engine version embedded in this package;

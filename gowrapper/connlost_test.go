@@ -11,11 +11,13 @@ import (
 	"github.com/pgmig/pgmig/tests/pgtest"
 )
 
-// TestPushConnectionLostBeforeCommit: the push's session ends while
-// migrate_apply runs (context cancelled, backend terminated). The COMMIT was
-// never sent: the error is a *ConnectionLostError that does not claim an
-// unknown outcome, nothing is applied, and pushing again applies everything.
-func TestPushConnectionLostBeforeCommit(t *testing.T) {
+// TestPushConnectionLostMidCall: the push's session ends while the engine
+// runs (context cancelled, backend terminated). The engine commits by
+// itself, so the client cannot know how far it got: the error is a
+// *ConnectionLostError with an unknown outcome that says re-running is
+// safe; the one transaction of this batch was interrupted, so nothing is
+// applied, and pushing again applies everything.
+func TestPushConnectionLostMidCall(t *testing.T) {
 	t.Parallel()
 	files := map[string]string{
 		"001_a.sql":    "create table a (id int);\n",
@@ -56,8 +58,8 @@ func TestPushConnectionLostBeforeCommit(t *testing.T) {
 			if !errors.As(err, &lost) || !errors.Is(err, pgmig.ErrConnectionLost) {
 				t.Fatalf("want a *ConnectionLostError, got %T %v", err, err)
 			}
-			if lost.OutcomeUnknown || errors.Is(err, pgmig.ErrOutcomeUnknown) {
-				t.Errorf("COMMIT was never sent, but the outcome is reported unknown: %v", err)
+			if !lost.OutcomeUnknown || !errors.Is(err, pgmig.ErrOutcomeUnknown) {
+				t.Errorf("the engine was running and commits by itself, but the outcome is reported known: %v", err)
 			}
 			if lost.Err == nil || !strings.Contains(err.Error(), "connection lost") {
 				t.Errorf("message: %v", err)
@@ -65,6 +67,26 @@ func TestPushConnectionLostBeforeCommit(t *testing.T) {
 			var n int
 			if err := admin.QueryRow(context.Background(), "select count(*) from pgmig.history").Scan(&n); err != nil || n != 0 {
 				t.Fatalf("history rows after the lost push: %d (%v)", n, err)
+			}
+			// The server noticed: no session of the lost push holds or waits for the lock.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				var busy bool
+				if err := admin.QueryRow(context.Background(), `select exists (select from pg_locks
+					where relation = 'pgmig.history'::regclass and pid <> pg_backend_pid())`).Scan(&busy); err != nil {
+					t.Fatal(err)
+				}
+				if !busy {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the lost push's session still holds the history lock")
+				}
+			}
+			// 002 was not recorded: a faster version of it is no drift.
+			res, err := connect(t, db.URL, nil).Push(context.Background(), load(t, map[string]string{
+				"001_a.sql": files["001_a.sql"], "002_slow.sql": "select pg_sleep(0);\n"}), nil)
+			if err != nil || res.Applied != 2 {
+				t.Fatalf("push after the lost one: %+v, %v", res, err)
 			}
 		})
 	}

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -211,12 +211,16 @@ func (e *MigrationError) Is(target error) bool {
 }
 
 // DriftError is the engine's drift report (PM002), every offending version
-// sorted by kind. It matches ErrDrift, and ErrOutOfOrder when OutOfOrder is
-// not empty; Unwrap gives the *pgconn.PgError, whose DETAIL has one line
-// per problem.
+// sorted by kind, as the engine reported them (data, not the message). It
+// matches ErrDrift, and ErrOutOfOrder when OutOfOrder is not empty; Unwrap
+// gives the *pgconn.PgError, whose DETAIL has one line per problem. The
+// kinds are known when the engine sent them (Push, Plan); an error from
+// another call has only the PgError.
 type DriftError struct {
-	// Changed: applied versions whose SQL (checksum) or name changed.
+	// Changed: applied versions whose SQL (checksum) or name changed
+	// (Renamed lists those whose name changed).
 	Changed []int64
+	Renamed []int64
 	// Missing: applied versions absent from the migrations.
 	Missing []int64
 	// OutOfOrder: pending versions older than the newest applied one.
@@ -232,28 +236,34 @@ func (e *DriftError) Is(target error) bool {
 
 func (e *DriftError) Unwrap() error { return e.PgError }
 
-var driftLine = regexp.MustCompile(`^version (\d+)\b`)
-
-// newDriftError sorts the DETAIL lines of PM002 ("version 7 (x): ...") by
-// the kind of problem they describe.
-func newDriftError(pgErr *pgconn.PgError) *DriftError {
+// newDriftError sorts the engine's drift data by kind.
+func newDriftError(pgErr *pgconn.PgError, drift *driftEvent) *DriftError {
 	e := &DriftError{PgError: pgErr}
-	for _, line := range strings.Split(pgErr.Detail, "\n") {
-		m := driftLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
+	if drift == nil {
+		return e
+	}
+	for _, d := range drift.Drift {
+		e.add(d.Version, d.Kind)
+	}
+	return e
+}
+
+func (e *DriftError) add(v int64, kind string) {
+	switch kind {
+	case "out_of_order":
+		e.OutOfOrder = append(e.OutOfOrder, v)
+	case "missing":
+		e.Missing = append(e.Missing, v)
+	case "renamed":
+		e.Renamed = append(e.Renamed, v)
+		if !slices.Contains(e.Changed, v) {
+			e.Changed = append(e.Changed, v)
 		}
-		v, _ := strconv.ParseInt(m[1], 10, 64)
-		switch {
-		case strings.Contains(line, "(out of order)"):
-			e.OutOfOrder = append(e.OutOfOrder, v)
-		case strings.Contains(line, "missing from the batch"):
-			e.Missing = append(e.Missing, v)
-		default:
+	default:
+		if !slices.Contains(e.Changed, v) {
 			e.Changed = append(e.Changed, v)
 		}
 	}
-	return e
 }
 
 // engineError turns a pgmig SQLSTATE into its sentinel while keeping the
@@ -262,7 +272,7 @@ func engineError(op string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		if pgErr.Code == codeDrift {
-			return fmt.Errorf("%s: %w", op, newDriftError(pgErr))
+			return fmt.Errorf("%s: %w", op, newDriftError(pgErr, nil))
 		}
 		if s, ok := sentinelByCode[pgErr.Code]; ok {
 			return fmt.Errorf("%s: %w: %w", op, s, err)
@@ -293,7 +303,7 @@ func isEngineMissing(pgErr *pgconn.PgError) bool {
 // was committed cannot be known from the client. Matched by a
 // *ConnectionLostError whose OutcomeUnknown is set. Re-running the push is
 // safe: applied migrations are recorded and skipped.
-var ErrOutcomeUnknown = errors.New("the connection was lost while committing: whether the migrations were committed is unknown")
+var ErrOutcomeUnknown = errors.New("the connection was lost while the engine ran: how much of the push was committed is unknown")
 
 // ErrConnectionLost: the connection failed (closed, reset, EOF, timeout, or
 // the context was cancelled) in the middle of a push. Every
@@ -307,11 +317,11 @@ var ErrConnectionLost = errors.New("connection lost during the push")
 type ConnectionLostError struct {
 	// Op is what the push was doing.
 	Op string
-	// OutcomeUnknown: the failure happened while or after the COMMIT of
-	// the step's transaction was sent, so it may have been committed.
-	// When false the step's transaction was never committed: the server
-	// rolls back an open transaction whose connection is gone, and nothing
-	// of that step is applied.
+	// OutcomeUnknown: the failure happened while the engine ran (it
+	// commits by itself, transaction by transaction), or while the COMMIT
+	// of a non-transactional step was sent: some of it may be committed.
+	// When false nothing of the call was sent, or its transaction was never
+	// committed: nothing of that step is applied.
 	OutcomeUnknown bool
 	// Applied is how many migrations earlier steps of the same push applied
 	// and committed (segments, commit-after, non-transactional migrations).
@@ -331,7 +341,7 @@ func (e *ConnectionLostError) Error() string {
 	case e.Version != 0:
 		what = fmt.Sprintf("connection lost while non-transactional version %d ran: the statements it completed stay applied", e.Version)
 	case e.OutcomeUnknown:
-		what = "connection lost while committing: whether the migrations were committed is unknown"
+		what = "connection lost while the engine ran (it commits by itself): how much was committed is unknown; pushing again is safe"
 	}
 	if e.Applied > 0 {
 		what += fmt.Sprintf("; %d migration(s) committed by earlier steps stay applied", e.Applied)

@@ -44,7 +44,9 @@ func Example_serviceStartup() {
 	res, err := client.Push(ctx, migrations, &pgmig.PushOpts{
 		LockTimeout: time.Minute,
 		Progress: func(p pgmig.Progress) {
-			fmt.Printf("applying %s (%d/%d)\n", p.File, p.Index, p.Total)
+			if !p.Done { // called again with Done and the server's Duration
+				fmt.Printf("applying %s (%d/%d)\n", p.File, p.Index, p.Total)
+			}
 		},
 	})
 	if err != nil {

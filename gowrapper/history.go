@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // Outcomes of the history operations (Rollback, Baseline, Repair, Resolve).
@@ -72,69 +73,76 @@ func (c *Client) Rollback(ctx context.Context, toVersion int64, opts *RollbackOp
 	if err := c.verifyEngine(ctx, conn); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	route := &noticeRoute{progress: opts.Progress, notice: opts.Notice}
+	route := newNoticeRoute(opts.Progress, opts.Notice, nil)
 	defer attachRoute(conn.PgConn(), route)()
-	results, err := c.lockedCall(ctx, conn, op, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
-		c.fn("migrate_rollback")+`($1, dry_run => $2, client_info => $3)`, nil, toVersion, opts.DryRun, c.config.ClientInfo)
+	// The engine takes the lock (failing fast by default: going down
+	// while another migrator goes up is a conflict to report, not to queue
+	// behind).
+	rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_rollback($1::bigint,
+		lock_timeout => $2::interval, dry_run => $3::boolean, client_info => $4::text, notices => $5::text)`,
+		pgx.QueryExecModeExec, toVersion, rollbackLockTimeout(opts.LockTimeout), opts.DryRun, c.config.ClientInfo, dataNotices(route))
+	var results []MigrationResult
+	if err == nil {
+		results, err = scanResults(rows, nil)
+	}
 	if err != nil {
-		return nil, c.rollbackError(ctx, conn, op, route, err)
+		return nil, c.historyError(ctx, conn, op, route, err)
 	}
 	return c.historyResult(ctx, conn, results, start, OutcomeRolledBack), nil
 }
 
-// failFast: 0 means one attempt at the lock.
-func failFast(d time.Duration) time.Duration {
+// rollbackLockTimeout: 0 means do not wait.
+func rollbackLockTimeout(d time.Duration) any {
 	if d <= 0 {
-		return -1
+		return "0"
 	}
-	return d
+	return intervalArg(d)
 }
 
-// lockedCall runs query (a history function returning migrate_apply's
-// columns) in a transaction that first takes the history lock without a
-// snapshot (lockHistory); the function then finds the lock held.
-func (c *Client) lockedCall(ctx context.Context, conn *pgx.Conn, op string, lockTimeout time.Duration, query string, migrations []*Migration, args ...any) ([]MigrationResult, error) {
-	tx, err := c.lockHistory(ctx, conn, lockTimeout)
-	if err != nil {
-		return nil, err
+// dataNotices is the engine's notices mode for a call: progress as data
+// when someone takes it, else none (failures still come with data).
+func dataNotices(route *noticeRoute) string {
+	if route.wantsNotices() {
+		return "json"
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	return c.runLocked(ctx, conn, tx, op, query, migrations, append([]any{pgx.QueryExecModeExec}, args...)...)
+	return "none"
 }
 
-// runLocked runs query in tx, which holds the history lock, and commits.
-// Up to the COMMIT a lost connection means the server rolls the transaction
-// back (the caller reports that); a connection lost during the COMMIT leaves
-// the outcome unknown: *ConnectionLostError with OutcomeUnknown.
-func (c *Client) runLocked(ctx context.Context, conn *pgx.Conn, tx pgx.Tx, op string, query string, migrations []*Migration, args ...any) ([]MigrationResult, error) {
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	results, err := scanResults(rows, migrations)
-	if err != nil {
-		// The caller reads the history next: end the failed transaction.
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		if connectionLost(conn, err) {
-			return nil, &ConnectionLostError{Op: op, OutcomeUnknown: true, Err: err}
+// scanResults reads rows of the engine's (version, name, outcome,
+// duration, applied_at) results, naming the files of migrations.
+func scanResults(rows pgx.Rows, migrations []*Migration) ([]MigrationResult, error) {
+	defer rows.Close()
+	var results []MigrationResult
+	for rows.Next() {
+		var r MigrationResult
+		var d pgtype.Interval
+		if err := rows.Scan(&r.Version, &r.Name, &r.Outcome, &d, &r.AppliedAt); err != nil {
+			return nil, err
 		}
+		r.Duration = intervalDuration(d)
+		results = append(results, r)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	addFiles(results, migrations)
 	return results, nil
 }
 
-// rollbackError: a down SQL that failed becomes a *MigrationError naming
-// the version the last progress notice announced.
-func (c *Client) rollbackError(ctx context.Context, conn *pgx.Conn, op string, route *noticeRoute, err error) error {
+// historyError: a down SQL that failed becomes a *MigrationError naming the
+// version the engine's PM010 data names; a connection lost while the engine
+// ran may have committed (the call is one transaction).
+func (c *Client) historyError(ctx context.Context, conn *pgx.Conn, op string, route *noticeRoute, err error) error {
+	if connectionLost(conn, err) {
+		return &ConnectionLostError{Op: op, OutcomeUnknown: !pgconn.SafeToRetry(err), Err: err}
+	}
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) || strings.HasPrefix(pgErr.Code, "PM") || !route.hasCurrent {
+	failure, _ := route.failed()
+	if !errors.As(err, &pgErr) || strings.HasPrefix(pgErr.Code, "PM") || failure == nil {
 		return engineError(op, err)
 	}
 	merr := &MigrationError{
-		Version: route.current, Name: route.currentName,
+		Version: failure.Version, Name: failure.Name,
 		Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint,
 		Rollback: true, PgError: pgErr,
 	}
@@ -160,8 +168,9 @@ func (c *Client) Baseline(ctx context.Context, migrations []*Migration, version 
 		opts = &BaselineOpts{}
 	}
 	op := fmt.Sprintf("baselining at version %d", version)
-	return c.historyCall(ctx, op, migrations, OutcomeBaselined, opts.LockTimeout, `select version, name, outcome, duration, applied_at from `+
-		c.fn("migrate_baseline")+`($1::jsonb, $2, client_info => $3)`, version, c.config.ClientInfo)
+	return c.historyCall(ctx, op, migrations, OutcomeBaselined, `select version, name, outcome, duration, applied_at from
+		pgmig.migrate_baseline($1::jsonb, $2::bigint, lock_timeout => $3::interval, client_info => $4::text)`,
+		version, intervalArg(opts.LockTimeout), c.config.ClientInfo)
 }
 
 // RepairOpts configures Repair. A nil *RepairOpts means defaults.
@@ -187,13 +196,14 @@ func (c *Client) Repair(ctx context.Context, migrations []*Migration, opts *Repa
 	if len(opts.Versions) > 0 {
 		versions = opts.Versions
 	}
-	return c.historyCall(ctx, "repairing the history", migrations, OutcomeRepaired, opts.LockTimeout, `select version, name, outcome, duration, applied_at from `+
-		c.fn("migrate_repair")+`($1::jsonb, $2::bigint[], client_info => $3)`, versions, c.config.ClientInfo)
+	return c.historyCall(ctx, "repairing the history", migrations, OutcomeRepaired, `select version, name, outcome, duration, applied_at from
+		pgmig.migrate_repair($1::jsonb, $2::bigint[], lock_timeout => $3::interval, client_info => $4::text)`,
+		versions, intervalArg(opts.LockTimeout), c.config.ClientInfo)
 }
 
-// historyCall runs a history function whose first argument is the batch,
-// in a transaction that takes the lock first as Push does (lockHistory).
-func (c *Client) historyCall(ctx context.Context, op string, migrations []*Migration, changed Outcome, lockTimeout time.Duration, query string, args ...any) (*HistoryResult, error) {
+// historyCall runs a history function whose first argument is the batch;
+// the engine takes the lock.
+func (c *Client) historyCall(ctx context.Context, op string, migrations []*Migration, changed Outcome, query string, args ...any) (*HistoryResult, error) {
 	start := time.Now()
 	conn, release, err := c.acquire(ctx)
 	if err != nil {
@@ -207,8 +217,15 @@ func (c *Client) historyCall(ctx context.Context, op string, migrations []*Migra
 	if err != nil {
 		return nil, fmt.Errorf("%s: encoding batch: %w", op, err)
 	}
-	results, err := c.lockedCall(ctx, conn, op, lockTimeout, query, migrations, append([]any{string(batch)}, args...)...)
+	rows, err := conn.Query(ctx, query, append([]any{pgx.QueryExecModeExec, string(batch)}, args...)...)
+	var results []MigrationResult
+	if err == nil {
+		results, err = scanResults(rows, migrations)
+	}
 	if err != nil {
+		if connectionLost(conn, err) {
+			return nil, &ConnectionLostError{Op: op, OutcomeUnknown: !pgconn.SafeToRetry(err), Err: err}
+		}
 		return nil, engineError(op, err)
 	}
 	return c.historyResult(ctx, conn, results, start, changed), nil
@@ -268,9 +285,17 @@ func (c *Client) Resolve(ctx context.Context, version int64, action ResolveActio
 	if err := c.verifyEngine(ctx, conn); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
-	results, err := c.lockedCall(ctx, conn, op, failFast(opts.LockTimeout), `select version, name, outcome, duration, applied_at from `+
-		c.fn("migrate_resolve")+`($1, $2, client_info => $3)`, nil, version, string(action), c.config.ClientInfo)
+	rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_resolve($1::bigint, $2::text,
+		lock_timeout => $3::interval, client_info => $4::text)`, pgx.QueryExecModeExec,
+		version, string(action), rollbackLockTimeout(opts.LockTimeout), c.config.ClientInfo)
+	var results []MigrationResult
+	if err == nil {
+		results, err = scanResults(rows, nil)
+	}
 	if err != nil {
+		if connectionLost(conn, err) {
+			return nil, &ConnectionLostError{Op: op, OutcomeUnknown: !pgconn.SafeToRetry(err), Err: err}
+		}
 		return nil, engineError(op, err)
 	}
 	res := c.historyResult(ctx, conn, results, start, "")

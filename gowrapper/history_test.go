@@ -36,7 +36,11 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("dry run: %+v %v", res, err)
 	}
 	var progress []int64
-	res, err = client.Rollback(ctx, 3, &pgmig.RollbackOpts{Progress: func(p pgmig.Progress) { progress = append(progress, p.Version) }})
+	res, err = client.Rollback(ctx, 3, &pgmig.RollbackOpts{Progress: func(p pgmig.Progress) {
+		if !p.Done {
+			progress = append(progress, p.Version)
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,10 @@ type Migration struct {
 	// does is committed before the next migration runs (e.g. a new enum
 	// value, unusable in the transaction that added it).
 	CommitAfter bool
+	// Label is the version as written in the file name for display, when
+	// it is not the plain number (a Flyway version such as "1.2"); "" means
+	// the decimal Version. The engine records it in the history.
+	Label string
 
 	// source is the up section as it is in the file, before trimming and
 	// template expansion; lead is what TrimSpace removed from its start.

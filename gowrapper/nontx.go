@@ -12,66 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// step is one unit of a push: a migrate_apply call up to target (0: all)
-// whose batch carries the SQL of the versions above after, or one
-// non-transactional migration.
-type step struct {
-	after, target int64
-	count         int // pending migrations it is expected to apply
-	nontx         *Migration
-}
-
-func hasNonTransactional(migrations []*Migration) bool {
-	for _, m := range migrations {
-		if !m.Transactional {
-			return true
-		}
-	}
-	return false
-}
-
-// planSteps cuts the pending versions into steps: migrate_apply segments of
-// at most size migrations (size <= 0: no limit), ending after each
-// CommitAfter migration and before each non-transactional one, which is a
-// step of its own. The last step applies up to target (0: all).
-func planSteps(migrations []*Migration, pending []int64, size int, target int64) []step {
-	byVersion := make(map[int64]*Migration, len(migrations))
-	for _, m := range migrations {
-		byVersion[m.Version] = m
-	}
-	var steps []step
-	var after int64 // the previous step's last version
-	n := 0          // migrations in the open segment
-	var last int64  // last version in the open segment
-	for _, v := range pending {
-		m := byVersion[v]
-		if m != nil && !m.Transactional {
-			if n > 0 {
-				steps = append(steps, step{after: after, target: last, count: n})
-				n = 0
-			}
-			steps = append(steps, step{after: v - 1, target: v, count: 1, nontx: m})
-			after = v
-			continue
-		}
-		n++
-		last = v
-		if m != nil && m.CommitAfter || size > 0 && n >= size {
-			steps = append(steps, step{after: after, target: v, count: n})
-			after = v
-			n = 0
-		}
-	}
-	if n > 0 || len(steps) == 0 {
-		steps = append(steps, step{after: after, target: target, count: n})
-	} else if s := &steps[len(steps)-1]; s.nontx == nil {
-		// The pending list can be stale: let the last call cover
-		// everything up to the caller's target.
-		s.target = target
-	}
-	return steps
-}
-
 // applyNonTransactional runs one non-transactional migration with the
 // engine's protocol (sql/src/75_nontx.sql): the holder connection keeps the
 // history lock in an open transaction that holds no snapshot, so it
@@ -79,14 +19,10 @@ func planSteps(migrations []*Migration, pending []int64, size int, target int64)
 // second connection runs the statements one by one at top level, recording
 // before each one how far it got, so an interruption leaves an exact
 // account (PM009 for every migrator until migrate_resolve).
-func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, migrations []*Migration, m *Migration, opts *PushOpts,
-	index, total int, route *noticeRoute) (MigrationResult, error) {
-	res := MigrationResult{Version: m.Version, Name: m.Name, File: m.File, Outcome: OutcomeApplied}
+func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, batch []byte, m *Migration, opts *PushOpts,
+	index int, route *noticeRoute) (MigrationResult, error) {
+	res := MigrationResult{Version: m.Version, Name: m.Name, Label: m.Label, File: m.File, Outcome: OutcomeApplied}
 	op := fmt.Sprintf("applying non-transactional version %d [%s]", m.Version, m.Name)
-	batch, err := segmentBatch(migrations, m.Version-1, m.Version)
-	if err != nil {
-		return res, fmt.Errorf("%s: encoding batch: %w", op, err)
-	}
 	// Bookkeeping must reach the server even when ctx was cancelled.
 	bg := context.WithoutCancel(ctx)
 	stmts := splitStatements(m.SQL)
@@ -104,9 +40,9 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	// migrator may have applied the migration.
 	var outcome Outcome
 	var appliedAt *time.Time
-	if err := tx.QueryRow(ctx, `select outcome, applied_at from `+c.fn("migrate_plan")+
-		`($1::jsonb, allow_out_of_order => $2, allow_missing => $3) where version = $4`, pgx.QueryExecModeSimpleProtocol,
-		string(batch), opts.AllowOutOfOrder, opts.AllowMissing, m.Version).Scan(&outcome, &appliedAt); err == nil && outcome != OutcomePending {
+	if err := tx.QueryRow(ctx, `select outcome, applied_at from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint,
+		allow_out_of_order => $3::boolean, allow_missing => $4::boolean) where version = $5::bigint`, pgx.QueryExecModeSimpleProtocol,
+		string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing, m.Version).Scan(&outcome, &appliedAt); err == nil && outcome != OutcomePending {
 		res.Outcome, res.AppliedAt = outcome, appliedAt
 		return res, tx.Commit(ctx)
 	}
@@ -115,7 +51,7 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	// transaction, and keeps its snapshot registered meanwhile; the idle
 	// holder would then hold back xmin and CREATE INDEX CONCURRENTLY on the
 	// executor would wait for it forever.
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2, NULL, $3, $4)", pgx.QueryExecModeSimpleProtocol,
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2::bigint, NULL, $3::boolean, $4::boolean)", pgx.QueryExecModeSimpleProtocol,
 		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
 		if connectionLost(holder, err) {
 			// Not committed: the server rolls the holder's transaction back.
@@ -131,13 +67,13 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	defer exec.Close(bg)
 	defer attachRoute(exec.PgConn(), route)()
 	record := func(done int, current, failure *string) error {
-		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)", pgx.QueryExecModeExec,
+		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text)", pgx.QueryExecModeExec,
 			m.Version, m.Name, m.Checksum, m.SQL, nullEmpty(m.Down), len(stmts), done, current, failure, c.config.ClientInfo)
 		return err
 	}
 
 	if opts.Progress != nil {
-		opts.Progress(Progress{Version: m.Version, Name: m.Name, Index: index, Total: total, File: m.File, At: time.Now()})
+		route.emit(Progress{Version: m.Version, Name: m.Name, Index: index, Total: route.total, At: time.Now()})
 	}
 	start := time.Now()
 	for i, st := range stmts {
@@ -171,7 +107,10 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, mi
 	}
 	res.Duration = time.Since(start)
 	res.AppliedAt = &start
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2, $3::interval, $4)", pgx.QueryExecModeSimpleProtocol,
+	if opts.Progress != nil {
+		route.emit(Progress{Version: m.Version, Name: m.Name, Total: route.total, Done: true, Duration: res.Duration, At: time.Now()})
+	}
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2::bigint, $3::interval, $4::text)", pgx.QueryExecModeSimpleProtocol,
 		string(batch), m.Version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
 		if connectionLost(holder, err) {
 			return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}

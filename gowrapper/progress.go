@@ -1,64 +1,119 @@
 package pgmig
 
 import (
-	"regexp"
-	"strconv"
-	"strings"
+	"encoding/json"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// Progress is a migration the server is about to apply, from the engine's
-// PM000 notice "pgmig: applying version 42 (3/7): add_users".
+// Progress is a migration the server is about to apply (Done false) or has
+// just applied (Done true, with the server's measured Duration), from the
+// engine's PM000 notices.
 type Progress struct {
 	Version int64
 	Name    string
-	Index   int // 1-based position among the migrations this call applies
-	Total   int
+	// Label is the version as written in the file name, when it is not the
+	// plain number (Migration.Label).
+	Label string
+	Index int // 1-based position among the migrations this push applies
+	Total int
 	// File is the migration's file when the pushed migrations came from
 	// Load ("" otherwise).
 	File string
+	// Done: the migration was applied (its transaction may still fail
+	// later, which the push's error reports).
+	Done bool
+	// Duration is how long the server took to run it (Done only).
+	Duration time.Duration
 	// At is when the notice arrived.
 	At time.Time
 }
 
-var progressPattern = regexp.MustCompile(`^pgmig: (?:applying|rolling back) version (\d+) \((\d+)/(\d+)\): (.*)$`)
-
-// failedPattern is the engine's PM010 WARNING, "pgmig: migration 42
-// (add_users) failed with SQLSTATE 42601; nothing was applied": it names the
-// failing migration even when no progress notice was sent before it.
-var failedPattern = regexp.MustCompile(`^pgmig: (?:rolling back )?migration (\d+) \((.*)\) failed with SQLSTATE `)
-
-func parseProgress(n *pgconn.Notice) (Progress, bool) {
-	if n.Code != codeProgress {
-		return Progress{}, false
+// The engine's signals to clients are data, never message wording: with
+// notices => 'json' (or 'none') pgmig's notices and warnings carry a JSON
+// DETAIL (docs/sql-api.md, "Signals for programs"); only their SQLSTATE
+// and that DETAIL are read here.
+type (
+	// progressEvent is the DETAIL of a PM000 notice.
+	progressEvent struct {
+		Event      string `json:"event"` // "applying", "applied", "rolling_back" or "rolled_back"
+		Version    int64  `json:"version"`
+		Name       string `json:"name"`
+		Index      int    `json:"index"`
+		Total      int    `json:"total"`
+		DurationUS int64  `json:"duration_us"`
 	}
-	m := progressPattern.FindStringSubmatch(n.Message)
-	if m == nil {
-		return Progress{}, false
+	// failureEvent is the DETAIL of the PM010 WARNING that precedes the
+	// error of a failing migration.
+	failureEvent struct {
+		Version   int64  `json:"version"`
+		Name      string `json:"name"`
+		SQLState  string `json:"sqlstate"`
+		Committed int    `json:"committed"`
 	}
-	v, _ := strconv.ParseInt(m[1], 10, 64)
-	i, _ := strconv.Atoi(m[2])
-	t, _ := strconv.Atoi(m[3])
-	return Progress{Version: v, Name: m[4], Index: i, Total: t, At: time.Now()}, true
-}
+	// driftEvent is the DETAIL of the PM002 WARNING that precedes a drift
+	// error.
+	driftEvent struct {
+		Drift []struct {
+			Version int64  `json:"version"`
+			Kind    string `json:"kind"`
+		} `json:"drift"`
+	}
+)
 
 // noticeRoute receives the notices of one connection while a pgmig call
 // runs on it.
 type noticeRoute struct {
 	progress func(Progress)
 	notice   func(*pgconn.Notice)
-	files    map[int64]string
-	// current is the version named by the last PM000 notice: the migration
+	files    map[int64]*Migration
+
+	mu sync.Mutex
+	// current is the migration the last PM000 notice named: the one
 	// running when an error arrives.
-	current     int64
-	currentName string
-	hasCurrent  bool
-	// offset and total renumber the engine's per-call "(i/n)" across the
-	// segments of one push (total 0: keep the engine's).
+	current    int64
+	hasCurrent bool
+	failure    *failureEvent
+	drift      *driftEvent
+	// offset and total renumber the engine's per-call index across the
+	// calls of one push (total 0: the first call's).
 	offset, total int
+}
+
+func newNoticeRoute(progress func(Progress), notice func(*pgconn.Notice), migrations []*Migration) *noticeRoute {
+	r := &noticeRoute{progress: progress, notice: notice}
+	if progress != nil {
+		r.files = make(map[int64]*Migration, len(migrations))
+		for _, m := range migrations {
+			r.files[m.Version] = m
+		}
+	}
+	return r
+}
+
+// wantsNotices: whether the engine should send progress notices at all.
+func (r *noticeRoute) wantsNotices() bool { return r.progress != nil || r.notice != nil }
+
+// reset forgets what an earlier engine call reported.
+func (r *noticeRoute) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failure, r.drift, r.hasCurrent = nil, nil, false
+}
+
+func (r *noticeRoute) failed() (*failureEvent, *driftEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failure, r.drift
+}
+
+func (r *noticeRoute) emit(p Progress) {
+	if m := r.files[p.Version]; m != nil {
+		p.File, p.Label = m.File, m.Label
+	}
+	r.progress(p)
 }
 
 // routes maps a connection to the pgmig call running on it. A pgconn
@@ -85,28 +140,49 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 		return
 	}
 	r := v.(*noticeRoute)
-	if p, ok := parseProgress(n); ok {
-		r.current, r.currentName, r.hasCurrent = p.Version, p.Name, true
-		p.File = r.files[p.Version]
-		if r.total > 0 {
-			p.Index, p.Total = p.Index+r.offset, r.total
+	switch n.Code {
+	case codeProgress:
+		var e progressEvent
+		if json.Unmarshal([]byte(n.Detail), &e) != nil || e.Version == 0 {
+			return // a pgmig notice without data (notices => 'text'): nothing to route
 		}
-		if r.progress != nil {
-			r.progress(p)
+		r.mu.Lock()
+		r.current, r.hasCurrent = e.Version, true
+		if r.total == 0 {
+			// The first engine call of a push counts everything it will apply.
+			r.total = e.Total
+		}
+		offset, total := r.offset, r.total
+		r.mu.Unlock()
+		if r.progress == nil {
+			return
+		}
+		p := Progress{Version: e.Version, Name: e.Name, Index: offset + e.Index, Total: total, At: time.Now()}
+		if e.Event == "applied" || e.Event == "rolled_back" {
+			p.Done, p.Duration, p.Index = true, time.Duration(e.DurationUS)*time.Microsecond, 0
+		}
+		r.emit(p)
+		return
+	case codeMigrationFailed:
+		var e failureEvent
+		if json.Unmarshal([]byte(n.Detail), &e) == nil && e.Version != 0 {
+			r.mu.Lock()
+			r.failure = &e
+			r.current, r.hasCurrent = e.Version, true
+			r.mu.Unlock()
+		}
+		return
+	case codeDrift:
+		var e driftEvent
+		if json.Unmarshal([]byte(n.Detail), &e) == nil {
+			r.mu.Lock()
+			r.drift = &e
+			r.mu.Unlock()
 		}
 		return
 	}
-	if n.Code == codeMigrationFailed {
-		if m := failedPattern.FindStringSubmatch(n.Message); m != nil {
-			if v, err := strconv.ParseInt(m[1], 10, 64); err == nil {
-				r.current, r.currentName, r.hasCurrent = v, m[2], true
-			}
-		}
-		return
-	}
-	if strings.HasPrefix(n.Code, "PM") {
-		// pgmig's own: PM011 (ahead: in the result rows), PM012 (summary:
-		// in the result).
+	if len(n.Code) == 5 && n.Code[:2] == "PM" {
+		// pgmig's own (ahead, summary): in the call's result.
 		return
 	}
 	if r.notice != nil {

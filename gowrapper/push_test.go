@@ -61,8 +61,14 @@ func TestPushAppliesThenNothingPending(t *testing.T) {
 	client := connect(t, db.URL, nil)
 	ms := load(t, twoMigrations)
 
-	var progress []pgmig.Progress
-	res, err := client.Push(ctx, ms, &pgmig.PushOpts{Progress: func(p pgmig.Progress) { progress = append(progress, p) }})
+	var progress, done []pgmig.Progress
+	res, err := client.Push(ctx, ms, &pgmig.PushOpts{Progress: func(p pgmig.Progress) {
+		if p.Done {
+			done = append(done, p)
+		} else {
+			progress = append(progress, p)
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +83,11 @@ func TestPushAppliesThenNothingPending(t *testing.T) {
 	if len(progress) != 2 || progress[0].Version != 1 || progress[0].Index != 1 || progress[0].Total != 2 ||
 		progress[1].Name != "add_email" || progress[1].File != "002_add_email.sql" {
 		t.Errorf("progress: %+v", progress)
+	}
+	// Each migration is reported done too, with the duration the server measured.
+	if len(done) != 2 || done[0].Version != 1 || done[1].Version != 2 || done[0].File != "001_create_users.sql" ||
+		done[0].Duration <= 0 || done[0].Duration != res.Migrations[0].Duration {
+		t.Errorf("done: %+v (results %+v)", done, res.Migrations)
 	}
 
 	res, err = client.Push(ctx, ms, nil)
@@ -127,16 +138,24 @@ func TestPushTargetAndPlan(t *testing.T) {
 	if plan.Pending != 2 || plan.Version != 0 {
 		t.Fatalf("plan: %+v", plan)
 	}
+	// The engine decides what a target leaves out, for plan as for push.
+	plan, err = client.Plan(ctx, ms, &pgmig.PlanOpts{TargetVersion: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Pending != 1 || plan.Migrations[0].Outcome != pgmig.OutcomePending || plan.Migrations[1].Outcome != pgmig.OutcomeBeyondTarget {
+		t.Fatalf("plan to target 1: %+v", plan)
+	}
 	res, err := client.Push(ctx, ms, &pgmig.PushOpts{TargetVersion: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Applied != 1 || res.Version != 1 || res.Migrations[1].Outcome != pgmig.OutcomePending {
+	if res.Applied != 1 || res.Version != 1 || res.Migrations[1].Outcome != pgmig.OutcomeBeyondTarget {
 		t.Fatalf("push to target 1: %+v", res)
 	}
-	// Pending only above the target: nothing to do, answered without the lock.
+	// Pending only above the target: nothing to do.
 	res, err = client.Push(ctx, ms, &pgmig.PushOpts{TargetVersion: 1})
-	if err != nil || !res.Prechecked || res.Applied != 0 {
+	if err != nil || res.Applied != 0 || res.Migrations[1].Outcome != pgmig.OutcomeBeyondTarget {
 		t.Fatalf("second push to target 1: %+v %v", res, err)
 	}
 	res, err = client.Push(ctx, ms, &pgmig.PushOpts{DryRun: true})
@@ -241,7 +260,11 @@ func TestPushOnPoolWithNoticeHandler(t *testing.T) {
 	t.Cleanup(pool.Close)
 	var got []int64
 	res, err := pgmig.NewPool(pool, nil).Push(ctx, load(t, twoMigrations), &pgmig.PushOpts{
-		Progress: func(p pgmig.Progress) { got = append(got, p.Version) },
+		Progress: func(p pgmig.Progress) {
+			if !p.Done {
+				got = append(got, p.Version)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -441,10 +464,11 @@ func TestPushGetsLockAsHolderCommits(t *testing.T) {
 	}
 }
 
-// A push waiting for the lock stops when its context is cancelled, like a
-// lost connection before anything was applied, and its server session
-// leaves the lock queue within a slice (its client is gone, so the session
-// ends when the slice runs out) instead of staying queued behind the holder.
+// A push waiting for the lock stops when its context is cancelled, as a
+// lost connection (the engine was running: the outcome is reported
+// unknown, re-running is safe), and its server session leaves the lock
+// queue within a slice (its client is gone) instead of staying queued
+// behind the holder; nothing was applied.
 func TestPushWaitCancelled(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -464,7 +488,7 @@ func TestPushWaitCancelled(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	_, err = client.Push(pushCtx, load(t, twoMigrations), nil)
-	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, pgmig.ErrConnectionLost) || errors.Is(err, pgmig.ErrOutcomeUnknown) {
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, pgmig.ErrConnectionLost) {
 		t.Fatalf("err = %v, want ErrConnectionLost wrapping context.DeadlineExceeded", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -490,10 +514,12 @@ func TestPushWaitCancelled(t *testing.T) {
 	}
 }
 
-// A session whose statement_timeout is shorter than a queued attempt's
-// slice still waits for the lock: the slices shrink below it, so they run
-// out (and are retried) before the timeout would cancel the LOCK TABLE.
-func TestPushWaitsUnderShortStatementTimeout(t *testing.T) {
+// A whole push is one statement (CALL migrate_run), so a session's short
+// statement_timeout bounds the wait for the lock too: the engine's queued
+// slices end before it, and it fails with its own PM003 naming the
+// statement_timeout and the holder (never a raw 57014 from a cancelled
+// LOCK TABLE), nothing applied; once the holder is gone the same push works.
+func TestPushUnderShortStatementTimeout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
@@ -506,21 +532,24 @@ func TestPushWaitsUnderShortStatementTimeout(t *testing.T) {
 	if _, err := tx.Exec(ctx, "lock table pgmig.history in exclusive mode"); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := connect(t, db.URL+"&statement_timeout=180ms", nil).Push(ctx, load(t, map[string]string{"001_t.sql": "create table t (id int);"}), nil)
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("push returned while the lock was held: %v", err)
-	case <-time.After(700 * time.Millisecond):
+	ms := load(t, map[string]string{"001_t.sql": "create table t (id int);"})
+	client := connect(t, db.URL+"&statement_timeout=1s", nil)
+	start := time.Now()
+	_, err = client.Push(ctx, ms, nil)
+	var pgErr *pgconn.PgError
+	errors.As(err, &pgErr)
+	if !errors.Is(err, pgmig.ErrLockTimeout) || pgErr == nil || !strings.Contains(pgErr.Message, "statement_timeout") ||
+		!strings.Contains(pgErr.Detail, "held by pid") {
+		t.Fatalf("err = %v (%+v), want ErrLockTimeout naming statement_timeout and the holder", err, pgErr.Where)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("returned after %v", d)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	if res, err := client.Push(ctx, ms, nil); err != nil || res.Applied != 1 {
+		t.Fatalf("push after the holder committed: %+v %v", res, err)
 	}
 }
 
@@ -593,6 +622,9 @@ func TestPushNonTransactional(t *testing.T) {
 	var progress []string
 	res, err := connect(t, db.URL, nil).Push(ctx, load(t, files), &pgmig.PushOpts{
 		Progress: func(p pgmig.Progress) {
+			if p.Done {
+				return
+			}
 			progress = append(progress, fmt.Sprintf("%d:%d/%d", p.Version, p.Index, p.Total))
 		},
 	})
@@ -722,6 +754,9 @@ func TestPushSegments(t *testing.T) {
 	res, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{
 		SegmentSize: 2,
 		Progress: func(p pgmig.Progress) {
+			if p.Done {
+				return
+			}
 			progress = append(progress, fmt.Sprintf("%d:%d/%d", p.Version, p.Index, p.Total))
 		},
 	})
@@ -930,10 +965,14 @@ func TestPushWithoutCallbacksIsQuiet(t *testing.T) {
 	// With a callback the notices come as before.
 	files["004_v.sql"] = "create table v (id int);"
 	var seen []int64
-	if _, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{Progress: func(p pgmig.Progress) { seen = append(seen, p.Version) }}); err != nil {
+	if _, err := client.Push(ctx, load(t, files), &pgmig.PushOpts{Progress: func(p pgmig.Progress) {
+		if !p.Done {
+			seen = append(seen, p.Version)
+		}
+	}}); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(seen) != "[4]" || count("PM000") != 1 {
+	if fmt.Sprint(seen) != "[4]" || count("PM000") != 2 { // applying and applied
 		t.Errorf("progress with a callback: %v", seen)
 	}
 

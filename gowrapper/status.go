@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
@@ -16,23 +18,53 @@ type PlanOpts struct {
 	TargetVersion   int64
 	AllowOutOfOrder bool
 	AllowMissing    bool
+	// ReportDrift: drift does not fail the plan (no ErrDrift); it is
+	// reported in PlanResult.Drift and on each entry.
+	ReportDrift bool
+}
+
+// PlanEntry is one row of the engine's plan.
+type PlanEntry struct {
+	MigrationResult
+	// Transactional is false for a migration run statement by statement
+	// outside a transaction.
+	Transactional bool `json:"transactional"`
+	// CommitAfter: the transaction ends after this migration.
+	CommitAfter bool `json:"commit_after,omitempty"`
+	// Step numbers, for pending migrations, the transactions (and
+	// non-transactional steps) a push would use as far as the migrations
+	// decide them (commit-after markers, non-transactional migrations);
+	// the engine's lock budget may cut more. A failure in one step leaves
+	// the earlier steps applied. 0 for the others.
+	Step int `json:"step,omitempty"`
+	// Drift: what is wrong with this entry ("changed", "renamed",
+	// "missing", "out_of_order", comma-separated), with ReportDrift.
+	Drift  string `json:"drift,omitempty"`
+	Detail string `json:"detail,omitempty"`
 }
 
 // PlanResult is what a push would do now.
 type PlanResult struct {
-	// Migrations as Push would report them, pending ones with
-	// OutcomePending.
-	Migrations []MigrationResult `json:"migrations"`
+	// Migrations as the engine plans them, in version order: pending ones
+	// (OutcomePending) would be applied, OutcomeBeyondTarget ones not.
+	Migrations []PlanEntry `json:"migrations"`
 	// Pending is how many migrations a push would apply.
 	Pending int `json:"pending"`
+	// Steps is how many steps those take (see PlanEntry.Step).
+	Steps int `json:"steps"`
 	// Version is the newest applied version (0: none).
 	Version int64 `json:"version"`
 	Ahead   bool  `json:"ahead"`
+	// Drift, with ReportDrift: every drifted version by kind (nil when
+	// nothing drifted).
+	Drift *DriftError `json:"-"`
 }
 
-// Plan asks migrate_plan what a push would apply, changing nothing and
-// taking no lock. The answer can be stale by the time you push; Push
-// re-checks under the lock. Drift comes back as ErrDrift.
+// Plan asks the engine (migrate_plan) what a push would apply, changing
+// nothing and taking no lock. The engine decides everything (pending,
+// target, drift); the answer can be stale by the time you push, and the
+// engine re-checks under the lock then. Drift comes back as a *DriftError
+// (ErrDrift), or in the result with ReportDrift.
 func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOpts) (*PlanResult, error) {
 	if opts == nil {
 		opts = &PlanOpts{}
@@ -49,22 +81,73 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 	if err != nil {
 		return nil, fmt.Errorf("encoding batch: %w", err)
 	}
-	rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from `+c.fn("migrate_plan")+
-		`($1::jsonb, target_version => $2, allow_out_of_order => $3, allow_missing => $4)`,
+	// Drift is always asked for as data; without ReportDrift it becomes the
+	// engine's own PM002 below.
+	rows, err := conn.Query(ctx, `select version, name, label, outcome, applied_at, transactional, commit_after, step, drift, detail
+		from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint, allow_out_of_order => $3::boolean,
+		                        allow_missing => $4::boolean, report_drift => true)`,
 		pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing)
 	if err != nil {
 		return nil, engineError("planning", err)
 	}
-	results, err := scanResults(rows, migrations)
-	if err != nil {
+	defer rows.Close()
+	res := &PlanResult{Migrations: []PlanEntry{}}
+	var drift *DriftError
+	for rows.Next() {
+		var e PlanEntry
+		var label, kinds, detail pgtype.Text
+		var step pgtype.Int4
+		if err := rows.Scan(&e.Version, &e.Name, &label, &e.Outcome, &e.AppliedAt, &e.Transactional, &e.CommitAfter, &step, &kinds, &detail); err != nil {
+			return nil, engineError("planning", err)
+		}
+		e.Label, e.Step, e.Drift, e.Detail = label.String, int(step.Int32), kinds.String, detail.String
+		if e.Drift != "" {
+			if drift == nil {
+				drift = &DriftError{}
+			}
+			for _, k := range strings.Split(e.Drift, ",") {
+				drift.add(e.Version, k)
+			}
+		}
+		switch e.Outcome {
+		case OutcomePending:
+			res.Pending++
+			res.Steps = max(res.Steps, e.Step)
+		case OutcomeAhead:
+			res.Ahead = true
+		}
+		if e.Outcome != OutcomePending && e.Outcome != OutcomeBeyondTarget && e.Version > res.Version {
+			res.Version = e.Version
+		}
+		res.Migrations = append(res.Migrations, e)
+	}
+	if err := rows.Err(); err != nil {
 		return nil, engineError("planning", err)
 	}
-	s := summarize(results)
-	res := &PlanResult{Migrations: s.Migrations, Version: s.Version, Ahead: s.Ahead}
-	for _, r := range results {
-		if r.Outcome == OutcomePending {
-			res.Pending++
+	files := make([]MigrationResult, len(res.Migrations))
+	for i := range res.Migrations {
+		files[i] = res.Migrations[i].MigrationResult
+	}
+	addFiles(files, migrations)
+	for i := range res.Migrations {
+		res.Migrations[i].MigrationResult = files[i]
+	}
+	if drift != nil {
+		if !opts.ReportDrift {
+			// The engine's own error, with its message, detail and hint.
+			_, perr := conn.Exec(ctx, `select from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint,
+				allow_out_of_order => $3::boolean, allow_missing => $4::boolean)`,
+				pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing)
+			var pgErr *pgconn.PgError
+			if errors.As(perr, &pgErr) && pgErr.Code == codeDrift {
+				drift.PgError = pgErr
+				return nil, fmt.Errorf("planning: %w", drift)
+			}
+			if perr != nil {
+				return nil, engineError("planning", perr)
+			}
 		}
+		res.Drift = drift
 	}
 	return res, nil
 }
@@ -73,6 +156,7 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 type HistoryEntry struct {
 	Version   int64         `json:"version"`
 	Name      string        `json:"name"`
+	Label     string        `json:"label,omitempty"`
 	State     string        `json:"state"`
 	AppliedAt *time.Time    `json:"applied_at,omitempty"`
 	AppliedBy string        `json:"applied_by,omitempty"`
@@ -110,8 +194,8 @@ func (c *Client) Status(ctx context.Context) (*StatusResult, error) {
 	if err := c.acceptEngine(v); err != nil {
 		return nil, fmt.Errorf("reading status: %w", err)
 	}
-	rows, err := conn.Query(ctx, `select version, name, state, applied_at, applied_by, client, duration, checksum, detail from `+
-		c.fn("migrate_status")+`()`, pgx.QueryExecModeExec)
+	rows, err := conn.Query(ctx, `select version, name, label, state, applied_at, applied_by, client, duration, checksum, detail
+		from pgmig.migrate_status()`, pgx.QueryExecModeExec)
 	if err != nil {
 		return nil, engineError("reading status", err)
 	}
@@ -120,12 +204,12 @@ func (c *Client) Status(ctx context.Context) (*StatusResult, error) {
 	for rows.Next() {
 		var e HistoryEntry
 		var version pgtype.Int8
-		var name, appliedBy, client, checksum, detail pgtype.Text
+		var name, label, appliedBy, client, checksum, detail pgtype.Text
 		var d pgtype.Interval
-		if err := rows.Scan(&version, &name, &e.State, &e.AppliedAt, &appliedBy, &client, &d, &checksum, &detail); err != nil {
+		if err := rows.Scan(&version, &name, &label, &e.State, &e.AppliedAt, &appliedBy, &client, &d, &checksum, &detail); err != nil {
 			return nil, fmt.Errorf("reading status: %w", err)
 		}
-		e.Version, e.Name, e.AppliedBy, e.Client = version.Int64, name.String, appliedBy.String, client.String
+		e.Version, e.Name, e.Label, e.AppliedBy, e.Client = version.Int64, name.String, label.String, appliedBy.String, client.String
 		e.Checksum, e.Detail, e.Duration = checksum.String, detail.String, intervalDuration(d)
 		if e.State == "in_progress" {
 			res.InProgress = &e
@@ -180,8 +264,8 @@ func (c *Client) LockHolder(ctx context.Context) (*LockHolder, error) {
 	var pid pgtype.Int4
 	var role, app, addr, state, query pgtype.Text
 	var since pgtype.Timestamptz
-	err = conn.QueryRow(ctx, `select pid, role, application_name, host(client_addr), since, state, query from `+
-		c.fn("migrate_lock_holder")+`()`, pgx.QueryExecModeExec).Scan(&pid, &role, &app, &addr, &since, &state, &query)
+	err = conn.QueryRow(ctx, `select pid, role, application_name, host(client_addr), since, state, query
+		from pgmig.migrate_lock_holder()`, pgx.QueryExecModeExec).Scan(&pid, &role, &app, &addr, &since, &state, &query)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -376,6 +376,13 @@ func (l *liveProgress) progress(p pgmig.Progress) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if p.Done {
+		// The server's own measure of the migration it just applied.
+		if l.cur != nil && l.cur.Version == p.Version {
+			l.finishWith(true, p.Duration)
+		}
+		return
+	}
 	l.finish(true)
 	l.cur, l.start = &p, p.At
 	if l.o.ttyOut {
@@ -403,7 +410,11 @@ func (l *liveProgress) finish(ok bool) {
 	if l.cur == nil {
 		return
 	}
-	d := time.Since(l.start)
+	l.finishWith(ok, time.Since(l.start))
+}
+
+// finishWith ends the current migration's line with its duration d.
+func (l *liveProgress) finishWith(ok bool, d time.Duration) {
 	name := label(l.cur.File, l.cur.Version, l.cur.Name)
 	switch {
 	case l.o.ttyOut && ok:
@@ -463,7 +474,7 @@ func (o *output) pushed(res *pgmig.PushResult, live *liveProgress) {
 	var ahead []string
 	for _, r := range res.Migrations {
 		switch r.Outcome {
-		case pgmig.OutcomePending:
+		case pgmig.OutcomeBeyondTarget:
 			pending++
 		case pgmig.OutcomeAhead:
 			ahead = append(ahead, fmt.Sprint(r.Version))
@@ -541,7 +552,7 @@ func (o *output) status(st *pgmig.StatusResult, plan *pgmig.PlanResult, planErr 
 		if plan != nil {
 			for _, r := range plan.Migrations {
 				if r.Outcome == pgmig.OutcomePending {
-					v.Pending = append(v.Pending, r)
+					v.Pending = append(v.Pending, r.MigrationResult)
 				}
 			}
 		}

@@ -52,7 +52,11 @@ func migrate(ctx context.Context, dsn string, logf func(string, ...any)) error {
 	res, err := client.Push(ctx, migrations, &pgmig.PushOpts{
 		LockTimeout: time.Minute,
 		Progress: func(p pgmig.Progress) {
-			logf("applying %s (%d/%d)", p.File, p.Index, p.Total)
+			if p.Done {
+				logf("applied %s in %s", p.File, p.Duration)
+			} else {
+				logf("applying %s (%d/%d)", p.File, p.Index, p.Total)
+			}
 		},
 	})
 	var merr *pgmig.MigrationError

@@ -1,4 +1,4 @@
--- pgmig 0.1.0 plain install/upgrade script: psql -v ON_ERROR_STOP=1 -f pgmig.sql
+-- pgmig 0.2.0 plain install/upgrade script: psql -v ON_ERROR_STOP=1 -f pgmig.sql
 BEGIN;
 -- pgmig engine: install / upgrade script.
 --
@@ -39,7 +39,10 @@ BEGIN
       INTO v_ext_exists, v_ext_members
       FROM pg_catalog.pg_extension e WHERE e.extname = 'pgmig';
 
-    IF v_ext_exists AND v_ext_members THEN
+    -- (ALTER EXTENSION pgmig UPDATE runs this same text as the upgrade script, which
+    -- announces itself first: see the Makefile.)
+    IF v_ext_exists AND v_ext_members
+       AND pg_catalog.current_setting('pgmig.extension_upgrade', true) IS DISTINCT FROM 'on' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is installed as an extension in this database; the plain install script must not modify it',
@@ -59,6 +62,35 @@ CREATE SCHEMA IF NOT EXISTS pgmig;
 COMMENT ON SCHEMA pgmig IS 'pgmig: migration history and engine internals';
 -- New schemas grant nothing to PUBLIC; say so explicitly in case the schema pre-existed.
 REVOKE ALL ON SCHEMA pgmig FROM PUBLIC;
+-- Upgrades: an engine function whose signature or result type changes between versions cannot
+-- be replaced in place (CREATE OR REPLACE refuses a new result type, and a new argument list
+-- makes a second function beside the old one). Such functions are dropped and created anew,
+-- which would lose the EXECUTE privileges granted on them. So the grants on every pgmig routine
+-- are remembered here, before anything changes, and replayed at the end of the script
+-- (99_replay_grants.sql) onto the routines of the same name, as pg_partman's upgrade scripts do.
+-- Transaction-local: the script runs in one transaction.
+DO $pgmig$
+DECLARE
+    v_snapshot jsonb;
+    pgmig_installed boolean := pg_catalog.to_regnamespace('pgmig') IS NOT NULL;
+BEGIN
+    -- Only pgmig's own routines: those owned by the owner of schema pgmig (an API function of
+    -- the same name created by someone else is not ours to grant on).
+    SELECT coalesce(jsonb_agg(jsonb_build_object('schema', n.nspname, 'name', p.proname,
+                                                 'grantee', a.grantee::pg_catalog.regrole::text)), '[]')
+      INTO v_snapshot
+      FROM pg_catalog.pg_proc AS p
+      JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+      CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) AS a
+     WHERE pgmig_installed
+       AND (n.nspname = 'pgmig' OR p.proname LIKE 'migrate\_%')
+       AND p.proowner = (SELECT s.nspowner FROM pg_catalog.pg_namespace AS s WHERE s.nspname = 'pgmig')
+       AND a.privilege_type = 'EXECUTE'
+       AND a.grantee <> 0                 -- PUBLIC is never given anything
+       AND a.grantee <> p.proowner;
+    PERFORM pg_catalog.set_config('pgmig.install_grants', v_snapshot::text, true);
+END
+$pgmig$;
 -- The history. Its lock is the migrators' mutex: migrate_apply takes
 -- LOCK TABLE pgmig.history IN EXCLUSIVE MODE, which conflicts with itself and with every
 -- writer, but not with ACCESS SHARE, so status readers are never blocked by a migration.
@@ -136,11 +168,91 @@ CREATE TABLE IF NOT EXISTS pgmig.nontx_run (
 COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but not recorded: how many statements completed, and the error if one failed.';
 
 REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;
+-- Drops routine p_signature when it exists with a result other than p_result (as
+-- pg_get_function_result prints it), so that the CREATE that follows can define it anew.
+-- Its grants are replayed by 99_replay_grants.sql.
+CREATE OR REPLACE FUNCTION pgmig._drop_if_changed(p_signature text, p_result text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_oid regprocedure := to_regprocedure(p_signature);
+BEGIN
+    IF v_oid IS NOT NULL AND pg_get_function_result(v_oid) IS DISTINCT FROM p_result THEN
+        EXECUTE format('DROP ROUTINE %s', v_oid);
+    END IF;
+END
+$fn$;
+-- Added in 0.2.0: a display label per migration (a Flyway version such as "1.2" as written in
+-- its file name; NULL means the version number itself), and the composite types the engine
+-- passes between its steps. The types are created once and never replaced: a type used in a
+-- function signature cannot be dropped without dropping the function (and its grants).
+ALTER TABLE pgmig.history ADD COLUMN IF NOT EXISTS label text;
+COMMENT ON COLUMN pgmig.history.label IS 'the version as written in the migration file name, when it is not the plain number (e.g. Flyway "1.2")';
+
+DO $pgmig$
+BEGIN
+    -- One batch entry joined with the history, as the engine plans it (see _plan_rows).
+    IF pg_catalog.to_regtype('pgmig.plan_entry') IS NULL THEN
+        CREATE TYPE pgmig.plan_entry AS (
+            version           bigint,
+            name              text,
+            label             text,
+            outcome           text,
+            sql               text,
+            down_sql          text,
+            transactional     boolean,
+            commit_after      boolean,
+            checksum          text,
+            recorded_name     text,
+            recorded_checksum text,
+            applied_at        timestamptz);
+    END IF;
+    -- One row to record in pgmig.history (see _record_history).
+    IF pg_catalog.to_regtype('pgmig.history_entry') IS NULL THEN
+        CREATE TYPE pgmig.history_entry AS (
+            version       bigint,
+            name          text,
+            label         text,
+            checksum      text,
+            sql           text,
+            down_sql      text,
+            transactional boolean,
+            applied_at    timestamptz,
+            duration      interval,
+            backend_pid   integer);
+    END IF;
+END
+$pgmig$;
+
+DO $pgmig$
+BEGIN
+    -- What one call of the engine passes to the step that executes migrations
+    -- (_execute_plan): who the caller is and the call's options.
+    IF pg_catalog.to_regtype('pgmig.call_context') IS NULL THEN
+        CREATE TYPE pgmig.call_context AS (
+            caller_path         text,     -- the caller's search_path, for the migrations
+            caller_role         text,     -- the caller's role setting, for the migrations
+            settings            text[],   -- _settings() at the start of the call
+            client_info         text,
+            client_application  text,     -- application_name at the start of the call
+            notices             text,     -- progress notices: 'text', 'json' or 'none' (nobody listens)
+            data                boolean,  -- JSON DETAIL on pgmig's warnings (notices 'json' or 'none' asked for)
+            lock_budget         integer,  -- NULL: none
+            max_per_transaction integer,  -- NULL: none
+            run_mode            boolean,  -- migrate_run: end the transaction at commit_after
+            commit_points       text,     -- versions marked commit_after, for hints
+            total               bigint,   -- migrations this call will apply, for progress
+            committed           bigint);  -- migrations committed earlier by this call
+    END IF;
+END
+$pgmig$;
 -- The version is substituted by `make sql` from pgmig.control's default_version.
 CREATE OR REPLACE FUNCTION pgmig.engine_version()
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $fn$ SELECT '0.1.0'::text $fn$;
+AS $fn$ SELECT '0.2.0'::text $fn$;
 COMMENT ON FUNCTION pgmig.engine_version() IS 'The installed pgmig engine version.';
 -- Settings a migration may change that must not leak into the next migration or into the
 -- bookkeeping (tern runs each migration in its own transaction, so there a SET LOCAL ends
@@ -221,11 +333,12 @@ WITH entries AS (
            jsonb_typeof(e.elem->'name') AS name_type,
            jsonb_typeof(e.elem->'sql') AS sql_type,
            jsonb_typeof(e.elem->'down') AS down_type,
+           jsonb_typeof(e.elem->'label') AS label_type,
            jsonb_typeof(e.elem->'transactional') AS tx_type,
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -269,6 +382,8 @@ WITH entries AS (
                      THEN '"sql" is empty or only white space'
             END
          END),
+        (CASE WHEN c.label_type NOT IN ('string', 'null')
+              THEN format('"label" must be a string or null, got a JSON %s', c.label_type) END),
         (CASE WHEN c.down_type NOT IN ('string', 'null')
               THEN format('"down" must be a string or null, got a JSON %s', c.down_type) END),
         (CASE WHEN c.tx_type <> 'boolean'
@@ -285,7 +400,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, sql, down, transactional, commit_after, checksum)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -325,10 +440,11 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
                    WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
+                   WHEN coalesce(jsonb_typeof(e->'label'), 'null') NOT IN ('string', 'null') THEN false
                    WHEN coalesce(jsonb_typeof(e->'transactional'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
@@ -344,17 +460,26 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  END AS ok
           FROM jsonb_array_elements(p_batch) AS e) AS x), true)
 $fn$;
+-- The batch as rows and joined with the history. Internal helpers pin search_path so that
+-- hostile objects in the caller's schemas cannot change what they see.
 
--- The batch as rows, for a batch that _batch_problems found well-formed. The checksum is the
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._batch_rows(jsonb)',
+    'TABLE(version bigint, name text, label text, sql text, down_sql text, transactional boolean, commit_after boolean, checksum text)'); END $pgmig$;
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan_rows(jsonb)', 'SETOF pgmig.plan_entry'); END $pgmig$;
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._drift_problems(jsonb,boolean,boolean)',
+    'TABLE(version bigint, kind text, problem text)'); END $pgmig$;
+
+-- The batch as rows, for a batch that _batch_ok found well-formed. The checksum is the
 -- batch's own when given (it was verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean,
+RETURNS TABLE (version bigint, name text, label text, sql text, down_sql text, transactional boolean,
                commit_after boolean, checksum text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT (e->>'version')::bigint,
        e->>'name',
+       e->>'label',
        e->>'sql',
        e->>'down',
        coalesce((e->>'transactional')::boolean, true),
@@ -363,14 +488,12 @@ SELECT (e->>'version')::bigint,
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
 
--- The batch joined with the history as of the calling statement's snapshot (migrate_apply
--- calls it only after it holds the history lock). One row per batch entry ('pending' or
+-- The batch joined with the history as of the calling statement's snapshot (the engine calls
+-- it only after it holds the history lock). One row per batch entry ('pending' or
 -- 'already_applied') and one per applied version absent from the batch ('ahead' when newer
 -- than every batch entry, else 'missing'), in version order.
 CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, outcome text, applied_at timestamptz, sql text,
-               down_sql text, transactional boolean, checksum text,
-               recorded_name text, recorded_checksum text, commit_after boolean)
+RETURNS SETOF pgmig.plan_entry
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -380,60 +503,74 @@ WITH b AS MATERIALIZED (
     SELECT max(b.version) AS v FROM b
 )
 SELECT * FROM (
-    SELECT b.version, b.name,
+    SELECT b.version, b.name, b.label,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
-           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum, b.commit_after
+           b.sql, b.down_sql, b.transactional, b.commit_after, b.checksum, h.name, h.checksum, h.applied_at
     FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
   UNION ALL
-    SELECT h.version, h.name,
+    SELECT h.version, h.name, h.label,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
-           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum, false
+           NULL, NULL, h.transactional, false, h.checksum, h.name, h.checksum, h.applied_at
     FROM pgmig.history AS h
     WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows
 ORDER BY 1
 $fn$;
 
--- Drift between a (well-formed) batch and the history: every changed, missing and
--- out-of-order version, one row each. An applied version newer than the whole batch is not
--- drift: the database is ahead (a newer release migrated it).
--- _apply decides whether to call this with one flag computed from the same rules in its plan
--- pass: a rule added here must be added there (TestDrift has a case for each).
+-- Drift between a (well-formed) batch and the history: every changed, renamed, missing and
+-- out-of-order version, one row each, with its kind ('changed', 'renamed', 'missing',
+-- 'out_of_order') for clients and a sentence for people. An applied version newer than the
+-- whole batch is not drift: the database is ahead (a newer release migrated it).
+-- _read_plan computes whether this finds anything with one flag from the same rules: a rule
+-- added here must be added there (TestDrift has a case for each).
 CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
                                                  p_allow_missing boolean)
-RETURNS TABLE (version bigint, problem text)
+RETURNS TABLE (version bigint, kind text, problem text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 WITH p AS MATERIALIZED (
-    SELECT r.version, r.name, r.outcome, r.applied_at, r.checksum, r.recorded_name, r.recorded_checksum
-    FROM pgmig._plan_rows(p_batch) AS r
+    SELECT * FROM pgmig._plan_rows(p_batch)
 ), newest_applied AS (
     SELECT max(p.version) AS v FROM p WHERE p.outcome <> 'pending'
 )
-SELECT d.version, d.problem FROM (
-    SELECT p.version,
+SELECT d.version, d.kind, d.problem FROM (
+    SELECT p.version, 'changed' AS kind,
            format('version %s (%s): changed after it was applied on %s: recorded sha256 %s, the batch has %s',
                   p.version, left(p.name, 100), p.applied_at, p.recorded_checksum, p.checksum) AS problem
     FROM p WHERE p.outcome = 'already_applied' AND p.checksum <> p.recorded_checksum
   UNION ALL
-    SELECT p.version,
+    SELECT p.version, 'renamed',
            format('version %s: applied as %s, the batch names it %s',
                   p.version, quote_literal(left(p.recorded_name, 100)), quote_literal(left(p.name, 100)))
     FROM p WHERE p.outcome = 'already_applied' AND p.name <> p.recorded_name
   UNION ALL
-    SELECT p.version,
+    SELECT p.version, 'missing',
            format('version %s (%s): applied on %s but missing from the batch',
                   p.version, left(p.name, 100), p.applied_at)
     FROM p WHERE p.outcome = 'missing' AND NOT p_allow_missing
   UNION ALL
-    SELECT p.version,
+    SELECT p.version, 'out_of_order',
            format('version %s (%s): pending but older than the newest applied version %s (out of order)',
                   p.version, left(p.name, 100), (SELECT v FROM newest_applied))
     FROM p WHERE p.outcome = 'pending' AND NOT p_allow_out_of_order
            AND p.version < (SELECT v FROM newest_applied)
 ) AS d
-ORDER BY d.version, d.problem
+ORDER BY d.version, d.kind
+$fn$;
+
+-- The digest migrate_history_digest() would return if exactly this (well-formed) batch were
+-- applied: sha256 over "<version>\t<name>\t<checksum>\n" per entry in version order. Equal to
+-- the history's digest under the lock, it proves that nothing is pending, ahead, missing or
+-- drifted, so racing migrators of the same batch finish with one comparison each.
+CREATE OR REPLACE FUNCTION pgmig._batch_digest(p_batch jsonb)
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT encode(sha256(convert_to(coalesce(string_agg(b.version::text || E'\t' || b.name || E'\t' || b.checksum || E'\n',
+                                                    '' ORDER BY b.version), ''), 'UTF8')), 'hex')
+FROM pgmig._batch_rows(p_batch) AS b
 $fn$;
 -- Who holds the history lock right now. pg_locks shows the lock, pg_stat_activity the
 -- session; sessions of other roles show NULL query/client_addr unless the caller has
@@ -472,6 +609,239 @@ SELECT string_agg(
                           coalesce(h.state, '?'), coalesce(left(h.query, 200), '?'))
          END, E'\n')
 FROM pgmig._lock_holder() AS h
+$fn$;
+
+-- The lock protocol. Every migrator takes LOCK TABLE pgmig.history IN EXCLUSIVE MODE in the
+-- transaction that reads and writes the history. How it waits is decided here, once, for every
+-- caller: migrate_apply (one statement), migrate_run (a procedure that commits between
+-- attempts) and clients that hold the lock from outside (the non-transactional protocol in
+-- 75_nontx.sql, through lock_wait below).
+--
+-- The one hazard: a waiter that holds a snapshot while a non-transactional migration runs. Its
+-- CREATE INDEX CONCURRENTLY waits for every transaction whose snapshot predates the build, the
+-- waiter waits for the lock holder, and the holder waits for its build: nobody moves until a
+-- timeout. A queued LOCK TABLE holds its statement's snapshot (even the lookup of the table name
+-- can register a catalog snapshot, visible as pg_stat_activity.backend_xmin). So waiters queue in
+-- PostgreSQL's lock queue, which hands them the lock the moment the holder commits, only in
+-- slices of at most lock_slice(), and only while no non-transactional migration runs; while one
+-- runs they wait without a snapshot between attempts (outside any statement: only a client or a
+-- procedure can), or, inside a single statement, give up with PM003.
+
+-- The longest one queued attempt waits: how long a waiter that queued just before a
+-- non-transactional migration started can hold up its index build, and how long the session of
+-- a vanished client keeps its place in the queue. Each slice that runs out costs the waiter one
+-- more attempt (~1 ms of server time). Well below deadlock_timeout (1 s by default), so these
+-- waits never run the deadlock detector, which takes every partition of the shared lock table.
+CREATE OR REPLACE FUNCTION pgmig._lock_slice()
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT interval '200 milliseconds' $fn$;
+
+-- True while a non-transactional migration runs: a 'running' row in pgmig.nontx_run, or a
+-- session that nontx_begin named, which it does from the moment it holds the lock, before the
+-- first row is written. The session is looked up in this database's pg_stat_activity rather
+-- than through pg_locks: pg_locks copies the whole shared lock table, which the holder of a
+-- large batch fills with thousands of entries, and waiters look once per slice.
+CREATE OR REPLACE FUNCTION pgmig._nontx_running()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+    OR EXISTS (SELECT FROM pg_stat_activity AS a
+               WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                 AND a.application_name LIKE 'pgmig: non-transactional migration %')
+$fn$;
+
+-- One attempt at the history lock: NOWAIT when p_wait is NULL, else queued for at most p_wait.
+-- True when this transaction holds the lock afterwards. The session's lock_timeout is put back
+-- for the rest of the transaction (the migrations' own lock waits).
+CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_saved text := current_setting('lock_timeout');
+BEGIN
+    BEGIN
+        IF p_wait IS NULL THEN
+            LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
+        ELSE
+            -- lock_timeout 0 would mean "forever": ask for at least 1 ms.
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM p_wait) * 1000))::bigint::text || 'ms', true);
+            LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_saved, true);
+        END IF;
+        RETURN true;
+    EXCEPTION WHEN lock_not_available THEN
+        -- (the subtransaction rollback already put lock_timeout back)
+        RETURN false;
+    END;
+END
+$fn$;
+
+-- PM003: the lock was not granted in time. p_how says how long it waited.
+CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = 'PM003',
+        MESSAGE = format('pgmig: another migrator holds the migration lock (%s)', p_how),
+        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+                 'a session this role cannot see (grant pg_read_all_stats to see it)'),
+        HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
+END
+$fn$;
+
+-- How long a wait that started at p_since may still go on: NULL for no limit. p_lock_timeout
+-- NULL means the session's lock_timeout (0 there: no limit).
+CREATE OR REPLACE FUNCTION pgmig._lock_time_left(p_lock_timeout interval, p_since timestamptz)
+RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN t > interval '0' THEN t - (clock_timestamp() - p_since) END
+FROM (SELECT coalesce(p_lock_timeout, current_setting('lock_timeout')::interval) AS t) AS x
+$fn$;
+
+-- How long the current statement may still run before the session's statement_timeout
+-- cancels it (NULL: no statement_timeout). A whole CALL migrate_run is one statement.
+CREATE OR REPLACE FUNCTION pgmig._statement_time_left()
+RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN t > interval '0' THEN t - (clock_timestamp() - statement_timestamp()) END
+FROM (SELECT current_setting('statement_timeout')::interval AS t) AS x
+$fn$;
+
+-- The longest queued slice allowed now: lock_slice(), less than the time left, and ending well
+-- before the statement_timeout would cancel the queued LOCK (57014, a failure instead of a
+-- retry). Raises PM003 when the statement has no time left to wait in: the session's
+-- statement_timeout, not the lock timeout, ends the wait then, and the error says so.
+CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval)
+RETURNS interval
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_stmt   interval := pgmig._statement_time_left();
+    -- kept for raising the error (it reads pg_locks and pg_stat_activity) before the timeout
+    v_margin interval := greatest(interval '100 milliseconds', current_setting('statement_timeout')::interval / 4);
+BEGIN
+    IF v_stmt IS NOT NULL AND v_stmt < v_margin THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM003',
+            MESSAGE = format('pgmig: another migrator holds the migration lock, and this statement reached the session''s statement_timeout (%s) waiting for it',
+                             current_setting('statement_timeout')),
+            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+                     'a session this role cannot see (grant pg_read_all_stats to see it)'),
+            HINT = 'A whole CALL migrate_run(...) is one statement: the session''s statement_timeout bounds the wait for the lock and the migrations together. '
+                || 'Run migrations with a longer (or no) statement_timeout, e.g. SET statement_timeout = 0 in the migration session.';
+    END IF;
+    RETURN least(pgmig._lock_slice(), p_left, v_stmt - v_margin);
+END
+$fn$;
+
+-- One step of the lock protocol for a caller that can end its transaction between attempts
+-- (a client, or migrate_run): call it first thing in a READ COMMITTED transaction; when
+-- acquired, the transaction holds the history lock; otherwise roll back, wait retry_after
+-- outside any transaction, and call again in a new transaction with the waiting_since and
+-- attempt it returned. p_lock_timeout: NULL = the session's lock_timeout (0 there: no limit),
+-- 0 = do not wait. Raises PM003 naming the holder when the time is up.
+CREATE OR REPLACE FUNCTION pgmig.lock_wait(p_lock_timeout interval DEFAULT NULL,
+                                           p_waiting_since timestamptz DEFAULT NULL,
+                                           p_attempt integer DEFAULT 0,
+                                           OUT acquired boolean, OUT retry_after interval,
+                                           OUT waiting_since timestamptz, OUT attempt integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_left interval;
+    v_delay interval;
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+    waiting_since := coalesce(p_waiting_since, clock_timestamp());
+    attempt := coalesce(p_attempt, 0) + 1;
+    retry_after := interval '0';
+    acquired := pgmig._lock_attempt(NULL);
+    IF acquired THEN
+        RETURN;
+    END IF;
+    IF p_lock_timeout = interval '0' THEN
+        PERFORM pgmig._raise_lock_timeout('did not wait');
+    END IF;
+    v_left := pgmig._lock_time_left(p_lock_timeout, waiting_since);
+    IF v_left <= interval '0' THEN
+        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+    END IF;
+    IF pgmig._nontx_running() THEN
+        -- Wait outside any statement: 5 ms doubling to 200 ms, with jitter.
+        v_delay := least(pgmig._lock_slice(), interval '5 milliseconds' * power(2, least(attempt - 1, 6)));
+        retry_after := least(v_delay + v_delay * random(), coalesce(v_left, v_delay * 2));
+        RETURN;
+    END IF;
+    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left));
+END
+$fn$;
+COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
+    IS 'pgmig client protocol: one attempt at the history lock; see docs/sql-api.md, "Client protocol"';
+
+-- Takes the history lock inside one statement (migrate_apply and the other functions),
+-- waiting at most p_lock_timeout (NULL: the session's lock_timeout, 0 there: no limit; 0: do
+-- not wait), in slices. Inside a statement there is no way to let go of the snapshot between
+-- slices, so while a non-transactional migration runs it raises PM003 at once instead of
+-- waiting (migrate_run and pgmig push wait for it without a snapshot).
+CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_since timestamptz := clock_timestamp();
+    v_left  interval;
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+    LOOP
+        IF pgmig._lock_attempt(NULL) THEN
+            RETURN;
+        END IF;
+        IF p_lock_timeout = interval '0' THEN
+            PERFORM pgmig._raise_lock_timeout('did not wait');
+        END IF;
+        IF pgmig._nontx_running() THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM003',
+                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                                                                     r.statements_done + 1, r.statements), '; ')
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
+                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. '
+                    || 'Retry when it has finished, or use CALL migrate_run(...) or pgmig push, which wait for it without a snapshot.';
+        END IF;
+        v_left := pgmig._lock_time_left(p_lock_timeout, v_since);
+        IF v_left <= interval '0' THEN
+            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+        END IF;
+        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left)) THEN
+            RETURN;
+        END IF;
+    END LOOP;
+END
 $fn$;
 -- Runs one migration's SQL (or its down SQL) as the caller would: with the caller's
 -- search_path and role. Then undoes whatever the SQL changed in the session (search_path,
@@ -646,9 +1016,11 @@ END
 $fn$;
 
 -- Raises PM002 listing every drifted version (_drift_problems), if any. p_outcome ends the
--- message: what did not happen because of it.
+-- message: what did not happen because of it. With p_data a WARNING with the same SQLSTATE
+-- comes first, its DETAIL listing each version and kind for programs (notices 'json'/'none').
 CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
-                                                  p_allow_missing boolean, p_outcome text)
+                                                  p_allow_missing boolean, p_outcome text,
+                                                  p_data boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -657,10 +1029,18 @@ DECLARE
     v_count    bigint;
     v_versions text;
     v_detail   text;
+    v_data     jsonb;
 BEGIN
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version),
+           jsonb_agg(jsonb_build_object('version', d.version, 'kind', d.kind) ORDER BY d.version, d.kind)
+      INTO v_count, v_versions, v_detail, v_data
       FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 AND p_data THEN
+        RAISE WARNING USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: drift in versions %s', v_versions),
+            DETAIL = jsonb_build_object('drift', v_data)::text;
+    END IF;
     IF v_count > 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
@@ -707,70 +1087,6 @@ BEGIN
 END
 $fn$;
 
--- Takes the history lock (EXCLUSIVE: excludes other migrators and writers, not readers),
--- waiting at most p_lock_timeout (NULL: the session's lock_timeout; 0: do not wait).
--- On timeout raises PM003 naming the holder.
-CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_saved text := current_setting('lock_timeout');
-BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
-    IF p_lock_timeout IS NOT NULL THEN
-        -- lock_timeout = 0 means "wait forever" to PostgreSQL; a zero interval here means
-        -- "do not wait", so ask for at least 1 ms.
-        PERFORM set_config('lock_timeout',
-                           greatest(1, ceil(extract(epoch FROM p_lock_timeout) * 1000))::bigint::text || 'ms',
-                           true);
-    END IF;
-    -- Queueing here would hold this statement's snapshot while waiting. A concurrent index
-    -- build run by a non-transactional migration waits for every transaction with an older
-    -- snapshot, and that build is what the lock holder is waiting for: nobody would move until
-    -- a timeout. So when the holder is running a non-transactional migration, do not queue.
-    -- (`pgmig push` takes the lock before calling this, and while a non-transactional
-    -- migration runs it waits by retrying LOCK TABLE ... NOWAIT, holding nothing in between.)
-    BEGIN
-        LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
-        PERFORM set_config('lock_timeout', v_saved, true);
-        RETURN;
-    EXCEPTION WHEN lock_not_available THEN
-        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
-           OR EXISTS (SELECT FROM pgmig._lock_holder() AS h
-                      WHERE h.application_name LIKE 'pgmig: non-transactional migration %') THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM003',
-                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
-                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
-                                                                     r.statements_done + 1, r.statements), '; ')
-                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
-                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
-        END IF;
-    END;
-    BEGIN
-        LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM003',
-            MESSAGE = format('pgmig: another migrator holds the migration lock (%s)',
-                             CASE WHEN p_lock_timeout = interval '0' THEN 'did not wait'
-                                  WHEN p_lock_timeout IS NOT NULL THEN 'waited ' || p_lock_timeout::text
-                                  ELSE 'waited lock_timeout = ' || v_saved END),
-            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
-                     'a session this role cannot see (grant pg_read_all_stats to see it)'),
-            HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
-    END;
-    PERFORM set_config('lock_timeout', v_saved, true);
-END
-$fn$;
-
 -- How many locks this backend holds: what a transaction takes from the shared lock table
 -- (a few fast-path relation locks that live outside it are counted too). Reads the whole lock
 -- table, so _apply calls it sparingly.
@@ -782,6 +1098,380 @@ AS $fn$
 SELECT count(*)::integer FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid()
 $fn$;
 
+
+-- The prelude of every operation that changes the history: a transaction that can see fresh
+-- history after the lock (PM004 otherwise), the lock (PM003 on timeout), and no interrupted
+-- non-transactional migration waiting for an operator (PM009).
+CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM pgmig._assert_can_migrate(p_what);
+    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
+END
+$fn$;
+
+-- The one way rows get into pgmig.history. p_client_application is the caller's
+-- application_name as it was before any migration ran (a migration could change it).
+CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
+                                                 p_client_info text, p_client_application text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count bigint;
+BEGIN
+    INSERT INTO pgmig.history (version, name, label, checksum, sql, down_sql, transactional, kind,
+                               applied_at, applied_by, login_role, client_application,
+                               client_addr, client_info, backend_pid, duration, engine_version)
+    SELECT r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
+           r.applied_at, current_user, session_user, p_client_application,
+           inet_client_addr(), p_client_info, coalesce(r.backend_pid, pg_backend_pid()),
+           coalesce(r.duration, interval '0'), pgmig.engine_version()
+    FROM unnest(p_rows) AS r;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$fn$;
+
+-- The one way rows get into pgmig.audit.
+CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+VALUES (p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
+$fn$;
+
+-- The plan, read once under the lock: every batch entry and applied version in version order
+-- (outcome 'pending' for what this call would apply, 'beyond_target' for pending versions
+-- above p_target), and what the engine must know up front, computed in the same pass:
+-- whether _drift_problems would find anything (its rules as one flag; the report itself is
+-- built only when it will be raised), how many migrations are to apply, which of them carry
+-- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
+-- and the commit_after points.
+CREATE OR REPLACE FUNCTION pgmig._read_plan(p_batch jsonb, p_target bigint, p_allow_out_of_order boolean,
+                                            p_allow_missing boolean,
+                                            OUT plan pgmig.plan_entry[], OUT drift boolean, OUT to_apply bigint,
+                                            OUT manifest_only text, OUT non_transactional text, OUT ahead text,
+                                            OUT commit_points text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT array_agg((p.version, p.name, p.label,
+                  CASE WHEN p.to_apply OR p.outcome <> 'pending' THEN p.outcome ELSE 'beyond_target' END,
+                  p.sql, p.down_sql, p.transactional, p.commit_after, p.checksum,
+                  p.recorded_name, p.recorded_checksum, p.applied_at)::pgmig.plan_entry ORDER BY p.version),
+       coalesce(bool_or(p.outcome = 'already_applied'
+                        AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
+       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
+       OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
+                                                 < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
+       count(*) FILTER (WHERE p.to_apply),
+       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
+       string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
+           FILTER (WHERE p.to_apply AND NOT p.transactional),
+       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
+       string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
+FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
+      FROM pgmig._plan_rows(p_batch) AS r) AS p
+$fn$;
+
+-- Executes the migrations of p_plan marked 'pending', from index p_from, in the caller's
+-- transaction, and records them in the history. Stops (the rest stays pending for the next
+-- transaction) at the end of the plan, before a non-transactional migration, after a
+-- commit_after migration when p_ctx.run_mode, after p_ctx.max_per_transaction migrations, or
+-- after the migration that brings the transaction's lock count near p_ctx.lock_budget.
+-- Returns the index to continue from, how many it applied, why it stopped (NULL: end of plan)
+-- and, aligned with p_plan, when each applied migration started and how long it took.
+-- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
+-- _execute_as_caller with the caller's).
+CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
+                                               p_ctx pgmig.call_context, p_transaction integer,
+                                               OUT next_index integer, OUT done integer, OUT stopped text,
+                                               OUT started timestamptz[], OUT durations interval[])
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    v_entry       pgmig.plan_entry;
+    v_count       integer := coalesce(cardinality(p_plan), 0);
+    v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
+    v_json        boolean := p_ctx.notices = 'json';
+    v_progress    boolean := p_ctx.notices IN ('text', 'json');
+    v_left        bigint := p_ctx.total - p_ctx.committed;   -- still to apply in this call
+    v_t0          timestamptz;
+    v_phase       text;
+    v_state       text;
+    v_message     text;
+    v_rows        pgmig.history_entry[];
+    -- lock budget: locks held at the last count, and the most one migration added
+    v_locks       integer;
+    v_locks_prev  integer;
+    v_done_prev   integer := 0;
+    v_growth      integer := 1;
+    v_next_check  integer := 1;
+    i             integer;
+BEGIN
+    done := 0;
+    started := array_fill(NULL::timestamptz, ARRAY[v_count]);
+    durations := array_fill(NULL::interval, ARRAY[v_count]);
+    IF p_ctx.lock_budget IS NOT NULL THEN
+        v_locks_prev := pgmig._locks_held();
+    END IF;
+    BEGIN
+        i := p_from;
+        WHILE i <= v_count LOOP
+            v_entry := p_plan[i];
+            IF v_entry.outcome <> 'pending' THEN
+                i := i + 1;
+                CONTINUE;
+            END IF;
+            -- A limit reached after the previous migration, or one that cannot run here.
+            EXIT WHEN stopped IS NOT NULL;
+            IF NOT v_entry.transactional THEN
+                stopped := 'non_transactional';
+                EXIT;
+            END IF;
+            done := done + 1;
+            v_phase := 'migration';
+            IF v_json THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                     p_ctx.committed + done, p_ctx.total, v_entry.name),
+                    DETAIL = json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                                               'index', p_ctx.committed + done, 'total', p_ctx.total,
+                                               'transaction', p_transaction)::text;
+            ELSIF v_progress THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                     p_ctx.committed + done, p_ctx.total, v_entry.name);
+            END IF;
+            v_t0 := clock_timestamp();
+            -- Tell other sessions (migrate_status) which migration runs, since when; local to
+            -- this transaction, and put back after the loop.
+            -- (The caller's own name follows, as much of it as fits in application_name's 63 bytes.)
+            v_ignored := set_config('application_name',
+                                    format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
+                                           p_ctx.client_application), true);
+            v_ignored := pgmig._execute_as_caller(v_entry.sql, p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings,
+                                                  v_entry.version, v_entry.name)::text;
+            started[i] := v_t0;
+            durations[i] := clock_timestamp() - v_t0;
+            v_phase := NULL;
+            IF v_json THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applied version %s in %s', v_entry.version, durations[i]),
+                    DETAIL = json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                                               'duration_us', (extract(epoch FROM durations[i]) * 1000000)::bigint,
+                                               'transaction', p_transaction)::text;
+            END IF;
+            i := i + 1;
+
+            IF p_ctx.run_mode AND v_entry.commit_after THEN
+                stopped := 'commit_after';
+            ELSIF done >= p_ctx.max_per_transaction THEN
+                stopped := 'max_per_transaction';
+            ELSIF p_ctx.lock_budget IS NOT NULL AND done >= v_next_check AND done < v_left THEN
+                -- Counting locks reads the whole lock table, so it is done only as often as
+                -- the growth seen so far requires: halfway to the budget at that rate, then
+                -- closer and closer.
+                v_locks := pgmig._locks_held();
+                v_growth := greatest(v_growth, ceil((v_locks - v_locks_prev)::numeric / (done - v_done_prev))::integer);
+                v_locks_prev := v_locks;
+                v_done_prev := done;
+                IF v_locks + v_growth > p_ctx.lock_budget THEN
+                    stopped := 'lock_budget';
+                ELSE
+                    v_next_check := done + greatest(1, (p_ctx.lock_budget - v_locks) / (2 * v_growth));
+                END IF;
+            END IF;
+        END LOOP;
+        next_index := i;
+        IF done > 0 THEN
+            v_ignored := set_config('application_name', p_ctx.client_application, true);
+        END IF;
+        -- A limit reached after the last pending migration stops nothing.
+        IF stopped IS NOT NULL AND stopped <> 'non_transactional'
+           AND NOT EXISTS (SELECT FROM unnest(p_plan[i:]) AS e WHERE e.outcome = 'pending') THEN
+            stopped := NULL;
+        END IF;
+
+        -- Recorded in one statement after the last migration rather than one INSERT each:
+        -- same transaction, same outcome; only a migration reading pgmig.history would notice
+        -- that the earlier entries of its transaction are not there yet.
+        IF done > 0 THEN
+            v_phase := 'recording';
+            SELECT array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
+                              e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
+              INTO v_rows
+              FROM unnest(p_plan) WITH ORDINALITY AS e
+              JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
+             WHERE t.d IS NOT NULL;
+            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application)::text;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
+        -- this block is already rolled back, so nothing of this transaction survives. A bare
+        -- RAISE re-throws the original error with its SQLSTATE, detail, hint and internal
+        -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
+        IF v_phase IS NULL THEN
+            RAISE;
+        END IF;
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF v_phase = 'migration' THEN
+            -- The WARNING first, whatever error follows: it names the migration to every
+            -- client, also one that asked for no progress notices. Its DETAIL is for programs.
+            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s; %s', v_entry.version, v_entry.name, v_state,
+                                CASE WHEN p_ctx.committed > 0
+                                     THEN format('nothing of its transaction was applied (%s migration%s committed earlier by this call stay applied)',
+                                                 p_ctx.committed, CASE WHEN p_ctx.committed > 1 THEN 's' ELSE '' END)
+                                     ELSE 'nothing was applied' END);
+            IF p_ctx.data THEN
+                RAISE WARNING USING
+                    ERRCODE = 'PM010', MESSAGE = v_message,
+                    DETAIL = json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
+                                               'transaction', p_transaction, 'committed', p_ctx.committed)::text;
+            ELSE
+                RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+            END IF;
+            GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
+            PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
+        ELSE
+            -- Recording failed: a migration of this transaction altered pgmig.history.
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this transaction altered pgmig.history: %s; nothing was applied',
+                                 v_message,
+                                 (SELECT string_agg(format('%s (%s)', e.version, left(e.name, 100)), ', ' ORDER BY e.version)
+                                  FROM unnest(p_plan) WITH ORDINALITY AS e
+                                  JOIN unnest(durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
+                                  WHERE t.d IS NOT NULL)),
+                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
+                HINT = 'Migrations must not touch pgmig''s own objects.';
+        END IF;
+        RAISE;
+    END;
+END
+$fn$;
+
+-- A pgmig NOTICE: the message for people, and with notices => 'json' a DETAIL for programs
+-- (RAISE refuses a NULL option, hence the two forms). Nothing when nobody listens.
+CREATE OR REPLACE FUNCTION pgmig._notice(p_code text, p_message text, p_detail jsonb, p_mode text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_mode = 'json' THEN
+        RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;
+    ELSIF p_mode = 'text' THEN
+        RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message;
+    END IF;
+END
+$fn$;
+
+-- Whether anybody takes this call's progress notices: RAISE formats its message even when
+-- nobody will get it, so the engine skips them when neither the client nor the server log
+-- takes NOTICE, or the caller asked for none.
+CREATE OR REPLACE FUNCTION pgmig._notices_mode(p_notices text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_notices IS NULL OR p_notices NOT IN ('text', 'json', 'none') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: notices must be ''text'', ''json'' or ''none'', got %s', coalesce(quote_literal(p_notices), 'NULL'));
+    END IF;
+    IF current_setting('client_min_messages') IN ('warning', 'error')
+       AND current_setting('log_min_messages') NOT IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice') THEN
+        RETURN 'none';
+    END IF;
+    RETURN p_notices;
+END
+$fn$;
+
+-- notices => 'none': nobody wants to hear from this call, the migrations' own notices
+-- included (each costs a client reading them; a Go client ~30 µs). The engine's warnings that
+-- name a failure still get through. Sets client_min_messages = warning for the transaction and
+-- returns the value to put back when the call ends (NULL: nothing to put back).
+CREATE OR REPLACE FUNCTION pgmig._quiet(p_notices text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_was text := current_setting('client_min_messages');
+BEGIN
+    IF p_notices IS DISTINCT FROM 'none' OR v_was IN ('warning', 'error') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('client_min_messages', 'warning', true);
+    RETURN v_was;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgmig._unquiet(p_was text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_was IS NOT NULL THEN
+        PERFORM set_config('client_min_messages', p_was, true);
+    END IF;
+END
+$fn$;
+
+-- Raises PM001 for option values no call accepts.
+CREATE OR REPLACE FUNCTION pgmig._assert_options(p_target bigint, p_lock_budget integer, p_max_per_transaction integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_target < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target);
+    END IF;
+    IF p_lock_budget < 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_budget must be at least 1 (or 0 for none), got %s', p_lock_budget);
+    END IF;
+    IF p_max_per_transaction < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: max_per_transaction must be at least 1, got %s', p_max_per_transaction);
+    END IF;
+END
+$fn$;
+
+-- The result rows of migrate_apply (and of a dry run) from a plan: outcome 'applied' with
+-- start and duration where this call applied the entry.
+CREATE OR REPLACE FUNCTION pgmig._result_rows(p_plan pgmig.plan_entry[], p_started timestamptz[], p_durations interval[])
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT e.version, e.name,
+       CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END,
+       t.d, coalesce(t.at, e.applied_at)
+FROM unnest(p_plan) WITH ORDINALITY AS e
+LEFT JOIN unnest(p_started, p_durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
+ORDER BY e.ordinality
+$fn$;
+
 -- The engine: see docs/sql-api.md, "migrate_apply". Runs in the caller's transaction.
 CREATE OR REPLACE FUNCTION pgmig._apply(
     p_batch              jsonb,
@@ -791,7 +1481,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_allow_missing      boolean,
     p_dry_run            boolean,
     p_client_info        text,
-    p_lock_budget        integer)
+    p_lock_budget        integer,
+    p_notices            text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -803,60 +1494,29 @@ DECLARE
     -- search_path before evaluating anything else.
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_caller_role text := pg_catalog.current_setting('role');
-    v_safe_path   constant text := 'pg_catalog, pg_temp';
-    v_settings    text[];
-    v_drift       boolean;
-    v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
-    v_progress    boolean;
-    v_manifest_only   text;
-    v_nontransactional text;
-    v_total       bigint;
-    v_done        bigint := 0;
-    v_ahead       text;
-    v_commit_points text;
-    -- The plan, read once after the lock, one array element per row in version order:
-    -- what is returned, what is run and what is recorded all come from these.
-    v_version     bigint[];
-    v_name        text[];
-    v_outcome     text[];
-    v_at          timestamptz[];
-    v_duration    interval[];
-    v_to_apply    boolean[];
-    v_sql         text[];
-    v_down        text[];
-    v_tx          boolean[];
-    v_checksum    text[];
-    i             integer;
-    v_started     timestamptz;
+    v_app         text := pg_catalog.current_setting('application_name');
+    v_ctx         pgmig.call_context;
+    v_plan        record;
+    v_run         record;
+    v_digest      text;
     v_batch_start timestamptz;
-    v_cur_version bigint;
-    v_cur_name    text;
-    v_phase       text;
-    v_state       text;
-    v_message     text;
-    -- p_lock_budget: locks held at the last count, and the most one migration added
-    v_locks       integer;
-    v_locks_prev  integer;
-    v_done_prev   bigint := 0;
-    v_growth      integer := 1;
-    v_next_check  bigint := 1;
-    v_stopped     boolean := false;
+    v_quiet       text;   -- client_min_messages to put back after notices => 'none'
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
-    v_settings := pgmig._settings();
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_batch_start := clock_timestamp();
-
     PERFORM pgmig._assert_can_migrate('migrate_apply');
-    IF p_target_version IS NOT NULL AND p_target_version < 1 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target_version);
-    END IF;
-    IF p_lock_budget IS NOT NULL AND p_lock_budget < 1 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_budget must be at least 1, got %s', p_lock_budget);
-    END IF;
+    PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
+    v_ctx.caller_path := v_caller_path;
+    v_ctx.caller_role := v_caller_role;
+    v_ctx.settings := pgmig._settings();
+    v_ctx.client_info := p_client_info;
+    v_ctx.client_application := v_app;
+    v_ctx.notices := pgmig._notices_mode(p_notices);
+    v_ctx.data := p_notices <> 'text';
+    v_quiet := pgmig._quiet(p_notices);
+    v_ctx.lock_budget := nullif(p_lock_budget, 0);
+    v_ctx.run_mode := false;
+    v_ctx.committed := 0;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -865,214 +1525,437 @@ BEGIN
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
-    -- One pass over the plan for everything the loop needs to know up front, including
-    -- whether _drift_problems would find anything (its rules as one flag; the report itself
-    -- is built only when it will be raised).
-    SELECT coalesce(bool_or(p.outcome = 'already_applied'
-                            AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
-           OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
-           OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
-                                                     < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
-           count(*) FILTER (WHERE p.to_apply),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
-           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
-               FILTER (WHERE p.to_apply AND NOT p.transactional),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
-           string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after),
-           -- No ORDER BY here: each one would sort on its own (~4 µs per migration for the
-           -- nine). _plan_rows returns its rows in version order and a plain aggregate over
-           -- a function scan consumes them in that order; checked below, as SQL does not
-           -- promise it.
-           array_agg(p.version), array_agg(p.name), array_agg(p.outcome), array_agg(p.applied_at),
-           array_agg(p.to_apply), array_agg(CASE WHEN p.to_apply THEN p.sql END),
-           array_agg(CASE WHEN p.to_apply THEN p.down_sql END),
-           array_agg(p.transactional), array_agg(p.checksum)
-      INTO v_drift, v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points,
-           v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
-      FROM (SELECT r.*, r.outcome = 'pending' AND (p_target_version IS NULL OR r.version <= p_target_version) AS to_apply
-            FROM pgmig._plan_rows(p_batch) AS r) AS p;
-    IF v_version IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest(v_version) AS x) THEN
-        SELECT array_agg(v_version[o] ORDER BY v_version[o]), array_agg(v_name[o] ORDER BY v_version[o]),
-               array_agg(v_outcome[o] ORDER BY v_version[o]), array_agg(v_at[o] ORDER BY v_version[o]),
-               array_agg(v_to_apply[o] ORDER BY v_version[o]), array_agg(v_sql[o] ORDER BY v_version[o]),
-               array_agg(v_down[o] ORDER BY v_version[o]), array_agg(v_tx[o] ORDER BY v_version[o]),
-               array_agg(v_checksum[o] ORDER BY v_version[o])
-          INTO v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
-          FROM generate_subscripts(v_version, 1) AS o;
+    -- Racing migrators of the same batch: the history digest equal to the batch's proves
+    -- that exactly these migrations are applied, unchanged; nothing else to read.
+    v_digest := pgmig._history_digest();
+    IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
+        RETURN QUERY
+            SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
+            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+            ORDER BY b.version;
+        PERFORM pgmig._unquiet(v_quiet);
+        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        RETURN;
     END IF;
-    IF v_drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
+
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    IF v_plan.drift THEN
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
     END IF;
-    IF NOT p_dry_run AND v_manifest_only IS NOT NULL THEN
+    IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_manifest_only),
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
             HINT = 'Send the full batch (with "sql") to apply them.';
     END IF;
-    IF NOT p_dry_run AND v_nontransactional IS NOT NULL THEN
+    IF NOT p_dry_run AND v_plan.non_transactional IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_nontransactional),
-            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
+            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so the engine cannot run it.',
             HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
                 || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
                 || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
     END IF;
-
-    IF v_ahead IS NOT NULL THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM011',
-            MESSAGE = format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_ahead);
+    IF v_plan.ahead IS NOT NULL THEN
+        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
+                              jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
     END IF;
 
-    -- RAISE formats its message even when nobody will get it: skip the progress notices when
-    -- neither the client nor the server log takes NOTICE (pgmig push without a progress
-    -- display sets client_min_messages = warning for its transaction).
-    v_progress := pg_catalog.current_setting('client_min_messages') NOT IN ('warning', 'error')
-                  OR pg_catalog.current_setting('log_min_messages') IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice');
-    v_duration := array_fill(NULL::interval, ARRAY[coalesce(cardinality(v_version), 0)]);
-    IF p_lock_budget IS NOT NULL THEN
-        v_locks_prev := pgmig._locks_held();
+    IF p_dry_run OR v_plan.to_apply = 0 THEN
+        RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, NULL, NULL);
+        PERFORM pgmig._unquiet(v_quiet);
+        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        RETURN;
     END IF;
-    BEGIN
-        FOR i IN 1 .. CASE WHEN p_dry_run THEN 0 ELSE coalesce(cardinality(v_version), 0) END LOOP
-            CONTINUE WHEN NOT v_to_apply[i];
-            -- Stopped at the lock budget: the rest stays 'pending' for the next call.
-            EXIT WHEN v_stopped;
-            v_done := v_done + 1;
-            v_cur_version := v_version[i];
-            v_cur_name := v_name[i];
-            v_phase := 'migration';
-            IF v_progress THEN
-                RAISE NOTICE USING
-                    ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
-            END IF;
-            v_started := clock_timestamp();
-            v_ignored := pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name)::text;
-            v_duration[i] := clock_timestamp() - v_started;
-            v_at[i] := v_started;
-            v_outcome[i] := 'applied';
-            v_phase := NULL;
 
-            -- Lock budget: stop after the migration that brings this transaction near it
-            -- (the caller commits and calls again for the rest). Counting locks reads the
-            -- whole lock table, so it is done only as often as the growth seen so far
-            -- requires: halfway to the budget at that rate, then closer and closer.
-            IF p_lock_budget IS NOT NULL AND v_done >= v_next_check AND v_done < v_total THEN
-                v_locks := pgmig._locks_held();
-                v_growth := greatest(v_growth, ceil((v_locks - v_locks_prev)::numeric / (v_done - v_done_prev))::integer);
-                v_locks_prev := v_locks;
-                v_done_prev := v_done;
-                IF v_locks + v_growth > p_lock_budget THEN
-                    v_stopped := true;
-                ELSE
-                    v_next_check := v_done + greatest(1, (p_lock_budget - v_locks) / (2 * v_growth));
-                END IF;
-            END IF;
-        END LOOP;
+    v_ctx.commit_points := v_plan.commit_points;
+    v_ctx.total := v_plan.to_apply;
+    SELECT * INTO v_run FROM pgmig._execute_plan(v_plan.plan, 1, v_ctx, 1);
 
-        -- Recorded in one statement after the last migration rather than one INSERT each
-        -- (~45 µs per migration, more than some migrations cost). Same transaction, so the
-        -- outcome is identical; only a migration reading pgmig.history would notice that the
-        -- batch's earlier entries are not there yet.
-        IF v_done > 0 THEN
-            v_phase := 'recording';
-            INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                                       applied_at, applied_by, login_role, client_application,
-                                       client_addr, client_info, backend_pid, duration, engine_version)
-            SELECT u.version, u.name, u.checksum, u.sql, u.down_sql, u.transactional, 'applied',
-                   u.started, current_user, session_user, current_setting('application_name'),
-                   inet_client_addr(), p_client_info, pg_backend_pid(), u.duration,
-                   pgmig.engine_version()
-            FROM unnest(v_version, v_name, v_checksum, v_sql, v_down, v_tx, v_at, v_duration, v_outcome)
-                 AS u(version, name, checksum, sql, down_sql, transactional, started, duration, outcome)
-            WHERE u.outcome = 'applied';
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
-        -- this block is already rolled back, so nothing of the batch survives. A bare RAISE
-        -- re-throws the original error with its SQLSTATE, detail, hint and internal
-        -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
-        IF v_phase IS NULL THEN
-            RAISE;
-        END IF;
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-        IF v_phase = 'migration' THEN
-            -- The WARNING first, whatever error follows: it names the migration to a
-            -- client that received no progress notices (client_min_messages = warning).
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
-                                 v_cur_version, v_cur_name, v_state);
-            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
-        ELSE
-            -- Recording failed: a migration of this call altered pgmig.history (checked once
-            -- here rather than after every migration). Name them all.
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this call altered pgmig.history: %s; nothing was applied',
-                                 v_message,
-                                 (SELECT string_agg(format('%s (%s)', u.version, left(u.name, 100)), ', ' ORDER BY u.version)
-                                  FROM unnest(v_version, v_name, v_outcome) AS u(version, name, outcome)
-                                  WHERE u.outcome = 'applied')),
-                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
-                HINT = 'Migrations must not touch pgmig''s own objects.';
-        END IF;
-        RAISE;
-    END;
-
-    IF v_done > 0 THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM012',
-            MESSAGE = format('pgmig: applied %s migration%s in %s%s', v_done,
-                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+    IF v_run.done > 0 THEN
+        PERFORM pgmig._notice('PM012',
+            format('pgmig: applied %s migration%s in %s%s', v_run.done,
+                             CASE WHEN v_run.done > 1 THEN 's' ELSE '' END,
                              date_trunc('milliseconds', clock_timestamp() - v_batch_start),
-                             CASE WHEN v_stopped
-                                  THEN format('; stopped at the lock budget (%s of %s locks held), %s still pending: commit and call again',
-                                              v_locks, p_lock_budget, v_total - v_done)
-                                  ELSE '' END);
+                             CASE WHEN v_run.stopped = 'lock_budget'
+                                  THEN format('; stopped at the lock budget (%s locks), %s still pending: commit and call again',
+                                              p_lock_budget, v_plan.to_apply - v_run.done)
+                                  ELSE '' END),
+            jsonb_build_object('applied', v_run.done, 'pending', v_plan.to_apply - v_run.done, 'stopped', v_run.stopped),
+            v_ctx.notices);
     END IF;
-    RETURN QUERY
-        SELECT u.version, u.name, u.outcome, u.duration, u.applied_at
-        FROM unnest(v_version, v_name, v_outcome, v_duration, v_at) AS u(version, name, outcome, duration, applied_at);
+    RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, v_run.started, v_run.durations);
+    PERFORM pgmig._unquiet(v_quiet);
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
 $fn$;
--- What migrate_apply would do with this batch, without taking the lock: validates shape and
--- drift against the committed history as of now. Cheap enough for "is anything pending?"
--- checks with a manifest (versions and checksums only); the answer may be stale by the time
--- the caller acts on it, which is fine because migrate_apply re-checks under the lock.
+-- migrate_run: the whole job in one statement, for every caller (psql, pg_cron, an admin GUI,
+-- pgmig push). A procedure, so that it can commit by itself where one transaction must end:
+-- after a migration marked commit_after (a new enum value is usable only after the commit),
+-- when the transaction's lock count nears the lock budget (one transaction holds a lock on every
+-- object it creates until it commits; on default settings ~5 000 small DDL migrations exhaust
+-- the shared lock table, SQLSTATE 53200), and every max_per_transaction migrations if asked.
+-- Each transaction takes the history lock and reads the history after it, as migrate_apply
+-- does, so exactly once holds against any concurrent caller: between two of its transactions
+-- another migrator may take the lock, and the next transaction then re-reads the plan. Each
+-- transaction is all or nothing; a failure leaves the earlier transactions of the call applied,
+-- and says so.
+--
+-- PostgreSQL allows COMMIT in a procedure only when CALL runs in its own transaction, not
+-- inside BEGIN ... COMMIT (or a multi-statement query string): there the first COMMIT fails
+-- with SQLSTATE 2D000 "invalid transaction termination", before anything was done.
+CREATE OR REPLACE PROCEDURE pgmig._run(
+    p_batch                  jsonb,
+    p_target_version         bigint,
+    p_lock_timeout           interval,
+    p_allow_out_of_order     boolean,
+    p_allow_missing          boolean,
+    p_dry_run                boolean,
+    p_client_info            text,
+    p_lock_budget            integer,
+    p_max_per_transaction    integer,
+    p_stop_before_nontx      boolean,
+    p_notices                text,
+    p_details                boolean,
+    INOUT p_result           jsonb)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    -- Captured before anything else, with schema-qualified calls only (see _apply).
+    v_caller_path text := pg_catalog.current_setting('search_path');
+    v_caller_role text := pg_catalog.current_setting('role');
+    v_app         text := pg_catalog.current_setting('application_name');
+    v_call_start  timestamptz := pg_catalog.clock_timestamp();
+    v_ctx         pgmig.call_context;
+    v_plan        record;
+    v_run         record;
+    v_wait        record;
+    v_plan_array  pgmig.plan_entry[];
+    v_pos         integer := 1;     -- where the next transaction continues in v_plan_array
+    v_txn         integer := 0;     -- transactions that applied something
+    v_applied_v   bigint[] := '{}';  -- what this call applied, in order: version,
+    v_applied_at  timestamptz[] := '{}';  -- start
+    v_applied_d   interval[] := '{}';     -- and duration
+    v_mark        text;             -- the history as this call left it at its last commit
+    v_stopped     jsonb;
+    v_first       boolean := true;
+    v_left        bigint;
+    v_next        integer;
+    v_entry       pgmig.plan_entry;
+    v_budget_stops integer := 0;    -- transactions ended at the lock budget
+BEGIN
+    IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
+       AND coalesce(p_notices, 'text') = 'text' THEN
+        -- Earlier statements ran in this transaction: most likely an explicit BEGIN, where the
+        -- COMMIT below fails with a message that does not say what to do instead. (Through the
+        -- extended query protocol the two timestamps differ in autocommit too, hence a NOTICE,
+        -- not an error.)
+        RAISE NOTICE USING
+            ERRCODE = 'PM000',
+            MESSAGE = 'pgmig: migrate_run commits by itself: inside BEGIN ... COMMIT it fails next with "invalid transaction termination"',
+            HINT = 'CALL migrate_run(...) outside a transaction block (autocommit), or use select * from migrate_apply(...) inside one.';
+    END IF;
+    -- End the CALL's own transaction at once: every transaction of this call is then started
+    -- here, READ COMMITTED whatever default_transaction_isolation says (a snapshot older than
+    -- the lock would hide a racer's commit). COMMIT AND CHAIN keeps that for the next ones.
+    COMMIT;
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    -- notices => 'none': quiet for every transaction of the call (set again after each COMMIT,
+    -- which ends a local setting; nothing to put back at the end, for the same reason).
+    PERFORM pgmig._quiet(p_notices);
+
+    PERFORM pgmig._assert_can_migrate('migrate_run');
+    PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
+    v_ctx.caller_path := v_caller_path;
+    v_ctx.caller_role := v_caller_role;
+    v_ctx.settings := pgmig._settings();
+    v_ctx.client_info := p_client_info;
+    v_ctx.client_application := v_app;
+    v_ctx.notices := pgmig._notices_mode(coalesce(p_notices, 'text'));
+    v_ctx.data := coalesce(p_notices, 'text') <> 'text';
+    v_ctx.lock_budget := CASE WHEN p_lock_budget IS NULL THEN pgmig._default_lock_budget()
+                              WHEN p_lock_budget > 0 THEN p_lock_budget END;
+    v_ctx.max_per_transaction := p_max_per_transaction;
+    v_ctx.run_mode := true;
+    v_ctx.committed := 0;
+    -- Validated once: the batch does not change between the transactions of this call.
+    PERFORM pgmig._assert_well_formed(p_batch);
+
+    LOOP
+        -- The lock, waiting as lock_wait decides: queued in slices, or, while a
+        -- non-transactional migration runs, between transactions without a snapshot.
+        SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, NULL, 0);
+        WHILE NOT v_wait.acquired LOOP
+            ROLLBACK AND CHAIN;
+            IF v_wait.retry_after > interval '0' THEN
+                PERFORM pg_catalog.pg_sleep(extract(epoch FROM v_wait.retry_after));
+                COMMIT AND CHAIN;
+            END IF;
+            SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, v_wait.waiting_since, v_wait.attempt);
+        END LOOP;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pgmig._quiet(p_notices);
+        PERFORM pgmig._assert_no_interrupted();
+
+        -- The plan: read on the first transaction, and again whenever the history is not
+        -- exactly as this call left it at its last commit (another migrator got the lock in
+        -- between, or an operator rolled back, repaired...).
+        IF v_first THEN
+            v_mark := pgmig._history_digest();
+            IF v_mark <> pgmig._empty_digest() AND v_mark = pgmig._batch_digest(p_batch) THEN
+                -- Racing migrators of the same batch: exactly these migrations are applied,
+                -- unchanged; nothing else to read (the plan only for the details).
+                IF p_details THEN
+                    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+                    v_plan_array := v_plan.plan;
+                END IF;
+                EXIT;
+            END IF;
+        END IF;
+        IF v_first OR v_mark IS DISTINCT FROM pgmig._history_mark() THEN
+            SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+            IF v_plan.drift THEN
+                PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing,
+                    CASE WHEN v_txn = 0 THEN 'nothing was applied'
+                         ELSE format('nothing more was applied (%s migrations committed earlier by this call stay applied)', v_ctx.committed) END,
+                    v_ctx.data);
+            END IF;
+            IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'PM001',
+                    MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
+                    HINT = 'Send the full batch (with "sql") to apply them.';
+            END IF;
+            IF v_first AND NOT p_dry_run AND v_plan.non_transactional IS NOT NULL AND NOT p_stop_before_nontx THEN
+                RAISE EXCEPTION USING
+                    ERRCODE = 'PM005',
+                    MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
+                    DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a procedure, so the engine cannot run it.',
+                    HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
+                        || 'From SQL: CALL migrate_run(batch, stop_before_non_transactional => true) applies everything before it; '
+                        || 'then run its statements yourself outside a transaction and record it with migrate_baseline.';
+            END IF;
+            IF v_first AND v_plan.ahead IS NOT NULL THEN
+                PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
+                                      jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
+            END IF;
+            IF v_first THEN
+                v_ctx.total := v_plan.to_apply;
+                v_ctx.commit_points := v_plan.commit_points;
+            END IF;
+            v_plan_array := v_plan.plan;
+            v_pos := 1;
+        END IF;
+        v_first := false;
+
+        -- The next migration this call applies, if any.
+        SELECT min(o) INTO v_next FROM generate_subscripts(v_plan_array, 1) AS o
+         WHERE o >= v_pos AND (v_plan_array[o]).outcome = 'pending';
+        IF v_next IS NULL OR p_dry_run THEN
+            EXIT;
+        END IF;
+        v_entry := v_plan_array[v_next];
+        IF NOT v_entry.transactional THEN
+            v_stopped := jsonb_build_object('reason', 'non_transactional', 'version', v_entry.version, 'name', v_entry.name);
+            EXIT;
+        END IF;
+
+        v_txn := v_txn + 1;
+        SELECT * INTO v_run FROM pgmig._execute_plan(v_plan_array, v_next, v_ctx, v_txn);
+        SELECT v_applied_v || array_agg(e.version ORDER BY e.ordinality), v_applied_at || array_agg(t.at ORDER BY e.ordinality),
+               v_applied_d || array_agg(t.d ORDER BY e.ordinality)
+          INTO v_applied_v, v_applied_at, v_applied_d
+          FROM unnest(v_plan_array) WITH ORDINALITY AS e
+          JOIN unnest(v_run.started, v_run.durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
+         WHERE t.d IS NOT NULL;
+        v_ctx.committed := v_ctx.committed + v_run.done;
+        IF v_run.stopped = 'lock_budget' THEN
+            v_budget_stops := v_budget_stops + 1;
+        END IF;
+        v_pos := v_run.next_index;
+        -- A migration's plain SET survives COMMIT: put back what _execute_as_caller does not.
+        PERFORM pgmig._restore_settings(v_ctx.settings);
+        v_mark := pgmig._history_mark();
+        COMMIT AND CHAIN;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM pgmig._quiet(p_notices);
+        IF v_run.stopped = 'non_transactional' THEN
+            v_entry := v_plan_array[v_run.next_index];
+            v_stopped := jsonb_build_object('reason', 'non_transactional', 'version', v_entry.version, 'name', v_entry.name);
+            EXIT;
+        END IF;
+        EXIT WHEN v_run.stopped IS NULL;
+    END LOOP;
+
+    IF v_stopped IS NOT NULL AND NOT p_stop_before_nontx THEN
+        -- Became pending after this call's first plan (another migrator changed the history).
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: non-transactional migration %s (%s) is next; %s migration%s of this call were applied and committed, nothing more was applied',
+                             v_stopped->>'version', v_stopped->>'name', v_ctx.committed, CASE WHEN v_ctx.committed = 1 THEN '' ELSE 's' END),
+            HINT = 'Apply the rest with `pgmig push`, which runs non-transactional migrations from the client under the same lock.';
+    END IF;
+    -- The outcome, from the last plan and what this call applied.
+    SELECT count(*) INTO v_left
+      FROM unnest(v_plan_array) AS x
+      LEFT JOIN unnest(v_applied_v) AS a(version) ON a.version = x.version
+     WHERE x.outcome = 'pending' AND a.version IS NULL;
+    p_result := jsonb_build_object(
+        'applied', coalesce(cardinality(v_applied_v), 0),
+        'pending', v_left,
+        'transactions', v_txn,
+        'lock_budget', v_ctx.lock_budget,
+        'lock_budget_stops', v_budget_stops,
+        'version', (SELECT max(h.version) FROM pgmig.history AS h),
+        'ahead', coalesce((SELECT jsonb_agg(x.version ORDER BY x.version) FROM unnest(v_plan_array) AS x WHERE x.outcome = 'ahead'), '[]'),
+        'stopped', v_stopped,
+        'dry_run', p_dry_run,
+        'duration', (pg_catalog.clock_timestamp() - v_call_start)::text);
+    IF p_details THEN
+        p_result := p_result || jsonb_build_object('migrations', coalesce((
+            SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                       'version', x.version, 'name', x.name, 'label', x.label,
+                       'outcome', CASE WHEN a.o IS NOT NULL THEN 'applied' ELSE x.outcome END,
+                       'duration_us', (extract(epoch FROM v_applied_d[a.o]) * 1000000)::bigint,
+                       'applied_at', coalesce(v_applied_at[a.o], x.applied_at)))
+                   ORDER BY x.version)
+            FROM unnest(v_plan_array) AS x
+            LEFT JOIN unnest(v_applied_v) WITH ORDINALITY AS a(version, o) ON a.version = x.version), '[]'));
+    END IF;
+    IF v_ctx.committed > 0 THEN
+        PERFORM pgmig._notice('PM012',
+            format('pgmig: applied %s migration%s in %s (%s transaction%s)%s', v_ctx.committed,
+                   CASE WHEN v_ctx.committed > 1 THEN 's' ELSE '' END,
+                   date_trunc('milliseconds', pg_catalog.clock_timestamp() - v_call_start),
+                   v_txn, CASE WHEN v_txn > 1 THEN 's' ELSE '' END,
+                   CASE WHEN v_stopped IS NOT NULL
+                        THEN format('; stopped before non-transactional migration %s (%s)', v_stopped->>'version', v_stopped->>'name')
+                        ELSE '' END),
+            p_result - 'migrations', v_ctx.notices);
+    END IF;
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+END
+$fn$;
+
+-- What migrate_run's default lock budget is: half the server's shared lock table, which has
+-- room for max_locks_per_transaction * (max_connections + max_prepared_transactions) locks
+-- (docs "Lock Management"; it may borrow some spare shared memory beyond that, which is not
+-- counted on). The other half is headroom for every other session.
+CREATE OR REPLACE FUNCTION pgmig._default_lock_budget()
+RETURNS integer
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT greatest(1, least(2147483647,
+       current_setting('max_locks_per_transaction')::bigint
+       * (current_setting('max_connections')::bigint + current_setting('max_prepared_transactions')::bigint) / 2))::integer
+$fn$;
+
+-- A cheap mark of the history's state: changes whenever anyone else changes the history
+-- (a row added or removed changes the count or the newest version; a rollback, repair,
+-- baseline or resolve also writes an audit row). migrate_run compares it across its commits
+-- to know whether its plan still holds.
+CREATE OR REPLACE FUNCTION pgmig._history_mark()
+RETURNS text
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history), (SELECT max(version) FROM pgmig.history),
+                 (SELECT max(id) FROM pgmig.audit), (SELECT count(*) FROM pgmig.nontx_run))
+$fn$;
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolean,boolean)', NULL); END $pgmig$;
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
+    'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)'); END $pgmig$;
+
+-- What migrate_apply / migrate_run would do with this batch and these options, without taking
+-- the lock: the same plan (_read_plan) against the committed history as of now. Cheap enough
+-- for "is anything pending?" checks with a manifest (versions and checksums only); the answer
+-- may be stale by the time the caller acts on it, which is fine because the engine re-checks
+-- under the lock. Drift raises PM002 like migrate_apply, or, with p_report_drift, is reported
+-- in the rows (drift: the kinds, detail: one sentence per problem). step numbers the
+-- transactions migrate_run would use as far as the batch decides them: a commit_after
+-- migration ends one, a non-transactional migration is a step of its own (the lock budget may
+-- cut more, which only running can tell).
 CREATE OR REPLACE FUNCTION pgmig._plan(
     p_batch              jsonb,
     p_target_version     bigint,
     p_allow_out_of_order boolean,
-    p_allow_missing      boolean)
-RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+    p_allow_missing      boolean,
+    p_report_drift       boolean)
+RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
+               transactional boolean, commit_after boolean, step integer, drift text, detail text)
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    v_plan  record;
+    v_drift jsonb := '{}';
+    v_entry pgmig.plan_entry;
+    v_step  integer := 1;
+    v_open  boolean := false;   -- the current step has a pending migration
 BEGIN
+    PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
-    RETURN QUERY
-        SELECT p.version, p.name, p.outcome, NULL::interval, p.applied_at
-        FROM pgmig._plan_rows(p_batch) AS p;
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    IF v_plan.drift AND NOT p_report_drift THEN
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
+    END IF;
+    IF v_plan.drift THEN
+        SELECT jsonb_object_agg(x.version::text, jsonb_build_object('kinds', x.kinds, 'problems', x.problems))
+          INTO v_drift
+          FROM (SELECT d.version, string_agg(d.kind, ',' ORDER BY d.kind) AS kinds,
+                       string_agg(d.problem, '; ' ORDER BY d.kind) AS problems
+                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
+                GROUP BY d.version) AS x;
+    END IF;
+    FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
+        version := v_entry.version;
+        name := v_entry.name;
+        label := v_entry.label;
+        outcome := v_entry.outcome;
+        applied_at := v_entry.applied_at;
+        transactional := v_entry.transactional;
+        commit_after := v_entry.commit_after;
+        step := NULL;
+        IF v_entry.outcome = 'pending' THEN
+            IF NOT v_entry.transactional THEN
+                IF v_open THEN
+                    v_step := v_step + 1;
+                END IF;
+                step := v_step;
+                v_step := v_step + 1;
+                v_open := false;
+            ELSE
+                step := v_step;
+                v_open := true;
+                IF v_entry.commit_after THEN
+                    v_step := v_step + 1;
+                    v_open := false;
+                END IF;
+            END IF;
+        END IF;
+        drift := v_drift->v_entry.version::text->>'kinds';
+        detail := v_drift->v_entry.version::text->>'problems';
+        RETURN NEXT;
+    END LOOP;
 END
 $fn$;
 
--- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming
--- it. Reads take ACCESS SHARE, which EXCLUSIVE does not block: status never waits for a
--- running migration.
+-- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
+-- (and the migration it is applying, with how long it has been at it), and one row per
+-- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
+-- EXCLUSIVE does not block: status never waits for a running migration.
 CREATE OR REPLACE FUNCTION pgmig._status()
-RETURNS TABLE (version bigint, name text, state text, applied_at timestamptz, applied_by text,
+RETURNS TABLE (version bigint, name text, label text, state text, applied_at timestamptz, applied_by text,
                client text, duration interval, checksum text, detail text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT * FROM (
-    SELECT h.version, h.name, h.kind, h.applied_at, h.applied_by,
+    SELECT h.version, h.name, h.label, h.kind, h.applied_at, h.applied_by,
            nullif(concat_ws(' ', h.client_application, host(h.client_addr), h.client_info), ''),
            h.duration, h.checksum, NULL::text
     FROM pgmig.history AS h
@@ -1081,7 +1964,7 @@ SELECT * FROM (
 UNION ALL
 -- Non-transactional migrations started and not recorded: running (their holder has the lock),
 -- failed, or interrupted (the client died).
-SELECT r.version, r.name,
+SELECT r.version, r.name, NULL::text,
        CASE WHEN r.state = 'failed' THEN 'failed'
             WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
             -- The client is gone but its statement still runs (a concurrent index build
@@ -1094,19 +1977,28 @@ SELECT r.version, r.name,
               CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
 FROM pgmig.nontx_run AS r
 UNION ALL
-SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
-       nullif(concat_ws(' ', l.application_name, host(l.client_addr)), ''),
+-- The engine names the migration it is applying in the holder's application_name
+-- ('pgmig: applying <version> @<epoch ms> <the caller's application_name>', see _execute_plan).
+SELECT m.version, NULL::text, NULL::text, 'in_progress', l.since, l.role,
+       nullif(concat_ws(' ', CASE WHEN m.version IS NULL THEN l.application_name ELSE nullif(m.app, '') END, host(l.client_addr)), ''),
        clock_timestamp() - l.since, NULL::text,
        CASE WHEN l.pid IS NULL THEN 'a prepared transaction holds the lock'
+            WHEN m.version IS NOT NULL
+                 THEN format('applying version %s for %s; pid %s', m.version,
+                             date_trunc('milliseconds', clock_timestamp() - m.started), l.pid)
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
 FROM pgmig._lock_holder() AS l
+LEFT JOIN LATERAL (
+    SELECT x[1]::bigint AS version, to_timestamp(x[2]::bigint / 1000.0) AS started, x[3] AS app
+    FROM regexp_match(l.application_name, '^pgmig: applying ([0-9]+) @([0-9]+) ?(.*)$') AS x
+) AS m ON true
 $fn$;
 
 -- A digest of the applied history: lowercase hex sha256 over one line per history row in
 -- version order, "<version>\t<name>\t<checksum>\n". A client that computes the same digest
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
--- to do" case at every service start). Any difference means: ask migrate_plan.
+-- to do" case at every service start). Any difference means: call the engine.
 CREATE OR REPLACE FUNCTION pgmig._history_digest()
 RETURNS text
 LANGUAGE sql STABLE
@@ -1116,6 +2008,12 @@ SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || 
                                                     '' ORDER BY h.version), ''), 'UTF8')), 'hex')
 FROM pgmig.history AS h
 $fn$;
+
+-- The digest of an empty history (sha256 of nothing).
+CREATE OR REPLACE FUNCTION pgmig._empty_digest()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'::text $fn$;
 -- Rollback, baseline and repair: the ways the history changes other than applying. Each runs
 -- in the caller's transaction under the same history lock as migrate_apply and leaves an
 -- audit row (pgmig.audit) saying what changed, when and by whom.
@@ -1125,8 +2023,9 @@ $fn$;
 -- older release that never had them). One transaction: all of the range or none of it.
 -- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
 -- going up is a conflict to report, not to queue behind.
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._rollback(bigint,interval,boolean,text)', NULL); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
-                                           p_dry_run boolean, p_client_info text)
+                                           p_dry_run boolean, p_client_info text, p_notices text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -1147,18 +2046,18 @@ DECLARE
     v_phase       text;
     v_state       text;
     v_message     text;
+    v_notices     text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
-    PERFORM pgmig._assert_can_migrate('migrate_rollback');
+    v_notices := pgmig._notices_mode(p_notices);
     IF p_to_version IS NULL OR p_to_version < 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
     END IF;
-    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'));
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
@@ -1188,21 +2087,24 @@ BEGIN
             v_cur_version := r.version;
             v_cur_name := r.name;
             v_phase := 'migration';
-            RAISE NOTICE USING
-                ERRCODE = 'PM000',
-                MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
+            PERFORM pgmig._notice('PM000', format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name),
+                                  jsonb_build_object('event', 'rolling_back', 'version', r.version, 'name', r.name,
+                                                     'index', v_done, 'total', v_total), v_notices);
             v_started := clock_timestamp();
             PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
+            PERFORM pgmig._notice('PM000', format('pgmig: rolled back version %s in %s', r.version, v_duration),
+                                  jsonb_build_object('event', 'rolled_back', 'version', r.version, 'name', r.name,
+                                                     'duration_us', (extract(epoch FROM v_duration) * 1000000)::bigint),
+                                  CASE WHEN v_notices = 'json' THEN 'json' ELSE 'none' END);
 
             v_phase := 'recording';
             PERFORM set_config('pgmig.maintenance', 'on', true);
             DELETE FROM pgmig.history AS h WHERE h.version = r.version;
             PERFORM set_config('pgmig.maintenance', '', true);
-            INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-            VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
-                    jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
-                                       'history', to_jsonb(r)));
+            PERFORM pgmig._audit('rollback', r.version, p_client_info,
+                                 jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
+                                                    'history', to_jsonb(r)));
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
@@ -1216,19 +2118,23 @@ BEGIN
         IF v_phase = 'migration' THEN
             PERFORM pgmig._raise_explained('rollback of migration', v_cur_version, v_cur_name, v_state, v_message);
         END IF;
-        RAISE WARNING USING
-            ERRCODE = 'PM010',
-            MESSAGE = format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
-                             v_cur_version, v_cur_name, v_state);
+        v_message := format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
+                            v_cur_version, v_cur_name, v_state);
+        IF p_notices <> 'text' THEN
+            RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message,
+                DETAIL = jsonb_build_object('version', v_cur_version, 'name', v_cur_name, 'sqlstate', v_state,
+                                            'committed', 0, 'rollback', true)::text;
+        ELSE
+            RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+        END IF;
         RAISE;
     END;
 
     IF v_done > 0 THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM012',
-            MESSAGE = format('pgmig: rolled back %s migration%s in %s', v_done,
-                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
-                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+        PERFORM pgmig._notice('PM012', format('pgmig: rolled back %s migration%s in %s', v_done,
+                                              CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+                                              date_trunc('milliseconds', clock_timestamp() - v_batch_start)),
+                              jsonb_build_object('rolled_back', v_done), v_notices);
     END IF;
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
@@ -1249,7 +2155,6 @@ DECLARE
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
 BEGIN
-    PERFORM pgmig._assert_can_migrate('migrate_baseline');
     PERFORM pgmig._assert_well_formed(p_batch);
     IF p_version IS NULL OR p_version < 1 THEN
         RAISE EXCEPTION USING
@@ -1261,8 +2166,7 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
     END IF;
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout);
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
       FROM pgmig.history AS h WHERE h.version > p_version;
@@ -1275,18 +2179,14 @@ BEGIN
     -- Recorded versions at or below the baseline must still match the batch.
     PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
 
-    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                               applied_at, applied_by, login_role, client_application,
-                               client_addr, client_info, backend_pid, duration, engine_version)
-    SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, p.transactional, 'baseline',
-           v_now, current_user, session_user, current_setting('application_name'),
-           inet_client_addr(), p_client_info, pg_backend_pid(), interval '0', pgmig.engine_version()
-    FROM pgmig._plan_rows(p_batch) AS p
-    WHERE p.outcome = 'pending' AND p.version <= p_version;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_count := pgmig._record_history(
+        ARRAY(SELECT (p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, p.transactional,
+                      v_now, interval '0', NULL)::pgmig.history_entry
+              FROM pgmig._plan_rows(p_batch) AS p
+              WHERE p.outcome = 'pending' AND p.version <= p_version),
+        'baseline', p_client_info, current_setting('application_name'));
 
-    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-    VALUES ('baseline', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
+    PERFORM pgmig._audit('baseline', p_version, p_client_info,
             jsonb_build_object('recorded', v_count,
                                'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
                                             WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
@@ -1322,9 +2222,8 @@ DECLARE
     v_bad text;
     r     record;
 BEGIN
-    PERFORM pgmig._assert_can_migrate('migrate_repair');
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._begin('migrate_repair', p_lock_timeout);
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
@@ -1337,11 +2236,14 @@ BEGIN
     END IF;
 
     FOR r IN
-        SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, h AS old
+        SELECT p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, h AS old
         FROM pgmig._plan_rows(p_batch) AS p
         JOIN pgmig.history AS h ON h.version = p.version
         WHERE p.outcome = 'already_applied'
-          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)
+          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name
+               OR p.label IS DISTINCT FROM h.label
+               -- a down section added or fixed after the migration was applied
+               OR (p.down_sql IS NOT NULL AND p.down_sql IS DISTINCT FROM h.down_sql))
           AND (p_versions IS NULL OR p.version = ANY (p_versions))
         ORDER BY p.version
     LOOP
@@ -1349,15 +2251,15 @@ BEGIN
         UPDATE pgmig.history AS h
            SET checksum = r.checksum,
                name     = r.name,
+               label    = r.label,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
          WHERE h.version = r.version;
         PERFORM set_config('pgmig.maintenance', '', true);
-        INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-        VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
-                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,
+        PERFORM pgmig._audit('repair', r.version, p_client_info,
+                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'label', (r.old).label, 'checksum', (r.old).checksum,
                                                              'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
-                                   'new', jsonb_build_object('name', r.name, 'checksum', r.checksum,
+                                   'new', jsonb_build_object('name', r.name, 'label', r.label, 'checksum', r.checksum,
                                                              'sql', coalesce(r.sql, (r.old).sql),
                                                              'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
         RAISE NOTICE USING
@@ -1456,6 +2358,10 @@ BEGIN
     -- progress rows come later; application_name is visible to every role at once, and
     -- is_local ends it with this transaction.
     PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    -- The holder sits idle in its transaction for as long as the statements take: a
+    -- database-level idle_in_transaction_session_timeout must not end it (and with it the
+    -- lock) half-way. Local: ends with this transaction.
+    PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
     PERFORM pgmig._assert_no_interrupted();
     PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
@@ -1529,12 +2435,9 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: non-transactional migration %s has not completed all its statements; not recorded', p_version);
     END IF;
-    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                               applied_at, applied_by, login_role, client_application,
-                               client_addr, client_info, backend_pid, duration, engine_version)
-    VALUES (b.version, b.name, b.checksum, b.sql, b.down_sql, false, 'applied',
-            run.started_at, current_user, session_user, current_setting('application_name'),
-            inet_client_addr(), p_client_info, run.pid, p_duration, pgmig.engine_version());
+    PERFORM pgmig._record_history(
+        ARRAY[(b.version, b.name, b.label, b.checksum, b.sql, b.down_sql, false, run.started_at, p_duration, run.pid)::pgmig.history_entry],
+        'applied', p_client_info, current_setting('application_name'));
     DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
 END
 $fn$;
@@ -1566,18 +2469,13 @@ BEGIN
             MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
     END IF;
     IF p_action = 'applied' THEN
-        INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                                   applied_at, applied_by, login_role, client_application,
-                                   client_addr, client_info, backend_pid, duration, engine_version)
-        VALUES (run.version, run.name, run.checksum, run.sql, run.down_sql, false, 'applied',
-                run.started_at, current_user, session_user, current_setting('application_name'),
-                inet_client_addr(), p_client_info, pg_backend_pid(), clock_timestamp() - run.started_at,
-                pgmig.engine_version());
+        PERFORM pgmig._record_history(
+            ARRAY[(run.version, run.name, NULL, run.checksum, run.sql, run.down_sql, false, run.started_at,
+                   clock_timestamp() - run.started_at, NULL)::pgmig.history_entry],
+            'applied', p_client_info, current_setting('application_name'));
     END IF;
     DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
-    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-    VALUES ('resolve', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
-            jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
+    PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
     version    := run.version;
     name       := run.name;
     outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;
@@ -1586,144 +2484,153 @@ BEGIN
     RETURN NEXT;
 END
 $fn$;
--- The API functions live in the install's API schema (default public) so that
--- `select * from migrate_apply(...)` works with the default search_path. They are thin SQL
--- wrappers over pgmig internals, created here with format(%I) because the schema is chosen at
--- install time (a literal schema in this file could not follow the choice, and @extschema@
--- would not work for the plain script).
+-- The API: routines named migrate_*, installed twice. Once in schema pgmig, where only the
+-- engine's owner can create objects, so that a qualified call (pgmig.migrate_apply(...)) runs
+-- the engine whatever other roles create elsewhere; and once in the install's API schema
+-- (default public) so that `select * from migrate_apply(...)` works with the default
+-- search_path. Both are thin wrappers over pgmig internals, created here with format(%I)
+-- because the API schema is chosen at install time (a literal schema in this file could not
+-- follow the choice, and @extschema@ would not work for the plain script).
+--
+-- An API routine whose arguments or result change between versions is dropped first (its
+-- grants are replayed by 99_replay_grants.sql), and any other routine of ours with an API name is
+-- dropped as left over from an earlier version.
+CREATE OR REPLACE FUNCTION pgmig._api_routines()
+RETURNS TABLE (name text, kind text, args text, identity text, result text, body text, volatility text, comment text)
+LANGUAGE sql IMMUTABLE
+AS $fn$
+VALUES
+    ('migrate_apply', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text''',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''))',
+     'VOLATILE',
+     'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'),
+    ('migrate_run', 'p',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, max_per_transaction integer DEFAULT NULL, '
+     'stop_before_non_transactional boolean DEFAULT false, notices text DEFAULT ''text'', details boolean DEFAULT false, '
+     'INOUT result jsonb DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,jsonb',
+     NULL,
+     'BEGIN CALL pgmig._run(batch, target_version, lock_timeout, coalesce(allow_out_of_order, false), coalesce(allow_missing, false), '
+     'coalesce(dry_run, false), client_info, lock_budget, max_per_transaction, coalesce(stop_before_non_transactional, false), '
+     'coalesce(notices, ''text''), coalesce(details, false), result); END',
+     NULL,
+     'pgmig: apply a whole batch in one statement, committing by itself at commit_after markers and near the lock budget'),
+    ('migrate_plan', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, allow_out_of_order boolean DEFAULT false, '
+     'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false',
+     'jsonb,bigint,boolean,boolean,boolean',
+     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text)',
+     'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false))',
+     'STABLE',
+     'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
+    ('migrate_status', 'f', '', '',
+     'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)',
+     'SELECT * FROM pgmig._status()', 'STABLE',
+     'pgmig: the migration history, plus who is migrating right now'),
+    ('migrate_lock_holder', 'f', '', '',
+     'TABLE(pid integer, role text, application_name text, client_addr inet, since timestamp with time zone, state text, query text)',
+     'SELECT * FROM pgmig._lock_holder()', 'STABLE',
+     'pgmig: the session holding the migration lock, if any'),
+    ('migrate_history_digest', 'f', '', '', 'text',
+     'SELECT pgmig._history_digest()', 'STABLE',
+     'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'),
+    ('migrate_rollback', 'f',
+     'to_version bigint, lock_timeout interval DEFAULT NULL, dry_run boolean DEFAULT false, client_info text DEFAULT NULL, '
+     'notices text DEFAULT ''text''',
+     'bigint,interval,boolean,text,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''))', 'VOLATILE',
+     'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'),
+    ('migrate_baseline', 'f',
+     'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'jsonb,bigint,interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._baseline($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: record the batch''s versions up to version as applied without running them'),
+    ('migrate_repair', 'f',
+     'batch jsonb, versions bigint[] DEFAULT NULL, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'jsonb,bigint[],interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._repair($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: accept deliberate edits of applied migrations (checksum, name, label, down SQL), audited'),
+    ('migrate_resolve', 'f',
+     'version bigint, action text, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'bigint,text,interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._resolve($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied')
+$fn$;
+
 CREATE OR REPLACE FUNCTION pgmig._install_api(p_schema text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_fn record;
+    v_owner oid := (SELECT n.nspowner FROM pg_namespace AS n WHERE n.nspname = 'pgmig');
+    r       record;
 BEGIN
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_apply(
-            batch              jsonb,
-            target_version     bigint   DEFAULT NULL,
-            lock_timeout       interval DEFAULT NULL,
-            allow_out_of_order boolean  DEFAULT false,
-            allow_missing      boolean  DEFAULT false,
-            dry_run            boolean  DEFAULT false,
-            client_info        text     DEFAULT NULL,
-            lock_budget        integer  DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_plan(
-            batch              jsonb,
-            target_version     bigint  DEFAULT NULL,
-            allow_out_of_order boolean DEFAULT false,
-            allow_missing      boolean DEFAULT false)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false))'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_status()
-        RETURNS TABLE (version bigint, name text, state text, applied_at timestamptz, applied_by text,
-                       client text, duration interval, checksum text, detail text)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._status()'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_lock_holder()
-        RETURNS TABLE (pid integer, role text, application_name text, client_addr inet,
-                       since timestamptz, state text, query text)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._lock_holder()'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_rollback(
-            to_version   bigint,
-            lock_timeout interval DEFAULT NULL,
-            dry_run      boolean  DEFAULT false,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_baseline(
-            batch        jsonb,
-            version      bigint,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._baseline($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_repair(
-            batch        jsonb,
-            versions     bigint[] DEFAULT NULL,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._repair($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_resolve(
-            version      bigint,
-            action       text,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_history_digest()
-        RETURNS text
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT pgmig._history_digest()'
-    $ddl$, p_schema);
-
-    -- Functions are created executable by PUBLIC; pgmig's are not.
-    FOR v_fn IN
+    -- Ours with an API name, but not as this version defines it: a left-over signature, or a
+    -- result that CREATE OR REPLACE cannot change.
+    FOR r IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
+        LEFT JOIN pgmig._api_routines() AS a
+               ON a.name = p.proname
+              AND a.identity = coalesce(array_to_string(p.proargtypes::oid[]::regtype[], ','), '')
         WHERE p.pronamespace = p_schema::regnamespace
-          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
-                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve',
-                            'migrate_history_digest')
+          AND p.proowner = v_owner
+          AND p.proname IN (SELECT x.name FROM pgmig._api_routines() AS x)
+          AND (a.name IS NULL OR a.kind <> p.prokind::text
+               OR (a.kind = 'f' AND pg_get_function_result(p.oid) IS DISTINCT FROM a.result))
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
+        EXECUTE format('DROP ROUTINE %s', r.sig);
     END LOOP;
 
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_apply(jsonb, bigint, interval, boolean, boolean, boolean, text, integer)
-        IS 'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_plan(jsonb, bigint, boolean, boolean)
-        IS 'pgmig: what migrate_apply would do with this batch, without taking the lock'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_status()
-        IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
-        IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_history_digest()
-        IS 'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
-        IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)
-        IS 'pgmig: record the batch''s versions up to version as applied without running them'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_repair(jsonb, bigint[], interval, text)
-        IS 'pgmig: accept deliberate edits of applied migrations (checksum, name), audited'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_resolve(bigint, text, interval, text)
-        IS 'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'$ddl$, p_schema);
+    FOR r IN SELECT * FROM pgmig._api_routines() LOOP
+        IF r.kind = 'p' THEN
+            EXECUTE format('CREATE OR REPLACE PROCEDURE %I.%I(%s) LANGUAGE plpgsql SECURITY INVOKER AS %L',
+                           p_schema, r.name, r.args, r.body);
+        ELSE
+            EXECUTE format('CREATE OR REPLACE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql %s SECURITY INVOKER AS %L',
+                           p_schema, r.name, r.args, r.result, r.volatility, r.body);
+        END IF;
+        -- Routines are created executable by PUBLIC; pgmig's are not.
+        EXECUTE format('REVOKE ALL ON ROUTINE %I.%I(%s) FROM PUBLIC', p_schema, r.name, r.identity);
+        EXECUTE format('COMMENT ON ROUTINE %I.%I(%s) IS %L', p_schema, r.name, r.identity, r.comment);
+    END LOOP;
 END
 $fn$;
+-- Internal routines of an earlier version that this one no longer defines (a changed argument
+-- list leaves the old one behind as an overload): every routine this script defines was just
+-- created or replaced, which writes its pg_proc row in this transaction; a routine of ours in
+-- schema pgmig whose row was not written here is a left-over, and goes. (The script creates its
+-- routines in its top-level transaction, never inside a block with an exception handler, whose
+-- subtransaction would write another xid.) Runs before 99_install.sql, whose REVOKE rewrites
+-- every row; the API routines are left to _install_api, which knows their signatures.
+DO $pgmig$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN
+        SELECT p.oid::pg_catalog.regprocedure AS sig
+        FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'pgmig'::pg_catalog.regnamespace
+          AND p.proowner = (SELECT n.nspowner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'pgmig')
+          AND p.proname NOT IN (SELECT a.name FROM pgmig._api_routines() AS a)
+          AND p.xmin::text <> (pg_catalog.pg_current_xact_id()::text::bigint % 4294967296)::text
+    LOOP
+        EXECUTE pg_catalog.format('DROP ROUTINE %s', r.sig);
+    END LOOP;
+END
+$pgmig$;
 -- Record the install and create the API functions in the chosen schema: the setting
 -- pgmig.api_schema if the installer set it (SET pgmig.api_schema = 'x' before running the
 -- script), else the extension's schema (CREATE EXTENSION pgmig SCHEMA x), else the schema of
@@ -1748,7 +2655,11 @@ BEGIN
             HINT = 'Create it first, or choose another with SET pgmig.api_schema = ''...'' before installing.';
     END IF;
 
-    PERFORM pgmig._install_api(v_schema);
+    -- Always in schema pgmig (safe qualified calls), and in the chosen API schema.
+    PERFORM pgmig._install_api('pgmig');
+    IF v_schema <> 'pgmig' THEN
+        PERFORM pgmig._install_api(v_schema);
+    END IF;
 
     IF v_mode = 'extension' THEN
         -- Extension member tables are not dumped by pg_dump unless marked as configuration.
@@ -1773,6 +2684,51 @@ BEGIN
 END
 $pgmig$;
 
--- PUBLIC gets nothing: functions are created executable by PUBLIC by default.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgmig FROM PUBLIC;
+-- PUBLIC gets nothing: routines are created executable by PUBLIC by default.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA pgmig FROM PUBLIC;
+-- Replays the grants remembered by 01_upgrade.sql: a role that could execute a pgmig routine
+-- before this script ran can execute the routine of the same name (in the same schema, or an
+-- API function of the same name in the other API location) afterwards, even when the script
+-- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
+-- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
+-- version adds there, and a role that could run migrate_apply can run migrate_run (added in
+-- 0.2.0: the same job in one statement). Nothing is ever granted to PUBLIC.
+DO $pgmig$
+DECLARE
+    v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;
+    r          record;
+BEGIN
+    FOR r IN
+        WITH granted AS (
+            SELECT g->>'schema' AS schema_name, g->>'name' AS name, g->>'grantee' AS grantee
+            FROM pg_catalog.jsonb_array_elements(v_snapshot) AS g
+        ), all_of_pgmig AS (
+            -- grantees that held EXECUTE on every pgmig routine that existed before
+            SELECT g.grantee
+            FROM granted AS g WHERE g.schema_name = 'pgmig'
+            GROUP BY g.grantee
+            HAVING count(DISTINCT g.name) = (SELECT count(DISTINCT x->>'name')
+                                             FROM pg_catalog.jsonb_array_elements(v_snapshot) AS x
+                                             WHERE x->>'schema' = 'pgmig')
+        )
+        SELECT DISTINCT p.oid::pg_catalog.regprocedure AS sig, g.grantee
+        FROM pg_catalog.pg_proc AS p
+        JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+        LEFT JOIN (VALUES ('migrate_run', 'migrate_apply')) AS same(name, as_name) ON same.name = p.proname
+        JOIN granted AS g
+          ON g.name IN (p.proname, same.as_name) AND (g.schema_name = n.nspname OR p.proname LIKE 'migrate\_%')
+        WHERE (n.nspname = 'pgmig' OR p.proname LIKE 'migrate\_%')
+          AND p.proowner = (SELECT s.nspowner FROM pg_catalog.pg_namespace AS s WHERE s.nspname = 'pgmig')
+        UNION
+        SELECT p.oid::pg_catalog.regprocedure, a.grantee
+        FROM pg_catalog.pg_proc AS p
+        CROSS JOIN all_of_pgmig AS a
+        WHERE p.pronamespace = 'pgmig'::pg_catalog.regnamespace
+    LOOP
+        -- The role may have been dropped since (regrole printed it as a number then).
+        CONTINUE WHEN pg_catalog.to_regrole(r.grantee) IS NULL;
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %s', r.sig, r.grantee);
+    END LOOP;
+END
+$pgmig$;
 COMMIT;

@@ -37,7 +37,10 @@ BEGIN
       INTO v_ext_exists, v_ext_members
       FROM pg_catalog.pg_extension e WHERE e.extname = 'pgmig';
 
-    IF v_ext_exists AND v_ext_members THEN
+    -- (ALTER EXTENSION pgmig UPDATE runs this same text as the upgrade script, which
+    -- announces itself first: see the Makefile.)
+    IF v_ext_exists AND v_ext_members
+       AND pg_catalog.current_setting('pgmig.extension_upgrade', true) IS DISTINCT FROM 'on' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is installed as an extension in this database; the plain install script must not modify it',

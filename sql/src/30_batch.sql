@@ -17,11 +17,12 @@ WITH entries AS (
            jsonb_typeof(e.elem->'name') AS name_type,
            jsonb_typeof(e.elem->'sql') AS sql_type,
            jsonb_typeof(e.elem->'down') AS down_type,
+           jsonb_typeof(e.elem->'label') AS label_type,
            jsonb_typeof(e.elem->'transactional') AS tx_type,
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -65,6 +66,8 @@ WITH entries AS (
                      THEN '"sql" is empty or only white space'
             END
          END),
+        (CASE WHEN c.label_type NOT IN ('string', 'null')
+              THEN format('"label" must be a string or null, got a JSON %s', c.label_type) END),
         (CASE WHEN c.down_type NOT IN ('string', 'null')
               THEN format('"down" must be a string or null, got a JSON %s', c.down_type) END),
         (CASE WHEN c.tx_type <> 'boolean'
@@ -81,7 +84,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, sql, down, transactional, commit_after, checksum)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -121,10 +124,11 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
                    WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
+                   WHEN coalesce(jsonb_typeof(e->'label'), 'null') NOT IN ('string', 'null') THEN false
                    WHEN coalesce(jsonb_typeof(e->'transactional'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
@@ -139,95 +143,4 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    ELSE e ? 'checksum' AND length(e->>'checksum') = 64 AND e->>'checksum' !~ '[^0-9a-f]'
                  END AS ok
           FROM jsonb_array_elements(p_batch) AS e) AS x), true)
-$fn$;
-
--- The batch as rows, for a batch that _batch_problems found well-formed. The checksum is the
--- batch's own when given (it was verified against sql), otherwise computed here.
-CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, sql text, down_sql text, transactional boolean,
-               commit_after boolean, checksum text)
-LANGUAGE sql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-SELECT (e->>'version')::bigint,
-       e->>'name',
-       e->>'sql',
-       e->>'down',
-       coalesce((e->>'transactional')::boolean, true),
-       coalesce((e->>'commit_after')::boolean, false),
-       coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex'))
-FROM jsonb_array_elements(p_batch) AS e
-$fn$;
-
--- The batch joined with the history as of the calling statement's snapshot (migrate_apply
--- calls it only after it holds the history lock). One row per batch entry ('pending' or
--- 'already_applied') and one per applied version absent from the batch ('ahead' when newer
--- than every batch entry, else 'missing'), in version order.
-CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
-RETURNS TABLE (version bigint, name text, outcome text, applied_at timestamptz, sql text,
-               down_sql text, transactional boolean, checksum text,
-               recorded_name text, recorded_checksum text, commit_after boolean)
-LANGUAGE sql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-WITH b AS MATERIALIZED (
-    SELECT * FROM pgmig._batch_rows(p_batch)
-), newest AS (
-    SELECT max(b.version) AS v FROM b
-)
-SELECT * FROM (
-    SELECT b.version, b.name,
-           CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
-           h.applied_at, b.sql, b.down_sql, b.transactional, b.checksum, h.name, h.checksum, b.commit_after
-    FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
-  UNION ALL
-    SELECT h.version, h.name,
-           CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
-           h.applied_at, NULL, NULL, h.transactional, h.checksum, h.name, h.checksum, false
-    FROM pgmig.history AS h
-    WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
-) AS rows
-ORDER BY 1
-$fn$;
-
--- Drift between a (well-formed) batch and the history: every changed, missing and
--- out-of-order version, one row each. An applied version newer than the whole batch is not
--- drift: the database is ahead (a newer release migrated it).
--- _apply decides whether to call this with one flag computed from the same rules in its plan
--- pass: a rule added here must be added there (TestDrift has a case for each).
-CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
-                                                 p_allow_missing boolean)
-RETURNS TABLE (version bigint, problem text)
-LANGUAGE sql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-WITH p AS MATERIALIZED (
-    SELECT r.version, r.name, r.outcome, r.applied_at, r.checksum, r.recorded_name, r.recorded_checksum
-    FROM pgmig._plan_rows(p_batch) AS r
-), newest_applied AS (
-    SELECT max(p.version) AS v FROM p WHERE p.outcome <> 'pending'
-)
-SELECT d.version, d.problem FROM (
-    SELECT p.version,
-           format('version %s (%s): changed after it was applied on %s: recorded sha256 %s, the batch has %s',
-                  p.version, left(p.name, 100), p.applied_at, p.recorded_checksum, p.checksum) AS problem
-    FROM p WHERE p.outcome = 'already_applied' AND p.checksum <> p.recorded_checksum
-  UNION ALL
-    SELECT p.version,
-           format('version %s: applied as %s, the batch names it %s',
-                  p.version, quote_literal(left(p.recorded_name, 100)), quote_literal(left(p.name, 100)))
-    FROM p WHERE p.outcome = 'already_applied' AND p.name <> p.recorded_name
-  UNION ALL
-    SELECT p.version,
-           format('version %s (%s): applied on %s but missing from the batch',
-                  p.version, left(p.name, 100), p.applied_at)
-    FROM p WHERE p.outcome = 'missing' AND NOT p_allow_missing
-  UNION ALL
-    SELECT p.version,
-           format('version %s (%s): pending but older than the newest applied version %s (out of order)',
-                  p.version, left(p.name, 100), (SELECT v FROM newest_applied))
-    FROM p WHERE p.outcome = 'pending' AND NOT p_allow_out_of_order
-           AND p.version < (SELECT v FROM newest_applied)
-) AS d
-ORDER BY d.version, d.problem
 $fn$;

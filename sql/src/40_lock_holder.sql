@@ -36,3 +36,236 @@ SELECT string_agg(
          END, E'\n')
 FROM pgmig._lock_holder() AS h
 $fn$;
+
+-- The lock protocol. Every migrator takes LOCK TABLE pgmig.history IN EXCLUSIVE MODE in the
+-- transaction that reads and writes the history. How it waits is decided here, once, for every
+-- caller: migrate_apply (one statement), migrate_run (a procedure that commits between
+-- attempts) and clients that hold the lock from outside (the non-transactional protocol in
+-- 75_nontx.sql, through lock_wait below).
+--
+-- The one hazard: a waiter that holds a snapshot while a non-transactional migration runs. Its
+-- CREATE INDEX CONCURRENTLY waits for every transaction whose snapshot predates the build, the
+-- waiter waits for the lock holder, and the holder waits for its build: nobody moves until a
+-- timeout. A queued LOCK TABLE holds its statement's snapshot (even the lookup of the table name
+-- can register a catalog snapshot, visible as pg_stat_activity.backend_xmin). So waiters queue in
+-- PostgreSQL's lock queue, which hands them the lock the moment the holder commits, only in
+-- slices of at most lock_slice(), and only while no non-transactional migration runs; while one
+-- runs they wait without a snapshot between attempts (outside any statement: only a client or a
+-- procedure can), or, inside a single statement, give up with PM003.
+
+-- The longest one queued attempt waits: how long a waiter that queued just before a
+-- non-transactional migration started can hold up its index build, and how long the session of
+-- a vanished client keeps its place in the queue. Each slice that runs out costs the waiter one
+-- more attempt (~1 ms of server time). Well below deadlock_timeout (1 s by default), so these
+-- waits never run the deadlock detector, which takes every partition of the shared lock table.
+CREATE OR REPLACE FUNCTION pgmig._lock_slice()
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT interval '200 milliseconds' $fn$;
+
+-- True while a non-transactional migration runs: a 'running' row in pgmig.nontx_run, or a
+-- session that nontx_begin named, which it does from the moment it holds the lock, before the
+-- first row is written. The session is looked up in this database's pg_stat_activity rather
+-- than through pg_locks: pg_locks copies the whole shared lock table, which the holder of a
+-- large batch fills with thousands of entries, and waiters look once per slice.
+CREATE OR REPLACE FUNCTION pgmig._nontx_running()
+RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+    OR EXISTS (SELECT FROM pg_stat_activity AS a
+               WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+                 AND a.application_name LIKE 'pgmig: non-transactional migration %')
+$fn$;
+
+-- One attempt at the history lock: NOWAIT when p_wait is NULL, else queued for at most p_wait.
+-- True when this transaction holds the lock afterwards. The session's lock_timeout is put back
+-- for the rest of the transaction (the migrations' own lock waits).
+CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_saved text := current_setting('lock_timeout');
+BEGIN
+    BEGIN
+        IF p_wait IS NULL THEN
+            LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
+        ELSE
+            -- lock_timeout 0 would mean "forever": ask for at least 1 ms.
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM p_wait) * 1000))::bigint::text || 'ms', true);
+            LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_saved, true);
+        END IF;
+        RETURN true;
+    EXCEPTION WHEN lock_not_available THEN
+        -- (the subtransaction rollback already put lock_timeout back)
+        RETURN false;
+    END;
+END
+$fn$;
+
+-- PM003: the lock was not granted in time. p_how says how long it waited.
+CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    RAISE EXCEPTION USING
+        ERRCODE = 'PM003',
+        MESSAGE = format('pgmig: another migrator holds the migration lock (%s)', p_how),
+        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+                 'a session this role cannot see (grant pg_read_all_stats to see it)'),
+        HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
+END
+$fn$;
+
+-- How long a wait that started at p_since may still go on: NULL for no limit. p_lock_timeout
+-- NULL means the session's lock_timeout (0 there: no limit).
+CREATE OR REPLACE FUNCTION pgmig._lock_time_left(p_lock_timeout interval, p_since timestamptz)
+RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN t > interval '0' THEN t - (clock_timestamp() - p_since) END
+FROM (SELECT coalesce(p_lock_timeout, current_setting('lock_timeout')::interval) AS t) AS x
+$fn$;
+
+-- How long the current statement may still run before the session's statement_timeout
+-- cancels it (NULL: no statement_timeout). A whole CALL migrate_run is one statement.
+CREATE OR REPLACE FUNCTION pgmig._statement_time_left()
+RETURNS interval
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN t > interval '0' THEN t - (clock_timestamp() - statement_timestamp()) END
+FROM (SELECT current_setting('statement_timeout')::interval AS t) AS x
+$fn$;
+
+-- The longest queued slice allowed now: lock_slice(), less than the time left, and ending well
+-- before the statement_timeout would cancel the queued LOCK (57014, a failure instead of a
+-- retry). Raises PM003 when the statement has no time left to wait in: the session's
+-- statement_timeout, not the lock timeout, ends the wait then, and the error says so.
+CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval)
+RETURNS interval
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_stmt   interval := pgmig._statement_time_left();
+    -- kept for raising the error (it reads pg_locks and pg_stat_activity) before the timeout
+    v_margin interval := greatest(interval '100 milliseconds', current_setting('statement_timeout')::interval / 4);
+BEGIN
+    IF v_stmt IS NOT NULL AND v_stmt < v_margin THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM003',
+            MESSAGE = format('pgmig: another migrator holds the migration lock, and this statement reached the session''s statement_timeout (%s) waiting for it',
+                             current_setting('statement_timeout')),
+            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+                     'a session this role cannot see (grant pg_read_all_stats to see it)'),
+            HINT = 'A whole CALL migrate_run(...) is one statement: the session''s statement_timeout bounds the wait for the lock and the migrations together. '
+                || 'Run migrations with a longer (or no) statement_timeout, e.g. SET statement_timeout = 0 in the migration session.';
+    END IF;
+    RETURN least(pgmig._lock_slice(), p_left, v_stmt - v_margin);
+END
+$fn$;
+
+-- One step of the lock protocol for a caller that can end its transaction between attempts
+-- (a client, or migrate_run): call it first thing in a READ COMMITTED transaction; when
+-- acquired, the transaction holds the history lock; otherwise roll back, wait retry_after
+-- outside any transaction, and call again in a new transaction with the waiting_since and
+-- attempt it returned. p_lock_timeout: NULL = the session's lock_timeout (0 there: no limit),
+-- 0 = do not wait. Raises PM003 naming the holder when the time is up.
+CREATE OR REPLACE FUNCTION pgmig.lock_wait(p_lock_timeout interval DEFAULT NULL,
+                                           p_waiting_since timestamptz DEFAULT NULL,
+                                           p_attempt integer DEFAULT 0,
+                                           OUT acquired boolean, OUT retry_after interval,
+                                           OUT waiting_since timestamptz, OUT attempt integer)
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_left interval;
+    v_delay interval;
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+    waiting_since := coalesce(p_waiting_since, clock_timestamp());
+    attempt := coalesce(p_attempt, 0) + 1;
+    retry_after := interval '0';
+    acquired := pgmig._lock_attempt(NULL);
+    IF acquired THEN
+        RETURN;
+    END IF;
+    IF p_lock_timeout = interval '0' THEN
+        PERFORM pgmig._raise_lock_timeout('did not wait');
+    END IF;
+    v_left := pgmig._lock_time_left(p_lock_timeout, waiting_since);
+    IF v_left <= interval '0' THEN
+        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+    END IF;
+    IF pgmig._nontx_running() THEN
+        -- Wait outside any statement: 5 ms doubling to 200 ms, with jitter.
+        v_delay := least(pgmig._lock_slice(), interval '5 milliseconds' * power(2, least(attempt - 1, 6)));
+        retry_after := least(v_delay + v_delay * random(), coalesce(v_left, v_delay * 2));
+        RETURN;
+    END IF;
+    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left));
+END
+$fn$;
+COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
+    IS 'pgmig client protocol: one attempt at the history lock; see docs/sql-api.md, "Client protocol"';
+
+-- Takes the history lock inside one statement (migrate_apply and the other functions),
+-- waiting at most p_lock_timeout (NULL: the session's lock_timeout, 0 there: no limit; 0: do
+-- not wait), in slices. Inside a statement there is no way to let go of the snapshot between
+-- slices, so while a non-transactional migration runs it raises PM003 at once instead of
+-- waiting (migrate_run and pgmig push wait for it without a snapshot).
+CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_since timestamptz := clock_timestamp();
+    v_left  interval;
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+    LOOP
+        IF pgmig._lock_attempt(NULL) THEN
+            RETURN;
+        END IF;
+        IF p_lock_timeout = interval '0' THEN
+            PERFORM pgmig._raise_lock_timeout('did not wait');
+        END IF;
+        IF pgmig._nontx_running() THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM003',
+                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
+                                                                     r.statements_done + 1, r.statements), '; ')
+                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
+                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. '
+                    || 'Retry when it has finished, or use CALL migrate_run(...) or pgmig push, which wait for it without a snapshot.';
+        END IF;
+        v_left := pgmig._lock_time_left(p_lock_timeout, v_since);
+        IF v_left <= interval '0' THEN
+            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+        END IF;
+        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left)) THEN
+            RETURN;
+        END IF;
+    END LOOP;
+END
+$fn$;

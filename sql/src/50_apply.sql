@@ -30,9 +30,11 @@ END
 $fn$;
 
 -- Raises PM002 listing every drifted version (_drift_problems), if any. p_outcome ends the
--- message: what did not happen because of it.
+-- message: what did not happen because of it. With p_data a WARNING with the same SQLSTATE
+-- comes first, its DETAIL listing each version and kind for programs (notices 'json'/'none').
 CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
-                                                  p_allow_missing boolean, p_outcome text)
+                                                  p_allow_missing boolean, p_outcome text,
+                                                  p_data boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -41,10 +43,18 @@ DECLARE
     v_count    bigint;
     v_versions text;
     v_detail   text;
+    v_data     jsonb;
 BEGIN
-    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version)
-      INTO v_count, v_versions, v_detail
+    SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version),
+           jsonb_agg(jsonb_build_object('version', d.version, 'kind', d.kind) ORDER BY d.version, d.kind)
+      INTO v_count, v_versions, v_detail, v_data
       FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+    IF v_count > 0 AND p_data THEN
+        RAISE WARNING USING
+            ERRCODE = 'PM002',
+            MESSAGE = format('pgmig: drift in versions %s', v_versions),
+            DETAIL = jsonb_build_object('drift', v_data)::text;
+    END IF;
     IF v_count > 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
@@ -91,70 +101,6 @@ BEGIN
 END
 $fn$;
 
--- Takes the history lock (EXCLUSIVE: excludes other migrators and writers, not readers),
--- waiting at most p_lock_timeout (NULL: the session's lock_timeout; 0: do not wait).
--- On timeout raises PM003 naming the holder.
-CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_saved text := current_setting('lock_timeout');
-BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
-    IF p_lock_timeout IS NOT NULL THEN
-        -- lock_timeout = 0 means "wait forever" to PostgreSQL; a zero interval here means
-        -- "do not wait", so ask for at least 1 ms.
-        PERFORM set_config('lock_timeout',
-                           greatest(1, ceil(extract(epoch FROM p_lock_timeout) * 1000))::bigint::text || 'ms',
-                           true);
-    END IF;
-    -- Queueing here would hold this statement's snapshot while waiting. A concurrent index
-    -- build run by a non-transactional migration waits for every transaction with an older
-    -- snapshot, and that build is what the lock holder is waiting for: nobody would move until
-    -- a timeout. So when the holder is running a non-transactional migration, do not queue.
-    -- (`pgmig push` takes the lock before calling this, and while a non-transactional
-    -- migration runs it waits by retrying LOCK TABLE ... NOWAIT, holding nothing in between.)
-    BEGIN
-        LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
-        PERFORM set_config('lock_timeout', v_saved, true);
-        RETURN;
-    EXCEPTION WHEN lock_not_available THEN
-        IF EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
-           OR EXISTS (SELECT FROM pgmig._lock_holder() AS h
-                      WHERE h.application_name LIKE 'pgmig: non-transactional migration %') THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM003',
-                MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
-                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
-                                                                     r.statements_done + 1, r.statements), '; ')
-                                             FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
-                HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. Retry when it has finished, or use `pgmig push`, which waits without a snapshot.';
-        END IF;
-    END;
-    BEGIN
-        LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
-    EXCEPTION WHEN lock_not_available THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM003',
-            MESSAGE = format('pgmig: another migrator holds the migration lock (%s)',
-                             CASE WHEN p_lock_timeout = interval '0' THEN 'did not wait'
-                                  WHEN p_lock_timeout IS NOT NULL THEN 'waited ' || p_lock_timeout::text
-                                  ELSE 'waited lock_timeout = ' || v_saved END),
-            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
-                     'a session this role cannot see (grant pg_read_all_stats to see it)'),
-            HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
-    END;
-    PERFORM set_config('lock_timeout', v_saved, true);
-END
-$fn$;
-
 -- How many locks this backend holds: what a transaction takes from the shared lock table
 -- (a few fast-path relation locks that live outside it are counted too). Reads the whole lock
 -- table, so _apply calls it sparingly.
@@ -166,6 +112,380 @@ AS $fn$
 SELECT count(*)::integer FROM pg_catalog.pg_locks WHERE pid = pg_catalog.pg_backend_pid()
 $fn$;
 
+
+-- The prelude of every operation that changes the history: a transaction that can see fresh
+-- history after the lock (PM004 otherwise), the lock (PM003 on timeout), and no interrupted
+-- non-transactional migration waiting for an operator (PM009).
+CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM pgmig._assert_can_migrate(p_what);
+    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._assert_no_interrupted();
+END
+$fn$;
+
+-- The one way rows get into pgmig.history. p_client_application is the caller's
+-- application_name as it was before any migration ran (a migration could change it).
+CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
+                                                 p_client_info text, p_client_application text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count bigint;
+BEGIN
+    INSERT INTO pgmig.history (version, name, label, checksum, sql, down_sql, transactional, kind,
+                               applied_at, applied_by, login_role, client_application,
+                               client_addr, client_info, backend_pid, duration, engine_version)
+    SELECT r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
+           r.applied_at, current_user, session_user, p_client_application,
+           inet_client_addr(), p_client_info, coalesce(r.backend_pid, pg_backend_pid()),
+           coalesce(r.duration, interval '0'), pgmig.engine_version()
+    FROM unnest(p_rows) AS r;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$fn$;
+
+-- The one way rows get into pgmig.audit.
+CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb)
+RETURNS void
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
+VALUES (p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
+$fn$;
+
+-- The plan, read once under the lock: every batch entry and applied version in version order
+-- (outcome 'pending' for what this call would apply, 'beyond_target' for pending versions
+-- above p_target), and what the engine must know up front, computed in the same pass:
+-- whether _drift_problems would find anything (its rules as one flag; the report itself is
+-- built only when it will be raised), how many migrations are to apply, which of them carry
+-- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
+-- and the commit_after points.
+CREATE OR REPLACE FUNCTION pgmig._read_plan(p_batch jsonb, p_target bigint, p_allow_out_of_order boolean,
+                                            p_allow_missing boolean,
+                                            OUT plan pgmig.plan_entry[], OUT drift boolean, OUT to_apply bigint,
+                                            OUT manifest_only text, OUT non_transactional text, OUT ahead text,
+                                            OUT commit_points text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT array_agg((p.version, p.name, p.label,
+                  CASE WHEN p.to_apply OR p.outcome <> 'pending' THEN p.outcome ELSE 'beyond_target' END,
+                  p.sql, p.down_sql, p.transactional, p.commit_after, p.checksum,
+                  p.recorded_name, p.recorded_checksum, p.applied_at)::pgmig.plan_entry ORDER BY p.version),
+       coalesce(bool_or(p.outcome = 'already_applied'
+                        AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
+       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
+       OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
+                                                 < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
+       count(*) FILTER (WHERE p.to_apply),
+       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
+       string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
+           FILTER (WHERE p.to_apply AND NOT p.transactional),
+       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
+       string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
+FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
+      FROM pgmig._plan_rows(p_batch) AS r) AS p
+$fn$;
+
+-- Executes the migrations of p_plan marked 'pending', from index p_from, in the caller's
+-- transaction, and records them in the history. Stops (the rest stays pending for the next
+-- transaction) at the end of the plan, before a non-transactional migration, after a
+-- commit_after migration when p_ctx.run_mode, after p_ctx.max_per_transaction migrations, or
+-- after the migration that brings the transaction's lock count near p_ctx.lock_budget.
+-- Returns the index to continue from, how many it applied, why it stopped (NULL: end of plan)
+-- and, aligned with p_plan, when each applied migration started and how long it took.
+-- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
+-- _execute_as_caller with the caller's).
+CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
+                                               p_ctx pgmig.call_context, p_transaction integer,
+                                               OUT next_index integer, OUT done integer, OUT stopped text,
+                                               OUT started timestamptz[], OUT durations interval[])
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    v_entry       pgmig.plan_entry;
+    v_count       integer := coalesce(cardinality(p_plan), 0);
+    v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
+    v_json        boolean := p_ctx.notices = 'json';
+    v_progress    boolean := p_ctx.notices IN ('text', 'json');
+    v_left        bigint := p_ctx.total - p_ctx.committed;   -- still to apply in this call
+    v_t0          timestamptz;
+    v_phase       text;
+    v_state       text;
+    v_message     text;
+    v_rows        pgmig.history_entry[];
+    -- lock budget: locks held at the last count, and the most one migration added
+    v_locks       integer;
+    v_locks_prev  integer;
+    v_done_prev   integer := 0;
+    v_growth      integer := 1;
+    v_next_check  integer := 1;
+    i             integer;
+BEGIN
+    done := 0;
+    started := array_fill(NULL::timestamptz, ARRAY[v_count]);
+    durations := array_fill(NULL::interval, ARRAY[v_count]);
+    IF p_ctx.lock_budget IS NOT NULL THEN
+        v_locks_prev := pgmig._locks_held();
+    END IF;
+    BEGIN
+        i := p_from;
+        WHILE i <= v_count LOOP
+            v_entry := p_plan[i];
+            IF v_entry.outcome <> 'pending' THEN
+                i := i + 1;
+                CONTINUE;
+            END IF;
+            -- A limit reached after the previous migration, or one that cannot run here.
+            EXIT WHEN stopped IS NOT NULL;
+            IF NOT v_entry.transactional THEN
+                stopped := 'non_transactional';
+                EXIT;
+            END IF;
+            done := done + 1;
+            v_phase := 'migration';
+            IF v_json THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                     p_ctx.committed + done, p_ctx.total, v_entry.name),
+                    DETAIL = json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                                               'index', p_ctx.committed + done, 'total', p_ctx.total,
+                                               'transaction', p_transaction)::text;
+            ELSIF v_progress THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                     p_ctx.committed + done, p_ctx.total, v_entry.name);
+            END IF;
+            v_t0 := clock_timestamp();
+            -- Tell other sessions (migrate_status) which migration runs, since when; local to
+            -- this transaction, and put back after the loop.
+            -- (The caller's own name follows, as much of it as fits in application_name's 63 bytes.)
+            v_ignored := set_config('application_name',
+                                    format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
+                                           p_ctx.client_application), true);
+            v_ignored := pgmig._execute_as_caller(v_entry.sql, p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings,
+                                                  v_entry.version, v_entry.name)::text;
+            started[i] := v_t0;
+            durations[i] := clock_timestamp() - v_t0;
+            v_phase := NULL;
+            IF v_json THEN
+                RAISE NOTICE USING
+                    ERRCODE = 'PM000',
+                    MESSAGE = format('pgmig: applied version %s in %s', v_entry.version, durations[i]),
+                    DETAIL = json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                                               'duration_us', (extract(epoch FROM durations[i]) * 1000000)::bigint,
+                                               'transaction', p_transaction)::text;
+            END IF;
+            i := i + 1;
+
+            IF p_ctx.run_mode AND v_entry.commit_after THEN
+                stopped := 'commit_after';
+            ELSIF done >= p_ctx.max_per_transaction THEN
+                stopped := 'max_per_transaction';
+            ELSIF p_ctx.lock_budget IS NOT NULL AND done >= v_next_check AND done < v_left THEN
+                -- Counting locks reads the whole lock table, so it is done only as often as
+                -- the growth seen so far requires: halfway to the budget at that rate, then
+                -- closer and closer.
+                v_locks := pgmig._locks_held();
+                v_growth := greatest(v_growth, ceil((v_locks - v_locks_prev)::numeric / (done - v_done_prev))::integer);
+                v_locks_prev := v_locks;
+                v_done_prev := done;
+                IF v_locks + v_growth > p_ctx.lock_budget THEN
+                    stopped := 'lock_budget';
+                ELSE
+                    v_next_check := done + greatest(1, (p_ctx.lock_budget - v_locks) / (2 * v_growth));
+                END IF;
+            END IF;
+        END LOOP;
+        next_index := i;
+        IF done > 0 THEN
+            v_ignored := set_config('application_name', p_ctx.client_application, true);
+        END IF;
+        -- A limit reached after the last pending migration stops nothing.
+        IF stopped IS NOT NULL AND stopped <> 'non_transactional'
+           AND NOT EXISTS (SELECT FROM unnest(p_plan[i:]) AS e WHERE e.outcome = 'pending') THEN
+            stopped := NULL;
+        END IF;
+
+        -- Recorded in one statement after the last migration rather than one INSERT each:
+        -- same transaction, same outcome; only a migration reading pgmig.history would notice
+        -- that the earlier entries of its transaction are not there yet.
+        IF done > 0 THEN
+            v_phase := 'recording';
+            SELECT array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
+                              e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
+              INTO v_rows
+              FROM unnest(p_plan) WITH ORDINALITY AS e
+              JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
+             WHERE t.d IS NOT NULL;
+            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application)::text;
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
+        -- this block is already rolled back, so nothing of this transaction survives. A bare
+        -- RAISE re-throws the original error with its SQLSTATE, detail, hint and internal
+        -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
+        IF v_phase IS NULL THEN
+            RAISE;
+        END IF;
+        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF v_phase = 'migration' THEN
+            -- The WARNING first, whatever error follows: it names the migration to every
+            -- client, also one that asked for no progress notices. Its DETAIL is for programs.
+            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s; %s', v_entry.version, v_entry.name, v_state,
+                                CASE WHEN p_ctx.committed > 0
+                                     THEN format('nothing of its transaction was applied (%s migration%s committed earlier by this call stay applied)',
+                                                 p_ctx.committed, CASE WHEN p_ctx.committed > 1 THEN 's' ELSE '' END)
+                                     ELSE 'nothing was applied' END);
+            IF p_ctx.data THEN
+                RAISE WARNING USING
+                    ERRCODE = 'PM010', MESSAGE = v_message,
+                    DETAIL = json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
+                                               'transaction', p_transaction, 'committed', p_ctx.committed)::text;
+            ELSE
+                RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+            END IF;
+            GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
+            PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
+        ELSE
+            -- Recording failed: a migration of this transaction altered pgmig.history.
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this transaction altered pgmig.history: %s; nothing was applied',
+                                 v_message,
+                                 (SELECT string_agg(format('%s (%s)', e.version, left(e.name, 100)), ', ' ORDER BY e.version)
+                                  FROM unnest(p_plan) WITH ORDINALITY AS e
+                                  JOIN unnest(durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
+                                  WHERE t.d IS NOT NULL)),
+                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
+                HINT = 'Migrations must not touch pgmig''s own objects.';
+        END IF;
+        RAISE;
+    END;
+END
+$fn$;
+
+-- A pgmig NOTICE: the message for people, and with notices => 'json' a DETAIL for programs
+-- (RAISE refuses a NULL option, hence the two forms). Nothing when nobody listens.
+CREATE OR REPLACE FUNCTION pgmig._notice(p_code text, p_message text, p_detail jsonb, p_mode text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_mode = 'json' THEN
+        RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;
+    ELSIF p_mode = 'text' THEN
+        RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message;
+    END IF;
+END
+$fn$;
+
+-- Whether anybody takes this call's progress notices: RAISE formats its message even when
+-- nobody will get it, so the engine skips them when neither the client nor the server log
+-- takes NOTICE, or the caller asked for none.
+CREATE OR REPLACE FUNCTION pgmig._notices_mode(p_notices text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_notices IS NULL OR p_notices NOT IN ('text', 'json', 'none') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: notices must be ''text'', ''json'' or ''none'', got %s', coalesce(quote_literal(p_notices), 'NULL'));
+    END IF;
+    IF current_setting('client_min_messages') IN ('warning', 'error')
+       AND current_setting('log_min_messages') NOT IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice') THEN
+        RETURN 'none';
+    END IF;
+    RETURN p_notices;
+END
+$fn$;
+
+-- notices => 'none': nobody wants to hear from this call, the migrations' own notices
+-- included (each costs a client reading them; a Go client ~30 µs). The engine's warnings that
+-- name a failure still get through. Sets client_min_messages = warning for the transaction and
+-- returns the value to put back when the call ends (NULL: nothing to put back).
+CREATE OR REPLACE FUNCTION pgmig._quiet(p_notices text)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_was text := current_setting('client_min_messages');
+BEGIN
+    IF p_notices IS DISTINCT FROM 'none' OR v_was IN ('warning', 'error') THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('client_min_messages', 'warning', true);
+    RETURN v_was;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION pgmig._unquiet(p_was text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_was IS NOT NULL THEN
+        PERFORM set_config('client_min_messages', p_was, true);
+    END IF;
+END
+$fn$;
+
+-- Raises PM001 for option values no call accepts.
+CREATE OR REPLACE FUNCTION pgmig._assert_options(p_target bigint, p_lock_budget integer, p_max_per_transaction integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_target < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target);
+    END IF;
+    IF p_lock_budget < 0 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_budget must be at least 1 (or 0 for none), got %s', p_lock_budget);
+    END IF;
+    IF p_max_per_transaction < 1 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: max_per_transaction must be at least 1, got %s', p_max_per_transaction);
+    END IF;
+END
+$fn$;
+
+-- The result rows of migrate_apply (and of a dry run) from a plan: outcome 'applied' with
+-- start and duration where this call applied the entry.
+CREATE OR REPLACE FUNCTION pgmig._result_rows(p_plan pgmig.plan_entry[], p_started timestamptz[], p_durations interval[])
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT e.version, e.name,
+       CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END,
+       t.d, coalesce(t.at, e.applied_at)
+FROM unnest(p_plan) WITH ORDINALITY AS e
+LEFT JOIN unnest(p_started, p_durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
+ORDER BY e.ordinality
+$fn$;
+
 -- The engine: see docs/sql-api.md, "migrate_apply". Runs in the caller's transaction.
 CREATE OR REPLACE FUNCTION pgmig._apply(
     p_batch              jsonb,
@@ -175,7 +495,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_allow_missing      boolean,
     p_dry_run            boolean,
     p_client_info        text,
-    p_lock_budget        integer)
+    p_lock_budget        integer,
+    p_notices            text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -187,60 +508,29 @@ DECLARE
     -- search_path before evaluating anything else.
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_caller_role text := pg_catalog.current_setting('role');
-    v_safe_path   constant text := 'pg_catalog, pg_temp';
-    v_settings    text[];
-    v_drift       boolean;
-    v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
-    v_progress    boolean;
-    v_manifest_only   text;
-    v_nontransactional text;
-    v_total       bigint;
-    v_done        bigint := 0;
-    v_ahead       text;
-    v_commit_points text;
-    -- The plan, read once after the lock, one array element per row in version order:
-    -- what is returned, what is run and what is recorded all come from these.
-    v_version     bigint[];
-    v_name        text[];
-    v_outcome     text[];
-    v_at          timestamptz[];
-    v_duration    interval[];
-    v_to_apply    boolean[];
-    v_sql         text[];
-    v_down        text[];
-    v_tx          boolean[];
-    v_checksum    text[];
-    i             integer;
-    v_started     timestamptz;
+    v_app         text := pg_catalog.current_setting('application_name');
+    v_ctx         pgmig.call_context;
+    v_plan        record;
+    v_run         record;
+    v_digest      text;
     v_batch_start timestamptz;
-    v_cur_version bigint;
-    v_cur_name    text;
-    v_phase       text;
-    v_state       text;
-    v_message     text;
-    -- p_lock_budget: locks held at the last count, and the most one migration added
-    v_locks       integer;
-    v_locks_prev  integer;
-    v_done_prev   bigint := 0;
-    v_growth      integer := 1;
-    v_next_check  bigint := 1;
-    v_stopped     boolean := false;
+    v_quiet       text;   -- client_min_messages to put back after notices => 'none'
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
-    v_settings := pgmig._settings();
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_batch_start := clock_timestamp();
-
     PERFORM pgmig._assert_can_migrate('migrate_apply');
-    IF p_target_version IS NOT NULL AND p_target_version < 1 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: target_version must be at least 1, got %s', p_target_version);
-    END IF;
-    IF p_lock_budget IS NOT NULL AND p_lock_budget < 1 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_budget must be at least 1, got %s', p_lock_budget);
-    END IF;
+    PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
+    v_ctx.caller_path := v_caller_path;
+    v_ctx.caller_role := v_caller_role;
+    v_ctx.settings := pgmig._settings();
+    v_ctx.client_info := p_client_info;
+    v_ctx.client_application := v_app;
+    v_ctx.notices := pgmig._notices_mode(p_notices);
+    v_ctx.data := p_notices <> 'text';
+    v_quiet := pgmig._quiet(p_notices);
+    v_ctx.lock_budget := nullif(p_lock_budget, 0);
+    v_ctx.run_mode := false;
+    v_ctx.committed := 0;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -249,177 +539,68 @@ BEGIN
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
-    -- One pass over the plan for everything the loop needs to know up front, including
-    -- whether _drift_problems would find anything (its rules as one flag; the report itself
-    -- is built only when it will be raised).
-    SELECT coalesce(bool_or(p.outcome = 'already_applied'
-                            AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
-           OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
-           OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
-                                                     < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
-           count(*) FILTER (WHERE p.to_apply),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
-           string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
-               FILTER (WHERE p.to_apply AND NOT p.transactional),
-           string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
-           string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after),
-           -- No ORDER BY here: each one would sort on its own (~4 µs per migration for the
-           -- nine). _plan_rows returns its rows in version order and a plain aggregate over
-           -- a function scan consumes them in that order; checked below, as SQL does not
-           -- promise it.
-           array_agg(p.version), array_agg(p.name), array_agg(p.outcome), array_agg(p.applied_at),
-           array_agg(p.to_apply), array_agg(CASE WHEN p.to_apply THEN p.sql END),
-           array_agg(CASE WHEN p.to_apply THEN p.down_sql END),
-           array_agg(p.transactional), array_agg(p.checksum)
-      INTO v_drift, v_total, v_manifest_only, v_nontransactional, v_ahead, v_commit_points,
-           v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
-      FROM (SELECT r.*, r.outcome = 'pending' AND (p_target_version IS NULL OR r.version <= p_target_version) AS to_apply
-            FROM pgmig._plan_rows(p_batch) AS r) AS p;
-    IF v_version IS DISTINCT FROM (SELECT array_agg(x ORDER BY x) FROM unnest(v_version) AS x) THEN
-        SELECT array_agg(v_version[o] ORDER BY v_version[o]), array_agg(v_name[o] ORDER BY v_version[o]),
-               array_agg(v_outcome[o] ORDER BY v_version[o]), array_agg(v_at[o] ORDER BY v_version[o]),
-               array_agg(v_to_apply[o] ORDER BY v_version[o]), array_agg(v_sql[o] ORDER BY v_version[o]),
-               array_agg(v_down[o] ORDER BY v_version[o]), array_agg(v_tx[o] ORDER BY v_version[o]),
-               array_agg(v_checksum[o] ORDER BY v_version[o])
-          INTO v_version, v_name, v_outcome, v_at, v_to_apply, v_sql, v_down, v_tx, v_checksum
-          FROM generate_subscripts(v_version, 1) AS o;
+    -- Racing migrators of the same batch: the history digest equal to the batch's proves
+    -- that exactly these migrations are applied, unchanged; nothing else to read.
+    v_digest := pgmig._history_digest();
+    IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
+        RETURN QUERY
+            SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
+            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+            ORDER BY b.version;
+        PERFORM pgmig._unquiet(v_quiet);
+        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        RETURN;
     END IF;
-    IF v_drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
+
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    IF v_plan.drift THEN
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
     END IF;
-    IF NOT p_dry_run AND v_manifest_only IS NOT NULL THEN
+    IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_manifest_only),
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
             HINT = 'Send the full batch (with "sql") to apply them.';
     END IF;
-    IF NOT p_dry_run AND v_nontransactional IS NOT NULL THEN
+    IF NOT p_dry_run AND v_plan.non_transactional IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_nontransactional),
-            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so migrate_apply cannot run it.',
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
+            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so the engine cannot run it.',
             HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
                 || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
                 || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
     END IF;
-
-    IF v_ahead IS NOT NULL THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM011',
-            MESSAGE = format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_ahead);
+    IF v_plan.ahead IS NOT NULL THEN
+        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
+                              jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
     END IF;
 
-    -- RAISE formats its message even when nobody will get it: skip the progress notices when
-    -- neither the client nor the server log takes NOTICE (pgmig push without a progress
-    -- display sets client_min_messages = warning for its transaction).
-    v_progress := pg_catalog.current_setting('client_min_messages') NOT IN ('warning', 'error')
-                  OR pg_catalog.current_setting('log_min_messages') IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice');
-    v_duration := array_fill(NULL::interval, ARRAY[coalesce(cardinality(v_version), 0)]);
-    IF p_lock_budget IS NOT NULL THEN
-        v_locks_prev := pgmig._locks_held();
+    IF p_dry_run OR v_plan.to_apply = 0 THEN
+        RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, NULL, NULL);
+        PERFORM pgmig._unquiet(v_quiet);
+        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        RETURN;
     END IF;
-    BEGIN
-        FOR i IN 1 .. CASE WHEN p_dry_run THEN 0 ELSE coalesce(cardinality(v_version), 0) END LOOP
-            CONTINUE WHEN NOT v_to_apply[i];
-            -- Stopped at the lock budget: the rest stays 'pending' for the next call.
-            EXIT WHEN v_stopped;
-            v_done := v_done + 1;
-            v_cur_version := v_version[i];
-            v_cur_name := v_name[i];
-            v_phase := 'migration';
-            IF v_progress THEN
-                RAISE NOTICE USING
-                    ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
-            END IF;
-            v_started := clock_timestamp();
-            v_ignored := pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name)::text;
-            v_duration[i] := clock_timestamp() - v_started;
-            v_at[i] := v_started;
-            v_outcome[i] := 'applied';
-            v_phase := NULL;
 
-            -- Lock budget: stop after the migration that brings this transaction near it
-            -- (the caller commits and calls again for the rest). Counting locks reads the
-            -- whole lock table, so it is done only as often as the growth seen so far
-            -- requires: halfway to the budget at that rate, then closer and closer.
-            IF p_lock_budget IS NOT NULL AND v_done >= v_next_check AND v_done < v_total THEN
-                v_locks := pgmig._locks_held();
-                v_growth := greatest(v_growth, ceil((v_locks - v_locks_prev)::numeric / (v_done - v_done_prev))::integer);
-                v_locks_prev := v_locks;
-                v_done_prev := v_done;
-                IF v_locks + v_growth > p_lock_budget THEN
-                    v_stopped := true;
-                ELSE
-                    v_next_check := v_done + greatest(1, (p_lock_budget - v_locks) / (2 * v_growth));
-                END IF;
-            END IF;
-        END LOOP;
+    v_ctx.commit_points := v_plan.commit_points;
+    v_ctx.total := v_plan.to_apply;
+    SELECT * INTO v_run FROM pgmig._execute_plan(v_plan.plan, 1, v_ctx, 1);
 
-        -- Recorded in one statement after the last migration rather than one INSERT each
-        -- (~45 µs per migration, more than some migrations cost). Same transaction, so the
-        -- outcome is identical; only a migration reading pgmig.history would notice that the
-        -- batch's earlier entries are not there yet.
-        IF v_done > 0 THEN
-            v_phase := 'recording';
-            INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                                       applied_at, applied_by, login_role, client_application,
-                                       client_addr, client_info, backend_pid, duration, engine_version)
-            SELECT u.version, u.name, u.checksum, u.sql, u.down_sql, u.transactional, 'applied',
-                   u.started, current_user, session_user, current_setting('application_name'),
-                   inet_client_addr(), p_client_info, pg_backend_pid(), u.duration,
-                   pgmig.engine_version()
-            FROM unnest(v_version, v_name, v_checksum, v_sql, v_down, v_tx, v_at, v_duration, v_outcome)
-                 AS u(version, name, checksum, sql, down_sql, transactional, started, duration, outcome)
-            WHERE u.outcome = 'applied';
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
-        -- this block is already rolled back, so nothing of the batch survives. A bare RAISE
-        -- re-throws the original error with its SQLSTATE, detail, hint and internal
-        -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
-        IF v_phase IS NULL THEN
-            RAISE;
-        END IF;
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-        IF v_phase = 'migration' THEN
-            -- The WARNING first, whatever error follows: it names the migration to a
-            -- client that received no progress notices (client_min_messages = warning).
-            RAISE WARNING USING
-                ERRCODE = 'PM010',
-                MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
-                                 v_cur_version, v_cur_name, v_state);
-            PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
-        ELSE
-            -- Recording failed: a migration of this call altered pgmig.history (checked once
-            -- here rather than after every migration). Name them all.
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this call altered pgmig.history: %s; nothing was applied',
-                                 v_message,
-                                 (SELECT string_agg(format('%s (%s)', u.version, left(u.name, 100)), ', ' ORDER BY u.version)
-                                  FROM unnest(v_version, v_name, v_outcome) AS u(version, name, outcome)
-                                  WHERE u.outcome = 'applied')),
-                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_message, v_state),
-                HINT = 'Migrations must not touch pgmig''s own objects.';
-        END IF;
-        RAISE;
-    END;
-
-    IF v_done > 0 THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM012',
-            MESSAGE = format('pgmig: applied %s migration%s in %s%s', v_done,
-                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+    IF v_run.done > 0 THEN
+        PERFORM pgmig._notice('PM012',
+            format('pgmig: applied %s migration%s in %s%s', v_run.done,
+                             CASE WHEN v_run.done > 1 THEN 's' ELSE '' END,
                              date_trunc('milliseconds', clock_timestamp() - v_batch_start),
-                             CASE WHEN v_stopped
-                                  THEN format('; stopped at the lock budget (%s of %s locks held), %s still pending: commit and call again',
-                                              v_locks, p_lock_budget, v_total - v_done)
-                                  ELSE '' END);
+                             CASE WHEN v_run.stopped = 'lock_budget'
+                                  THEN format('; stopped at the lock budget (%s locks), %s still pending: commit and call again',
+                                              p_lock_budget, v_plan.to_apply - v_run.done)
+                                  ELSE '' END),
+            jsonb_build_object('applied', v_run.done, 'pending', v_plan.to_apply - v_run.done, 'stopped', v_run.stopped),
+            v_ctx.notices);
     END IF;
-    RETURN QUERY
-        SELECT u.version, u.name, u.outcome, u.duration, u.applied_at
-        FROM unnest(v_version, v_name, v_outcome, v_duration, v_at) AS u(version, name, outcome, duration, applied_at);
+    RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, v_run.started, v_run.durations);
+    PERFORM pgmig._unquiet(v_quiet);
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
 $fn$;

@@ -1,37 +1,94 @@
--- What migrate_apply would do with this batch, without taking the lock: validates shape and
--- drift against the committed history as of now. Cheap enough for "is anything pending?"
--- checks with a manifest (versions and checksums only); the answer may be stale by the time
--- the caller acts on it, which is fine because migrate_apply re-checks under the lock.
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolean,boolean)', NULL); END $pgmig$;
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
+    'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)'); END $pgmig$;
+
+-- What migrate_apply / migrate_run would do with this batch and these options, without taking
+-- the lock: the same plan (_read_plan) against the committed history as of now. Cheap enough
+-- for "is anything pending?" checks with a manifest (versions and checksums only); the answer
+-- may be stale by the time the caller acts on it, which is fine because the engine re-checks
+-- under the lock. Drift raises PM002 like migrate_apply, or, with p_report_drift, is reported
+-- in the rows (drift: the kinds, detail: one sentence per problem). step numbers the
+-- transactions migrate_run would use as far as the batch decides them: a commit_after
+-- migration ends one, a non-transactional migration is a step of its own (the lock budget may
+-- cut more, which only running can tell).
 CREATE OR REPLACE FUNCTION pgmig._plan(
     p_batch              jsonb,
     p_target_version     bigint,
     p_allow_out_of_order boolean,
-    p_allow_missing      boolean)
-RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
+    p_allow_missing      boolean,
+    p_report_drift       boolean)
+RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
+               transactional boolean, commit_after boolean, step integer, drift text, detail text)
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
+DECLARE
+    v_plan  record;
+    v_drift jsonb := '{}';
+    v_entry pgmig.plan_entry;
+    v_step  integer := 1;
+    v_open  boolean := false;   -- the current step has a pending migration
 BEGIN
+    PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
-    RETURN QUERY
-        SELECT p.version, p.name, p.outcome, NULL::interval, p.applied_at
-        FROM pgmig._plan_rows(p_batch) AS p;
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    IF v_plan.drift AND NOT p_report_drift THEN
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
+    END IF;
+    IF v_plan.drift THEN
+        SELECT jsonb_object_agg(x.version::text, jsonb_build_object('kinds', x.kinds, 'problems', x.problems))
+          INTO v_drift
+          FROM (SELECT d.version, string_agg(d.kind, ',' ORDER BY d.kind) AS kinds,
+                       string_agg(d.problem, '; ' ORDER BY d.kind) AS problems
+                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
+                GROUP BY d.version) AS x;
+    END IF;
+    FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
+        version := v_entry.version;
+        name := v_entry.name;
+        label := v_entry.label;
+        outcome := v_entry.outcome;
+        applied_at := v_entry.applied_at;
+        transactional := v_entry.transactional;
+        commit_after := v_entry.commit_after;
+        step := NULL;
+        IF v_entry.outcome = 'pending' THEN
+            IF NOT v_entry.transactional THEN
+                IF v_open THEN
+                    v_step := v_step + 1;
+                END IF;
+                step := v_step;
+                v_step := v_step + 1;
+                v_open := false;
+            ELSE
+                step := v_step;
+                v_open := true;
+                IF v_entry.commit_after THEN
+                    v_step := v_step + 1;
+                    v_open := false;
+                END IF;
+            END IF;
+        END IF;
+        drift := v_drift->v_entry.version::text->>'kinds';
+        detail := v_drift->v_entry.version::text->>'problems';
+        RETURN NEXT;
+    END LOOP;
 END
 $fn$;
 
--- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming
--- it. Reads take ACCESS SHARE, which EXCLUSIVE does not block: status never waits for a
--- running migration.
+-- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
+-- (and the migration it is applying, with how long it has been at it), and one row per
+-- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
+-- EXCLUSIVE does not block: status never waits for a running migration.
 CREATE OR REPLACE FUNCTION pgmig._status()
-RETURNS TABLE (version bigint, name text, state text, applied_at timestamptz, applied_by text,
+RETURNS TABLE (version bigint, name text, label text, state text, applied_at timestamptz, applied_by text,
                client text, duration interval, checksum text, detail text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT * FROM (
-    SELECT h.version, h.name, h.kind, h.applied_at, h.applied_by,
+    SELECT h.version, h.name, h.label, h.kind, h.applied_at, h.applied_by,
            nullif(concat_ws(' ', h.client_application, host(h.client_addr), h.client_info), ''),
            h.duration, h.checksum, NULL::text
     FROM pgmig.history AS h
@@ -40,7 +97,7 @@ SELECT * FROM (
 UNION ALL
 -- Non-transactional migrations started and not recorded: running (their holder has the lock),
 -- failed, or interrupted (the client died).
-SELECT r.version, r.name,
+SELECT r.version, r.name, NULL::text,
        CASE WHEN r.state = 'failed' THEN 'failed'
             WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
             -- The client is gone but its statement still runs (a concurrent index build
@@ -53,19 +110,28 @@ SELECT r.version, r.name,
               CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
 FROM pgmig.nontx_run AS r
 UNION ALL
-SELECT NULL::bigint, NULL::text, 'in_progress', l.since, l.role,
-       nullif(concat_ws(' ', l.application_name, host(l.client_addr)), ''),
+-- The engine names the migration it is applying in the holder's application_name
+-- ('pgmig: applying <version> @<epoch ms> <the caller's application_name>', see _execute_plan).
+SELECT m.version, NULL::text, NULL::text, 'in_progress', l.since, l.role,
+       nullif(concat_ws(' ', CASE WHEN m.version IS NULL THEN l.application_name ELSE nullif(m.app, '') END, host(l.client_addr)), ''),
        clock_timestamp() - l.since, NULL::text,
        CASE WHEN l.pid IS NULL THEN 'a prepared transaction holds the lock'
+            WHEN m.version IS NOT NULL
+                 THEN format('applying version %s for %s; pid %s', m.version,
+                             date_trunc('milliseconds', clock_timestamp() - m.started), l.pid)
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
 FROM pgmig._lock_holder() AS l
+LEFT JOIN LATERAL (
+    SELECT x[1]::bigint AS version, to_timestamp(x[2]::bigint / 1000.0) AS started, x[3] AS app
+    FROM regexp_match(l.application_name, '^pgmig: applying ([0-9]+) @([0-9]+) ?(.*)$') AS x
+) AS m ON true
 $fn$;
 
 -- A digest of the applied history: lowercase hex sha256 over one line per history row in
 -- version order, "<version>\t<name>\t<checksum>\n". A client that computes the same digest
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
--- to do" case at every service start). Any difference means: ask migrate_plan.
+-- to do" case at every service start). Any difference means: call the engine.
 CREATE OR REPLACE FUNCTION pgmig._history_digest()
 RETURNS text
 LANGUAGE sql STABLE
@@ -75,3 +141,9 @@ SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || 
                                                     '' ORDER BY h.version), ''), 'UTF8')), 'hex')
 FROM pgmig.history AS h
 $fn$;
+
+-- The digest of an empty history (sha256 of nothing).
+CREATE OR REPLACE FUNCTION pgmig._empty_digest()
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $fn$ SELECT 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855'::text $fn$;

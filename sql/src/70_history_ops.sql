@@ -7,8 +7,9 @@
 -- older release that never had them). One transaction: all of the range or none of it.
 -- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
 -- going up is a conflict to report, not to queue behind.
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._rollback(bigint,interval,boolean,text)', NULL); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
-                                           p_dry_run boolean, p_client_info text)
+                                           p_dry_run boolean, p_client_info text, p_notices text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -29,18 +30,18 @@ DECLARE
     v_phase       text;
     v_state       text;
     v_message     text;
+    v_notices     text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
-    PERFORM pgmig._assert_can_migrate('migrate_rollback');
+    v_notices := pgmig._notices_mode(p_notices);
     IF p_to_version IS NULL OR p_to_version < 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
     END IF;
-    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'));
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
@@ -70,21 +71,24 @@ BEGIN
             v_cur_version := r.version;
             v_cur_name := r.name;
             v_phase := 'migration';
-            RAISE NOTICE USING
-                ERRCODE = 'PM000',
-                MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
+            PERFORM pgmig._notice('PM000', format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name),
+                                  jsonb_build_object('event', 'rolling_back', 'version', r.version, 'name', r.name,
+                                                     'index', v_done, 'total', v_total), v_notices);
             v_started := clock_timestamp();
             PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
+            PERFORM pgmig._notice('PM000', format('pgmig: rolled back version %s in %s', r.version, v_duration),
+                                  jsonb_build_object('event', 'rolled_back', 'version', r.version, 'name', r.name,
+                                                     'duration_us', (extract(epoch FROM v_duration) * 1000000)::bigint),
+                                  CASE WHEN v_notices = 'json' THEN 'json' ELSE 'none' END);
 
             v_phase := 'recording';
             PERFORM set_config('pgmig.maintenance', 'on', true);
             DELETE FROM pgmig.history AS h WHERE h.version = r.version;
             PERFORM set_config('pgmig.maintenance', '', true);
-            INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-            VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
-                    jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
-                                       'history', to_jsonb(r)));
+            PERFORM pgmig._audit('rollback', r.version, p_client_info,
+                                 jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
+                                                    'history', to_jsonb(r)));
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
@@ -98,19 +102,23 @@ BEGIN
         IF v_phase = 'migration' THEN
             PERFORM pgmig._raise_explained('rollback of migration', v_cur_version, v_cur_name, v_state, v_message);
         END IF;
-        RAISE WARNING USING
-            ERRCODE = 'PM010',
-            MESSAGE = format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
-                             v_cur_version, v_cur_name, v_state);
+        v_message := format('pgmig: rolling back migration %s (%s) failed with SQLSTATE %s; nothing was rolled back',
+                            v_cur_version, v_cur_name, v_state);
+        IF p_notices <> 'text' THEN
+            RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message,
+                DETAIL = jsonb_build_object('version', v_cur_version, 'name', v_cur_name, 'sqlstate', v_state,
+                                            'committed', 0, 'rollback', true)::text;
+        ELSE
+            RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+        END IF;
         RAISE;
     END;
 
     IF v_done > 0 THEN
-        RAISE NOTICE USING
-            ERRCODE = 'PM012',
-            MESSAGE = format('pgmig: rolled back %s migration%s in %s', v_done,
-                             CASE WHEN v_done > 1 THEN 's' ELSE '' END,
-                             date_trunc('milliseconds', clock_timestamp() - v_batch_start));
+        PERFORM pgmig._notice('PM012', format('pgmig: rolled back %s migration%s in %s', v_done,
+                                              CASE WHEN v_done > 1 THEN 's' ELSE '' END,
+                                              date_trunc('milliseconds', clock_timestamp() - v_batch_start)),
+                              jsonb_build_object('rolled_back', v_done), v_notices);
     END IF;
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
@@ -131,7 +139,6 @@ DECLARE
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
 BEGIN
-    PERFORM pgmig._assert_can_migrate('migrate_baseline');
     PERFORM pgmig._assert_well_formed(p_batch);
     IF p_version IS NULL OR p_version < 1 THEN
         RAISE EXCEPTION USING
@@ -143,8 +150,7 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
     END IF;
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout);
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
       FROM pgmig.history AS h WHERE h.version > p_version;
@@ -157,18 +163,14 @@ BEGIN
     -- Recorded versions at or below the baseline must still match the batch.
     PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
 
-    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                               applied_at, applied_by, login_role, client_application,
-                               client_addr, client_info, backend_pid, duration, engine_version)
-    SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, p.transactional, 'baseline',
-           v_now, current_user, session_user, current_setting('application_name'),
-           inet_client_addr(), p_client_info, pg_backend_pid(), interval '0', pgmig.engine_version()
-    FROM pgmig._plan_rows(p_batch) AS p
-    WHERE p.outcome = 'pending' AND p.version <= p_version;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    v_count := pgmig._record_history(
+        ARRAY(SELECT (p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, p.transactional,
+                      v_now, interval '0', NULL)::pgmig.history_entry
+              FROM pgmig._plan_rows(p_batch) AS p
+              WHERE p.outcome = 'pending' AND p.version <= p_version),
+        'baseline', p_client_info, current_setting('application_name'));
 
-    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-    VALUES ('baseline', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
+    PERFORM pgmig._audit('baseline', p_version, p_client_info,
             jsonb_build_object('recorded', v_count,
                                'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
                                             WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
@@ -204,9 +206,8 @@ DECLARE
     v_bad text;
     r     record;
 BEGIN
-    PERFORM pgmig._assert_can_migrate('migrate_repair');
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._begin('migrate_repair', p_lock_timeout);
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
@@ -219,11 +220,14 @@ BEGIN
     END IF;
 
     FOR r IN
-        SELECT p.version, p.name, p.checksum, p.sql, p.down_sql, h AS old
+        SELECT p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, h AS old
         FROM pgmig._plan_rows(p_batch) AS p
         JOIN pgmig.history AS h ON h.version = p.version
         WHERE p.outcome = 'already_applied'
-          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)
+          AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name
+               OR p.label IS DISTINCT FROM h.label
+               -- a down section added or fixed after the migration was applied
+               OR (p.down_sql IS NOT NULL AND p.down_sql IS DISTINCT FROM h.down_sql))
           AND (p_versions IS NULL OR p.version = ANY (p_versions))
         ORDER BY p.version
     LOOP
@@ -231,15 +235,15 @@ BEGIN
         UPDATE pgmig.history AS h
            SET checksum = r.checksum,
                name     = r.name,
+               label    = r.label,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
          WHERE h.version = r.version;
         PERFORM set_config('pgmig.maintenance', '', true);
-        INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-        VALUES ('repair', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
-                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'checksum', (r.old).checksum,
+        PERFORM pgmig._audit('repair', r.version, p_client_info,
+                jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'label', (r.old).label, 'checksum', (r.old).checksum,
                                                              'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
-                                   'new', jsonb_build_object('name', r.name, 'checksum', r.checksum,
+                                   'new', jsonb_build_object('name', r.name, 'label', r.label, 'checksum', r.checksum,
                                                              'sql', coalesce(r.sql, (r.old).sql),
                                                              'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
         RAISE NOTICE USING

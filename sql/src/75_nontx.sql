@@ -82,6 +82,10 @@ BEGIN
     -- progress rows come later; application_name is visible to every role at once, and
     -- is_local ends it with this transaction.
     PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    -- The holder sits idle in its transaction for as long as the statements take: a
+    -- database-level idle_in_transaction_session_timeout must not end it (and with it the
+    -- lock) half-way. Local: ends with this transaction.
+    PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
     PERFORM pgmig._assert_no_interrupted();
     PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
     SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
@@ -155,12 +159,9 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: non-transactional migration %s has not completed all its statements; not recorded', p_version);
     END IF;
-    INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                               applied_at, applied_by, login_role, client_application,
-                               client_addr, client_info, backend_pid, duration, engine_version)
-    VALUES (b.version, b.name, b.checksum, b.sql, b.down_sql, false, 'applied',
-            run.started_at, current_user, session_user, current_setting('application_name'),
-            inet_client_addr(), p_client_info, run.pid, p_duration, pgmig.engine_version());
+    PERFORM pgmig._record_history(
+        ARRAY[(b.version, b.name, b.label, b.checksum, b.sql, b.down_sql, false, run.started_at, p_duration, run.pid)::pgmig.history_entry],
+        'applied', p_client_info, current_setting('application_name'));
     DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
 END
 $fn$;
@@ -192,18 +193,13 @@ BEGIN
             MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
     END IF;
     IF p_action = 'applied' THEN
-        INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
-                                   applied_at, applied_by, login_role, client_application,
-                                   client_addr, client_info, backend_pid, duration, engine_version)
-        VALUES (run.version, run.name, run.checksum, run.sql, run.down_sql, false, 'applied',
-                run.started_at, current_user, session_user, current_setting('application_name'),
-                inet_client_addr(), p_client_info, pg_backend_pid(), clock_timestamp() - run.started_at,
-                pgmig.engine_version());
+        PERFORM pgmig._record_history(
+            ARRAY[(run.version, run.name, NULL, run.checksum, run.sql, run.down_sql, false, run.started_at,
+                   clock_timestamp() - run.started_at, NULL)::pgmig.history_entry],
+            'applied', p_client_info, current_setting('application_name'));
     END IF;
     DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
-    INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-    VALUES ('resolve', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
-            jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
+    PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
     version    := run.version;
     name       := run.name;
     outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;

@@ -1,138 +1,124 @@
--- The API functions live in the install's API schema (default public) so that
--- `select * from migrate_apply(...)` works with the default search_path. They are thin SQL
--- wrappers over pgmig internals, created here with format(%I) because the schema is chosen at
--- install time (a literal schema in this file could not follow the choice, and @extschema@
--- would not work for the plain script).
+-- The API: routines named migrate_*, installed twice. Once in schema pgmig, where only the
+-- engine's owner can create objects, so that a qualified call (pgmig.migrate_apply(...)) runs
+-- the engine whatever other roles create elsewhere; and once in the install's API schema
+-- (default public) so that `select * from migrate_apply(...)` works with the default
+-- search_path. Both are thin wrappers over pgmig internals, created here with format(%I)
+-- because the API schema is chosen at install time (a literal schema in this file could not
+-- follow the choice, and @extschema@ would not work for the plain script).
+--
+-- An API routine whose arguments or result change between versions is dropped first (its
+-- grants are replayed by 99_replay_grants.sql), and any other routine of ours with an API name is
+-- dropped as left over from an earlier version.
+CREATE OR REPLACE FUNCTION pgmig._api_routines()
+RETURNS TABLE (name text, kind text, args text, identity text, result text, body text, volatility text, comment text)
+LANGUAGE sql IMMUTABLE
+AS $fn$
+VALUES
+    ('migrate_apply', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text''',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''))',
+     'VOLATILE',
+     'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'),
+    ('migrate_run', 'p',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, max_per_transaction integer DEFAULT NULL, '
+     'stop_before_non_transactional boolean DEFAULT false, notices text DEFAULT ''text'', details boolean DEFAULT false, '
+     'INOUT result jsonb DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,jsonb',
+     NULL,
+     'BEGIN CALL pgmig._run(batch, target_version, lock_timeout, coalesce(allow_out_of_order, false), coalesce(allow_missing, false), '
+     'coalesce(dry_run, false), client_info, lock_budget, max_per_transaction, coalesce(stop_before_non_transactional, false), '
+     'coalesce(notices, ''text''), coalesce(details, false), result); END',
+     NULL,
+     'pgmig: apply a whole batch in one statement, committing by itself at commit_after markers and near the lock budget'),
+    ('migrate_plan', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, allow_out_of_order boolean DEFAULT false, '
+     'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false',
+     'jsonb,bigint,boolean,boolean,boolean',
+     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text)',
+     'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false))',
+     'STABLE',
+     'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
+    ('migrate_status', 'f', '', '',
+     'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)',
+     'SELECT * FROM pgmig._status()', 'STABLE',
+     'pgmig: the migration history, plus who is migrating right now'),
+    ('migrate_lock_holder', 'f', '', '',
+     'TABLE(pid integer, role text, application_name text, client_addr inet, since timestamp with time zone, state text, query text)',
+     'SELECT * FROM pgmig._lock_holder()', 'STABLE',
+     'pgmig: the session holding the migration lock, if any'),
+    ('migrate_history_digest', 'f', '', '', 'text',
+     'SELECT pgmig._history_digest()', 'STABLE',
+     'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'),
+    ('migrate_rollback', 'f',
+     'to_version bigint, lock_timeout interval DEFAULT NULL, dry_run boolean DEFAULT false, client_info text DEFAULT NULL, '
+     'notices text DEFAULT ''text''',
+     'bigint,interval,boolean,text,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''))', 'VOLATILE',
+     'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'),
+    ('migrate_baseline', 'f',
+     'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'jsonb,bigint,interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._baseline($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: record the batch''s versions up to version as applied without running them'),
+    ('migrate_repair', 'f',
+     'batch jsonb, versions bigint[] DEFAULT NULL, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'jsonb,bigint[],interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._repair($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: accept deliberate edits of applied migrations (checksum, name, label, down SQL), audited'),
+    ('migrate_resolve', 'f',
+     'version bigint, action text, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
+     'bigint,text,interval,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._resolve($1, $2, $3, $4)', 'VOLATILE',
+     'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied')
+$fn$;
+
 CREATE OR REPLACE FUNCTION pgmig._install_api(p_schema text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_fn record;
+    v_owner oid := (SELECT n.nspowner FROM pg_namespace AS n WHERE n.nspname = 'pgmig');
+    r       record;
 BEGIN
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_apply(
-            batch              jsonb,
-            target_version     bigint   DEFAULT NULL,
-            lock_timeout       interval DEFAULT NULL,
-            allow_out_of_order boolean  DEFAULT false,
-            allow_missing      boolean  DEFAULT false,
-            dry_run            boolean  DEFAULT false,
-            client_info        text     DEFAULT NULL,
-            lock_budget        integer  DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_plan(
-            batch              jsonb,
-            target_version     bigint  DEFAULT NULL,
-            allow_out_of_order boolean DEFAULT false,
-            allow_missing      boolean DEFAULT false)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false))'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_status()
-        RETURNS TABLE (version bigint, name text, state text, applied_at timestamptz, applied_by text,
-                       client text, duration interval, checksum text, detail text)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._status()'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_lock_holder()
-        RETURNS TABLE (pid integer, role text, application_name text, client_addr inet,
-                       since timestamptz, state text, query text)
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._lock_holder()'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_rollback(
-            to_version   bigint,
-            lock_timeout interval DEFAULT NULL,
-            dry_run      boolean  DEFAULT false,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_baseline(
-            batch        jsonb,
-            version      bigint,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._baseline($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_repair(
-            batch        jsonb,
-            versions     bigint[] DEFAULT NULL,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._repair($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_resolve(
-            version      bigint,
-            action       text,
-            lock_timeout interval DEFAULT NULL,
-            client_info  text     DEFAULT NULL)
-        RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
-        LANGUAGE sql VOLATILE SECURITY INVOKER
-        AS 'SELECT * FROM pgmig._resolve($1, $2, $3, $4)'
-    $ddl$, p_schema);
-
-    EXECUTE format($ddl$
-        CREATE OR REPLACE FUNCTION %I.migrate_history_digest()
-        RETURNS text
-        LANGUAGE sql STABLE SECURITY INVOKER
-        AS 'SELECT pgmig._history_digest()'
-    $ddl$, p_schema);
-
-    -- Functions are created executable by PUBLIC; pgmig's are not.
-    FOR v_fn IN
+    -- Ours with an API name, but not as this version defines it: a left-over signature, or a
+    -- result that CREATE OR REPLACE cannot change.
+    FOR r IN
         SELECT p.oid::regprocedure AS sig
         FROM pg_proc AS p
+        LEFT JOIN pgmig._api_routines() AS a
+               ON a.name = p.proname
+              AND a.identity = coalesce(array_to_string(p.proargtypes::oid[]::regtype[], ','), '')
         WHERE p.pronamespace = p_schema::regnamespace
-          AND p.proname IN ('migrate_apply', 'migrate_plan', 'migrate_status', 'migrate_lock_holder',
-                            'migrate_rollback', 'migrate_baseline', 'migrate_repair', 'migrate_resolve',
-                            'migrate_history_digest')
+          AND p.proowner = v_owner
+          AND p.proname IN (SELECT x.name FROM pgmig._api_routines() AS x)
+          AND (a.name IS NULL OR a.kind <> p.prokind::text
+               OR (a.kind = 'f' AND pg_get_function_result(p.oid) IS DISTINCT FROM a.result))
     LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn.sig);
+        EXECUTE format('DROP ROUTINE %s', r.sig);
     END LOOP;
 
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_apply(jsonb, bigint, interval, boolean, boolean, boolean, text, integer)
-        IS 'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_plan(jsonb, bigint, boolean, boolean)
-        IS 'pgmig: what migrate_apply would do with this batch, without taking the lock'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_status()
-        IS 'pgmig: the migration history, plus who is migrating right now'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_lock_holder()
-        IS 'pgmig: the session holding the migration lock, if any'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_history_digest()
-        IS 'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_rollback(bigint, interval, boolean, text)
-        IS 'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_baseline(jsonb, bigint, interval, text)
-        IS 'pgmig: record the batch''s versions up to version as applied without running them'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_repair(jsonb, bigint[], interval, text)
-        IS 'pgmig: accept deliberate edits of applied migrations (checksum, name), audited'$ddl$, p_schema);
-    EXECUTE format($ddl$COMMENT ON FUNCTION %I.migrate_resolve(bigint, text, interval, text)
-        IS 'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'$ddl$, p_schema);
+    FOR r IN SELECT * FROM pgmig._api_routines() LOOP
+        IF r.kind = 'p' THEN
+            EXECUTE format('CREATE OR REPLACE PROCEDURE %I.%I(%s) LANGUAGE plpgsql SECURITY INVOKER AS %L',
+                           p_schema, r.name, r.args, r.body);
+        ELSE
+            EXECUTE format('CREATE OR REPLACE FUNCTION %I.%I(%s) RETURNS %s LANGUAGE sql %s SECURITY INVOKER AS %L',
+                           p_schema, r.name, r.args, r.result, r.volatility, r.body);
+        END IF;
+        -- Routines are created executable by PUBLIC; pgmig's are not.
+        EXECUTE format('REVOKE ALL ON ROUTINE %I.%I(%s) FROM PUBLIC', p_schema, r.name, r.identity);
+        EXECUTE format('COMMENT ON ROUTINE %I.%I(%s) IS %L', p_schema, r.name, r.identity, r.comment);
+    END LOOP;
 END
 $fn$;

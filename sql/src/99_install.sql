@@ -22,7 +22,11 @@ BEGIN
             HINT = 'Create it first, or choose another with SET pgmig.api_schema = ''...'' before installing.';
     END IF;
 
-    PERFORM pgmig._install_api(v_schema);
+    -- Always in schema pgmig (safe qualified calls), and in the chosen API schema.
+    PERFORM pgmig._install_api('pgmig');
+    IF v_schema <> 'pgmig' THEN
+        PERFORM pgmig._install_api(v_schema);
+    END IF;
 
     IF v_mode = 'extension' THEN
         -- Extension member tables are not dumped by pg_dump unless marked as configuration.
@@ -47,5 +51,5 @@ BEGIN
 END
 $pgmig$;
 
--- PUBLIC gets nothing: functions are created executable by PUBLIC by default.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgmig FROM PUBLIC;
+-- PUBLIC gets nothing: routines are created executable by PUBLIC by default.
+REVOKE ALL ON ALL ROUTINES IN SCHEMA pgmig FROM PUBLIC;

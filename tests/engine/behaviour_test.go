@@ -237,8 +237,8 @@ func TestDryRunAndTarget(t *testing.T) {
 		t.Errorf("dry run wrote %d history rows", n)
 	}
 	rows = mustApply(t, conn, b, "target_version => 3")
-	if got := outcomes(rows); got["applied"] != 3 || got["pending"] != 2 {
-		t.Errorf("target 3: %v, want 3 applied 2 pending", got)
+	if got := outcomes(rows); got["applied"] != 3 || got["beyond_target"] != 2 {
+		t.Errorf("target 3: %v, want 3 applied 2 beyond_target", got)
 	}
 	if n := count(t, conn, "select count(*) from pg_class where relname in ('t_004', 't_005')"); n != 0 {
 		t.Error("versions above target_version were applied")
@@ -338,7 +338,12 @@ func TestLockBudget(t *testing.T) {
 	if got := outcomes(mustApply(t, db2, tableBatch(120), "")); got["applied"] != 120 {
 		t.Errorf("without a budget: %v", got)
 	}
-	if _, err := apply(ctx, db2, tableBatch(1), "lock_budget => 0"); err == nil || !strings.Contains(err.Error(), "lock_budget must be at least 1") {
-		t.Errorf("lock_budget => 0: %v", err)
+	// lock_budget => 0 means none too; a negative budget is refused.
+	db3 := pgtest.NewDB(t).Conn(t)
+	if got := outcomes(mustApply(t, db3, tableBatch(120), "lock_budget => 0")); got["applied"] != 120 {
+		t.Errorf("lock_budget => 0: %v", got)
+	}
+	if _, err := apply(ctx, db2, tableBatch(1), "lock_budget => -1"); err == nil || !strings.Contains(err.Error(), "lock_budget must be at least 1") {
+		t.Errorf("lock_budget => -1: %v", err)
 	}
 }

@@ -137,8 +137,10 @@ func TestAPISchemaIsSelectable(t *testing.T) {
 	installScript(t, conn)
 	got := queryString(t, conn, `select string_agg(n.nspname || '.' || p.proname, ',' order by n.nspname, p.proname)
 		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
-	want := "deploy.migrate_apply,deploy.migrate_baseline,deploy.migrate_history_digest,deploy.migrate_lock_holder,deploy.migrate_plan," +
-		"deploy.migrate_repair,deploy.migrate_resolve,deploy.migrate_rollback,deploy.migrate_status"
+	// The API in the chosen schema, and always in pgmig (for safe qualified calls).
+	api := "migrate_apply,migrate_baseline,migrate_history_digest,migrate_lock_holder,migrate_plan," +
+		"migrate_repair,migrate_resolve,migrate_rollback,migrate_run,migrate_status"
+	want := "deploy." + strings.ReplaceAll(api, ",", ",deploy.") + ",pgmig." + strings.ReplaceAll(api, ",", ",pgmig.")
 	if got != want {
 		t.Fatalf("API functions = %s, want %s", got, want)
 	}

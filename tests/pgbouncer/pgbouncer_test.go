@@ -118,7 +118,11 @@ func TestPushThroughPgBouncer(t *testing.T) {
 		}
 		defer client.Close(ctx)
 		progress := 0
-		res, err := client.Push(ctx, ms, &pgmig.PushOpts{Progress: func(pgmig.Progress) { progress++ }})
+		res, err := client.Push(ctx, ms, &pgmig.PushOpts{Progress: func(p pgmig.Progress) {
+			if p.Done {
+				progress++
+			}
+		}})
 		if err != nil {
 			t.Fatal(err)
 		}
