@@ -168,9 +168,10 @@ COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but no
 
 REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;
 -- Drops routine p_signature when it exists with a result other than p_result (as
--- pg_get_function_result prints it), so that the CREATE that follows can define it anew.
--- Its grants are replayed by 99_replay_grants.sql.
-CREATE OR REPLACE FUNCTION pgmig._drop_if_changed(p_signature text, p_result text)
+-- pg_get_function_result prints it), or, when p_arguments is given, with other arguments than
+-- those (as pg_get_function_arguments prints them: OUT parameters, names and defaults), so that
+-- the CREATE that follows can define it anew. Its grants are replayed by 99_replay_grants.sql.
+CREATE OR REPLACE FUNCTION pgmig._drop_if_changed(p_signature text, p_result text, p_arguments text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -178,7 +179,8 @@ AS $fn$
 DECLARE
     v_oid regprocedure := to_regprocedure(p_signature);
 BEGIN
-    IF v_oid IS NOT NULL AND pg_get_function_result(v_oid) IS DISTINCT FROM p_result THEN
+    IF v_oid IS NOT NULL AND (pg_get_function_result(v_oid) IS DISTINCT FROM p_result
+                              OR pg_get_function_arguments(v_oid) IS DISTINCT FROM coalesce(p_arguments, pg_get_function_arguments(v_oid))) THEN
         EXECUTE format('DROP ROUTINE %s', v_oid);
     END IF;
 END
@@ -243,7 +245,8 @@ BEGIN
             run_mode            boolean,  -- migrate_run: end the transaction at commit_after
             commit_points       text,     -- versions marked commit_after, for hints
             total               bigint,   -- migrations this call will apply, for progress
-            committed           bigint);  -- migrations committed earlier by this call
+            committed           bigint,   -- migrations committed earlier by this call
+            capture_failure     boolean); -- return a failing migration's error as data instead of raising it
     END IF;
 END
 $pgmig$;
@@ -1188,12 +1191,18 @@ $fn$;
 -- after the migration that brings the transaction's lock count near p_ctx.lock_budget.
 -- Returns the index to continue from, how many it applied, why it stopped (NULL: end of plan)
 -- and, aligned with p_plan, when each applied migration started and how long it took.
+-- A failing migration raises its error (after the PM010 warning naming it); with
+-- p_ctx.capture_failure the error comes back as data instead (stopped 'failed', failure: the
+-- migration and every field of the error), its transaction's work rolled back all the same.
 -- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
 -- _execute_as_caller with the caller's).
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._execute_plan(pgmig.plan_entry[],integer,pgmig.call_context,integer)', 'record',
+    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb'); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
                                                p_ctx pgmig.call_context, p_transaction integer,
                                                OUT next_index integer, OUT done integer, OUT stopped text,
-                                               OUT started timestamptz[], OUT durations interval[])
+                                               OUT started timestamptz[], OUT durations interval[],
+                                               OUT failure jsonb)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
@@ -1325,6 +1334,33 @@ BEGIN
             RAISE;
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF p_ctx.capture_failure THEN
+            DECLARE
+                v_detail text; v_hint text; v_context text; v_query text; v_position text;
+            BEGIN
+                GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
+                                        v_context = PG_EXCEPTION_CONTEXT;
+                -- pgmig's own explanation, when it has one, as the message to keep.
+                BEGIN
+                    IF v_phase = 'migration' THEN
+                        PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                            v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+                END;
+                failure := jsonb_strip_nulls(jsonb_build_object(
+                    'version', v_entry.version, 'name', v_entry.name, 'phase', v_phase, 'transaction', p_transaction,
+                    'sqlstate', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                    'hint', nullif(v_hint, ''), 'context', nullif(v_context, '')));
+                stopped := 'failed';
+                done := 0;
+                next_index := i;
+                started := array_fill(NULL::timestamptz, ARRAY[v_count]);
+                durations := array_fill(NULL::interval, ARRAY[v_count]);
+                RETURN;
+            END;
+        END IF;
         IF v_phase = 'migration' THEN
             -- The WARNING first, whatever error follows: it names the migration to every
             -- client, also one that asked for no progress notices. Its DETAIL is for programs.
@@ -1516,6 +1552,7 @@ BEGIN
     v_ctx.lock_budget := nullif(p_lock_budget, 0);
     v_ctx.run_mode := false;
     v_ctx.committed := 0;
+    v_ctx.capture_failure := false;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -1601,6 +1638,10 @@ $fn$;
 -- transaction is all or nothing; a failure leaves the earlier transactions of the call applied,
 -- and says so.
 --
+-- p_capture_failure (for migrate_run_staged): a failing migration ends the call normally, its
+-- transaction rolled back, with the error as data in p_result->'failed', and the transaction
+-- left open (still holding the lock) for the caller to record it and commit.
+--
 -- PostgreSQL allows COMMIT in a procedure only when CALL runs in its own transaction, not
 -- inside BEGIN ... COMMIT (or a multi-statement query string): there the first COMMIT fails
 -- with SQLSTATE 2D000 "invalid transaction termination", before anything was done.
@@ -1617,7 +1658,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_stop_before_nontx      boolean,
     p_notices                text,
     p_details                boolean,
-    INOUT p_result           jsonb)
+    INOUT p_result           jsonb,
+    p_capture_failure        boolean DEFAULT false)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -1643,6 +1685,7 @@ DECLARE
     v_next        integer;
     v_entry       pgmig.plan_entry;
     v_budget_stops integer := 0;    -- transactions ended at the lock budget
+    v_failed      jsonb;            -- p_capture_failure: the failing migration and its error
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -1679,6 +1722,7 @@ BEGIN
     v_ctx.max_per_transaction := p_max_per_transaction;
     v_ctx.run_mode := true;
     v_ctx.committed := 0;
+    v_ctx.capture_failure := coalesce(p_capture_failure, false);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -1763,6 +1807,11 @@ BEGIN
 
         v_txn := v_txn + 1;
         SELECT * INTO v_run FROM pgmig._execute_plan(v_plan_array, v_next, v_ctx, v_txn);
+        IF v_run.stopped = 'failed' THEN
+            v_failed := v_run.failure;
+            v_txn := v_txn - 1;
+            EXIT;
+        END IF;
         SELECT v_applied_v || array_agg(e.version ORDER BY e.ordinality), v_applied_at || array_agg(t.at ORDER BY e.ordinality),
                v_applied_d || array_agg(t.d ORDER BY e.ordinality)
           INTO v_applied_v, v_applied_at, v_applied_d
@@ -1810,6 +1859,7 @@ BEGIN
         'version', (SELECT max(h.version) FROM pgmig.history AS h),
         'ahead', coalesce((SELECT jsonb_agg(x.version ORDER BY x.version) FROM unnest(v_plan_array) AS x WHERE x.outcome = 'ahead'), '[]'),
         'stopped', v_stopped,
+        'failed', v_failed,
         'dry_run', p_dry_run,
         'duration', (pg_catalog.clock_timestamp() - v_call_start)::text);
     IF p_details THEN

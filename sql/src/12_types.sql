@@ -58,7 +58,8 @@ BEGIN
             run_mode            boolean,  -- migrate_run: end the transaction at commit_after
             commit_points       text,     -- versions marked commit_after, for hints
             total               bigint,   -- migrations this call will apply, for progress
-            committed           bigint);  -- migrations committed earlier by this call
+            committed           bigint,   -- migrations committed earlier by this call
+            capture_failure     boolean); -- return a failing migration's error as data instead of raising it
     END IF;
 END
 $pgmig$;

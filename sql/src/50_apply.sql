@@ -203,12 +203,18 @@ $fn$;
 -- after the migration that brings the transaction's lock count near p_ctx.lock_budget.
 -- Returns the index to continue from, how many it applied, why it stopped (NULL: end of plan)
 -- and, aligned with p_plan, when each applied migration started and how long it took.
+-- A failing migration raises its error (after the PM010 warning naming it); with
+-- p_ctx.capture_failure the error comes back as data instead (stopped 'failed', failure: the
+-- migration and every field of the error), its transaction's work rolled back all the same.
 -- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
 -- _execute_as_caller with the caller's).
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._execute_plan(pgmig.plan_entry[],integer,pgmig.call_context,integer)', 'record',
+    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb'); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
                                                p_ctx pgmig.call_context, p_transaction integer,
                                                OUT next_index integer, OUT done integer, OUT stopped text,
-                                               OUT started timestamptz[], OUT durations interval[])
+                                               OUT started timestamptz[], OUT durations interval[],
+                                               OUT failure jsonb)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 DECLARE
@@ -340,6 +346,33 @@ BEGIN
             RAISE;
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
+        IF p_ctx.capture_failure THEN
+            DECLARE
+                v_detail text; v_hint text; v_context text; v_query text; v_position text;
+            BEGIN
+                GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
+                                        v_context = PG_EXCEPTION_CONTEXT;
+                -- pgmig's own explanation, when it has one, as the message to keep.
+                BEGIN
+                    IF v_phase = 'migration' THEN
+                        PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
+                    END IF;
+                EXCEPTION WHEN OTHERS THEN
+                    GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
+                                            v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
+                END;
+                failure := jsonb_strip_nulls(jsonb_build_object(
+                    'version', v_entry.version, 'name', v_entry.name, 'phase', v_phase, 'transaction', p_transaction,
+                    'sqlstate', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
+                    'hint', nullif(v_hint, ''), 'context', nullif(v_context, '')));
+                stopped := 'failed';
+                done := 0;
+                next_index := i;
+                started := array_fill(NULL::timestamptz, ARRAY[v_count]);
+                durations := array_fill(NULL::interval, ARRAY[v_count]);
+                RETURN;
+            END;
+        END IF;
         IF v_phase = 'migration' THEN
             -- The WARNING first, whatever error follows: it names the migration to every
             -- client, also one that asked for no progress notices. Its DETAIL is for programs.
@@ -531,6 +564,7 @@ BEGIN
     v_ctx.lock_budget := nullif(p_lock_budget, 0);
     v_ctx.run_mode := false;
     v_ctx.committed := 0;
+    v_ctx.capture_failure := false;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 

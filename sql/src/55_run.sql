@@ -10,6 +10,10 @@
 -- transaction is all or nothing; a failure leaves the earlier transactions of the call applied,
 -- and says so.
 --
+-- p_capture_failure (for migrate_run_staged): a failing migration ends the call normally, its
+-- transaction rolled back, with the error as data in p_result->'failed', and the transaction
+-- left open (still holding the lock) for the caller to record it and commit.
+--
 -- PostgreSQL allows COMMIT in a procedure only when CALL runs in its own transaction, not
 -- inside BEGIN ... COMMIT (or a multi-statement query string): there the first COMMIT fails
 -- with SQLSTATE 2D000 "invalid transaction termination", before anything was done.
@@ -26,7 +30,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_stop_before_nontx      boolean,
     p_notices                text,
     p_details                boolean,
-    INOUT p_result           jsonb)
+    INOUT p_result           jsonb,
+    p_capture_failure        boolean DEFAULT false)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -52,6 +57,7 @@ DECLARE
     v_next        integer;
     v_entry       pgmig.plan_entry;
     v_budget_stops integer := 0;    -- transactions ended at the lock budget
+    v_failed      jsonb;            -- p_capture_failure: the failing migration and its error
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -88,6 +94,7 @@ BEGIN
     v_ctx.max_per_transaction := p_max_per_transaction;
     v_ctx.run_mode := true;
     v_ctx.committed := 0;
+    v_ctx.capture_failure := coalesce(p_capture_failure, false);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -172,6 +179,11 @@ BEGIN
 
         v_txn := v_txn + 1;
         SELECT * INTO v_run FROM pgmig._execute_plan(v_plan_array, v_next, v_ctx, v_txn);
+        IF v_run.stopped = 'failed' THEN
+            v_failed := v_run.failure;
+            v_txn := v_txn - 1;
+            EXIT;
+        END IF;
         SELECT v_applied_v || array_agg(e.version ORDER BY e.ordinality), v_applied_at || array_agg(t.at ORDER BY e.ordinality),
                v_applied_d || array_agg(t.d ORDER BY e.ordinality)
           INTO v_applied_v, v_applied_at, v_applied_d
@@ -219,6 +231,7 @@ BEGIN
         'version', (SELECT max(h.version) FROM pgmig.history AS h),
         'ahead', coalesce((SELECT jsonb_agg(x.version ORDER BY x.version) FROM unnest(v_plan_array) AS x WHERE x.outcome = 'ahead'), '[]'),
         'stopped', v_stopped,
+        'failed', v_failed,
         'dry_run', p_dry_run,
         'duration', (pg_catalog.clock_timestamp() - v_call_start)::text);
     IF p_details THEN
