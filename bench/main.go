@@ -42,7 +42,6 @@ type config struct {
 	concN       int
 	out         string
 	plot        string
-	profile     bool
 	quick       bool
 	verbose     bool
 }

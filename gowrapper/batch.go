@@ -58,9 +58,6 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// emptyHistoryDigest is migrate_history_digest() of an empty history.
-var emptyHistoryDigest = HistoryDigest(nil)
-
 // HistoryDigest is what the engine's migrate_history_digest() returns when exactly these
 // migrations are applied, unchanged: the lowercase hex sha256 over one line per migration in
 // version order, "<version>\t<name>\t<checksum>\n".

@@ -49,7 +49,7 @@ BEGIN
             HINT = 'Upgrade it with ALTER EXTENSION pgmig UPDATE, after installing the new extension files on the server (make install).';
     END IF;
 
-    IF v_ext_exists AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN
+    IF v_ext_exists AND NOT v_ext_members AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is already installed here as a plain script (schema pgmig exists); CREATE EXTENSION cannot adopt it',
@@ -1206,6 +1206,9 @@ CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from
                                                OUT failure jsonb)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+-- (v_ignored holds the value of calls made for their effect: plpgsql_check's extra warning
+-- about a variable never read is expected.)
+-- @plpgsql_check_options: extra_warnings = false
 DECLARE
     v_entry       pgmig.plan_entry;
     v_count       integer := coalesce(cardinality(p_plan), 0);
@@ -1337,7 +1340,7 @@ BEGIN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF p_ctx.capture_failure THEN
             DECLARE
-                v_detail text; v_hint text; v_context text; v_query text; v_position text;
+                v_detail text; v_hint text; v_context text;
             BEGIN
                 GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
                                         v_context = PG_EXCEPTION_CONTEXT;
@@ -1405,6 +1408,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
+-- (Volatile although it reads nothing: sending a notice is its effect.)
+-- @plpgsql_check_options: performance_warnings = false
 BEGIN
     IF p_mode = 'json' THEN
         RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;
@@ -1676,9 +1681,9 @@ DECLARE
     v_plan_array  pgmig.plan_entry[];
     v_pos         integer := 1;     -- where the next transaction continues in v_plan_array
     v_txn         integer := 0;     -- transactions that applied something
-    v_applied_v   bigint[] := '{}';  -- what this call applied, in order: version,
-    v_applied_at  timestamptz[] := '{}';  -- start
-    v_applied_d   interval[] := '{}';     -- and duration
+    v_applied_v   bigint[] := '{}'::bigint[];            -- what this call applied, in order: version,
+    v_applied_at  timestamptz[] := '{}'::timestamptz[];  -- start
+    v_applied_d   interval[] := '{}'::interval[];        -- and duration
     v_mark        text;             -- the history as this call left it at its last commit
     v_stopped     jsonb;
     v_first       boolean := true;
@@ -1942,7 +1947,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     v_plan  record;
-    v_drift jsonb := '{}';
+    v_drift jsonb := '{}'::jsonb;
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration
@@ -2085,7 +2090,7 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_settings    text[];
     v_total       bigint;
-    v_done        bigint := 0;
+    v_done        bigint := 0::bigint;
     v_missing     text;
     r             record;
     v_started     timestamptz;
@@ -2623,6 +2628,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
+-- (The DDL is spliced from _api_routines(), constants of this file; the schema with %I.)
+-- @plpgsql_check_options: security_warnings = false
 DECLARE
     v_owner oid := (SELECT n.nspowner FROM pg_namespace AS n WHERE n.nspname = 'pgmig');
     r       record;

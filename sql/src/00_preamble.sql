@@ -47,7 +47,7 @@ BEGIN
             HINT = 'Upgrade it with ALTER EXTENSION pgmig UPDATE, after installing the new extension files on the server (make install).';
     END IF;
 
-    IF v_ext_exists AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN
+    IF v_ext_exists AND NOT v_ext_members AND EXISTS (SELECT FROM pg_catalog.pg_namespace WHERE nspname = 'pgmig') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM006',
             MESSAGE = 'pgmig is already installed here as a plain script (schema pgmig exists); CREATE EXTENSION cannot adopt it',

@@ -217,6 +217,9 @@ CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from
                                                OUT failure jsonb)
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+-- (v_ignored holds the value of calls made for their effect: plpgsql_check's extra warning
+-- about a variable never read is expected.)
+-- @plpgsql_check_options: extra_warnings = false
 DECLARE
     v_entry       pgmig.plan_entry;
     v_count       integer := coalesce(cardinality(p_plan), 0);
@@ -348,7 +351,7 @@ BEGIN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF p_ctx.capture_failure THEN
             DECLARE
-                v_detail text; v_hint text; v_context text; v_query text; v_position text;
+                v_detail text; v_hint text; v_context text;
             BEGIN
                 GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
                                         v_context = PG_EXCEPTION_CONTEXT;
@@ -416,6 +419,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
+-- (Volatile although it reads nothing: sending a notice is its effect.)
+-- @plpgsql_check_options: performance_warnings = false
 BEGIN
     IF p_mode = 'json' THEN
         RAISE NOTICE USING ERRCODE = p_code, MESSAGE = p_message, DETAIL = p_detail::text;

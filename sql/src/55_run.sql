@@ -47,9 +47,9 @@ DECLARE
     v_plan_array  pgmig.plan_entry[];
     v_pos         integer := 1;     -- where the next transaction continues in v_plan_array
     v_txn         integer := 0;     -- transactions that applied something
-    v_applied_v   bigint[] := '{}';  -- what this call applied, in order: version,
-    v_applied_at  timestamptz[] := '{}';  -- start
-    v_applied_d   interval[] := '{}';     -- and duration
+    v_applied_v   bigint[] := '{}'::bigint[];            -- what this call applied, in order: version,
+    v_applied_at  timestamptz[] := '{}'::timestamptz[];  -- start
+    v_applied_d   interval[] := '{}'::interval[];        -- and duration
     v_mark        text;             -- the history as this call left it at its last commit
     v_stopped     jsonb;
     v_first       boolean := true;

@@ -25,7 +25,7 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     v_plan  record;
-    v_drift jsonb := '{}';
+    v_drift jsonb := '{}'::jsonb;
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration

@@ -19,7 +19,7 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_settings    text[];
     v_total       bigint;
-    v_done        bigint := 0;
+    v_done        bigint := 0::bigint;
     v_missing     text;
     r             record;
     v_started     timestamptz;

@@ -87,6 +87,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
+-- (The DDL is spliced from _api_routines(), constants of this file; the schema with %I.)
+-- @plpgsql_check_options: security_warnings = false
 DECLARE
     v_owner oid := (SELECT n.nspowner FROM pg_namespace AS n WHERE n.nspname = 'pgmig');
     r       record;

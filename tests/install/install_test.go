@@ -213,6 +213,9 @@ func extensionDir(t *testing.T) {
 	files := map[string]string{
 		"pgmig.control":                 "../../sql/pgmig.control",
 		fmt.Sprintf("pgmig--%s.sql", v): fmt.Sprintf("../../sql/build/pgmig--%s.sql", v),
+		// The released version and the upgrade path from it (TestUpgradeExtension).
+		"pgmig--0.1.0.sql":                     "../../sql/releases/pgmig--0.1.0.sql",
+		fmt.Sprintf("pgmig--0.1.0--%s.sql", v): fmt.Sprintf("../../sql/build/pgmig--0.1.0--%s.sql", v),
 	}
 	for name, src := range files {
 		want, err := os.ReadFile(src)
@@ -304,5 +307,109 @@ func TestREADMEGrantsLetADeployRoleMigrate(t *testing.T) {
 	}
 	if got := queryString(t, admin, "select applied_by || ' ' || login_role from pgmig.history"); got != role+" "+role {
 		t.Fatalf("history applied_by/login_role = %q, want the deploy role", got)
+	}
+}
+
+// grants010 is the README's grant recipe as released with 0.1.0.
+const grants010 = `GRANT USAGE ON SCHEMA pgmig TO %[1]s;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA pgmig TO %[1]s;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgmig TO %[1]s;
+GRANT EXECUTE ON FUNCTION migrate_apply, migrate_plan, migrate_status, migrate_lock_holder,
+    migrate_rollback, migrate_baseline, migrate_repair, migrate_resolve, migrate_history_digest TO %[1]s;
+GRANT CREATE ON SCHEMA public TO %[1]s;`
+
+// An engine installed with the plain script of 0.1.0, granted to a deploy role as that
+// release's README said, with history: the current script upgrades it in place. The history
+// stays, the deploy role keeps every right it had (also on routines that had to be dropped
+// and created anew, and migrate_run, the new way to do what migrate_apply did), no routine
+// of 0.1.0 is left behind, and running the script again changes nothing.
+func TestUpgradeFromPlain010(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewEmptyDB(t)
+	admin := db.Conn(t)
+	old, err := os.ReadFile("../../sql/releases/pgmig-0.1.0.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.PgConn().Exec(ctx(t), string(old)).ReadAll(); err != nil {
+		t.Fatalf("installing 0.1.0: %v", err)
+	}
+	role := pgtest.CreateRole(t, "")
+	if _, err := admin.Exec(ctx(t), fmt.Sprintf(grants010, `"`+role+`"`)); err != nil {
+		t.Fatal(err)
+	}
+	deploy := pgtest.Connect(t, db.URLAs(role, "pw"))
+	if _, err := deploy.Exec(ctx(t), `select * from migrate_apply('[{"version":1,"name":"one","sql":"create table one (i int)","down":"drop table one"}]')`); err != nil {
+		t.Fatalf("migrating with 0.1.0: %v", err)
+	}
+
+	installScript(t, admin)
+	if got := queryString(t, admin, "select pgmig.engine_version()"); got != pgmigsql.Version() {
+		t.Fatalf("engine version after the upgrade: %s", got)
+	}
+	if got := queryString(t, admin, "select string_agg(version || ' ' || name || ' ' || coalesce(down_sql, '-'), ',') from pgmig.history"); got != "1 one drop table one" {
+		t.Fatalf("history after the upgrade: %s", got)
+	}
+	// 0.1.0's routines whose signature changed are gone, not left as overloads.
+	if got := queryString(t, admin, `select coalesce(string_agg(sigs, ', '), '') from (
+		select string_agg(oid::regprocedure::text, ', ') as sigs from pg_proc
+		where proname in ('migrate_apply', 'migrate_plan', 'migrate_rollback', '_apply', '_plan', '_rollback', '_assert_no_drift')
+		group by pronamespace, proname having count(*) > 1) as x`); got != "" {
+		t.Fatalf("left-over overloads: %s", got)
+	}
+	if got := queryString(t, admin, `select coalesce(string_agg(oid::regprocedure::text, ', '), '') from pg_proc
+		where (pronamespace = 'pgmig'::regnamespace or proname like 'migrate\_%') and not has_function_privilege($1, oid, 'execute')`, role); got != "" {
+		t.Fatalf("the deploy role lost EXECUTE on: %s", got)
+	}
+	deploy = pgtest.Connect(t, db.URLAs(role, "pw"))
+	b := `[{"version":1,"name":"one","sql":"create table one (i int)","down":"drop table one"},
+	       {"version":2,"name":"two","sql":"create table two (i int)","down":"drop table two"}]`
+	var result string
+	if err := deploy.QueryRow(ctx(t), "call migrate_run($1::jsonb)", b).Scan(&result); err != nil || !strings.Contains(result, `"applied": 1`) {
+		t.Fatalf("migrate_run as the deploy role after the upgrade: %s %v", result, err)
+	}
+	if _, err := deploy.Exec(ctx(t), "select * from pgmig.migrate_rollback(1)"); err != nil {
+		t.Fatalf("rollback as the deploy role after the upgrade: %v", err)
+	}
+	before := queryString(t, admin, "select string_agg(oid::text, ',' order by oid) from pg_proc where pronamespace = 'pgmig'::regnamespace or proname like 'migrate\\_%'")
+	installScript(t, admin)
+	if after := queryString(t, admin, "select string_agg(oid::text, ',' order by oid) from pg_proc where pronamespace = 'pgmig'::regnamespace or proname like 'migrate\\_%'"); after != before {
+		t.Fatalf("reinstalling the same version re-created routines")
+	}
+}
+
+// The extension of 0.1.0, updated with ALTER EXTENSION pgmig UPDATE: same outcome, and the
+// new routines are members (DROP EXTENSION removes them).
+func TestUpgradeExtension(t *testing.T) {
+	t.Parallel()
+	extensionDir(t)
+	db := pgtest.NewEmptyDB(t)
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx(t), "create extension pgmig version '0.1.0'"); err != nil {
+		t.Fatalf("create extension 0.1.0: %v", err)
+	}
+	if _, err := conn.Exec(ctx(t), `select * from migrate_apply('[{"version":1,"name":"one","sql":"create table one (i int)"}]')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx(t), "alter extension pgmig update"); err != nil {
+		t.Fatalf("alter extension pgmig update: %v", err)
+	}
+	if got := queryString(t, conn, "select extversion || ' ' || pgmig.engine_version() from pg_extension where extname = 'pgmig'"); got != pgmigsql.Version()+" "+pgmigsql.Version() {
+		t.Fatalf("versions after the update: %s", got)
+	}
+	if got := queryString(t, conn, `select count(*)::text from pg_depend d join pg_proc p on p.oid = d.objid
+		where d.refobjid = (select oid from pg_extension where extname = 'pgmig') and d.deptype = 'e' and p.proname = 'migrate_run'`); got != "2" {
+		t.Fatalf("migrate_run extension members: %s, want 2 (pgmig and public)", got)
+	}
+	var result string
+	if err := db.Conn(t).QueryRow(ctx(t), `call migrate_run('[{"version":1,"name":"one","sql":"create table one (i int)"},{"version":2,"name":"two","sql":"create table two ()"}]')`).Scan(&result); err != nil ||
+		!strings.Contains(result, `"applied": 1`) {
+		t.Fatalf("migrate_run after the update: %s %v", result, err)
+	}
+	if _, err := conn.Exec(ctx(t), "drop extension pgmig"); err != nil {
+		t.Fatal(err)
+	}
+	if got := queryString(t, conn, `select count(*)::text from pg_proc where proname like 'migrate\_%' or pronamespace::regnamespace::text = 'pgmig'`); got != "0" {
+		t.Fatalf("%s functions left after drop extension", got)
 	}
 }
