@@ -149,3 +149,25 @@ func TestREADMEReferences(t *testing.T) {
 		t.Error("README.md tells readers to go install a module that is not published")
 	}
 }
+
+// TestDocsConfigExamples: every config file shown in the README and in
+// docs/cli.md is accepted by pgmig as it is.
+func TestDocsConfigExamples(t *testing.T) {
+	t.Parallel()
+	n := 0
+	for _, doc := range []string{readmePath, "../../docs/cli.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile("(?s)```ini\n(.*?)```").FindAllStringSubmatch(string(b), -1) {
+			n++
+			dir := t.TempDir()
+			writeFiles(t, dir, map[string]string{"example.conf": m[1]})
+			pgmigRun(t, dir, []string{"DEPLOY_PASSWORD=pw"}, "config", "--config", "example.conf").must(t, exitOK, "Config file: example.conf (flag --config)")
+		}
+	}
+	if n < 2 {
+		t.Fatalf("found %d config examples in the README and docs/cli.md", n)
+	}
+}
