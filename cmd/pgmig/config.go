@@ -350,7 +350,7 @@ func maskSecrets(s string) string {
 
 var (
 	// postgres://user:secret@host → postgres://user:*****@host
-	urlPassword = regexp.MustCompile(`(postgres(?:ql)?://[^:/?#@\s]*:)[^@/?#\s]*@`)
+	urlPassword = regexp.MustCompile(`(postgres(?:ql)?://[^:/?#@\s]*:)[^/?#\s]*@`)
 	// password=secret, password='sec ret', ?password=secret&...
 	keywordPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]*)`)
 )

@@ -145,6 +145,9 @@ func TestConfigFileErrors(t *testing.T) {
 		writeFiles(t, dir, map[string]string{configName: tc.file, "001_a.sql": "select 1;"})
 		r := pgmigRun(t, dir, []string{"DATABASE_URL=" + silentServer(t)}, "push").must(t, exitUsage)
 		r.stderrHas(t, tc.says)
+		// Help and version still answer.
+		pgmigRun(t, dir, nil, "help").must(t, exitOK)
+		pgmigRun(t, dir, nil, "version").must(t, exitOK)
 	}
 }
 

@@ -346,10 +346,14 @@ func parseFlags(cmd *command, args []string, env lookupEnv) (*options, []string,
 		return o, nil, nil, usagef("pgmig %s: %v (`pgmig %s --help` lists its flags)", cmd.name, err, cmd.name)
 	}
 	// The config file is found first: --config may be on the command line,
-	// and the file supplies values to the flags that are not.
-	cfg, err := findConfig(o, env)
-	if err != nil {
-		return o, nil, nil, err
+	// and the file supplies values to the flags that are not. Commands
+	// without settings (help, version) do not read it, so that a broken
+	// file cannot keep them from answering.
+	var cfg *configFile
+	if cmd.takes(flagConfig) {
+		if cfg, err = findConfig(o, env); err != nil {
+			return o, nil, nil, err
+		}
 	}
 	for _, v := range values {
 		if v.seen || v.def == flagConfig {
