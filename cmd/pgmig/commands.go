@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
-
-	pgmig "github.com/pgmig/pgmig/gowrapper"
 )
 
 // command is one `pgmig <name>`: its flags, its help, the checks its
@@ -251,8 +250,8 @@ func allFlags() []*flagDef {
 }
 
 func parseVersionArg(s string) (int64, error) {
-	var v int64
-	if _, err := fmt.Sscan(s, &v); err != nil || v < 1 || fmt.Sprint(v) != strings.TrimSpace(s) {
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || v < 1 {
 		return 0, fmt.Errorf("invalid version %q", s)
 	}
 	return v, nil
@@ -278,9 +277,4 @@ func (c *command) checkArgs(args []string) error {
 		return usagef("usage: %s", c.usageLine())
 	}
 	return nil
-}
-
-// engineConfig is the library configuration the flags ask for.
-func (inv *invocation) engineConfig() *pgmig.Config {
-	return &pgmig.Config{Schema: inv.opts.schema}
 }

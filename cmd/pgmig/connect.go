@@ -6,6 +6,11 @@ import (
 	pgmig "github.com/pgmig/pgmig/gowrapper"
 )
 
+// engineConfig is the library configuration the flags ask for.
+func (inv *invocation) engineConfig() *pgmig.Config {
+	return &pgmig.Config{Schema: inv.opts.schema}
+}
+
 // connect opens the connection the flags ask for; the invocation closes
 // it after the result is rendered.
 func (inv *invocation) connect(ctx context.Context) (*pgmig.Client, error) {

@@ -47,8 +47,8 @@ type options struct {
 	sources map[string]string
 	// dataSources is the same per key of --data.
 	dataSources map[string]string
-	// dataFlag and dataEnv collect --data and PGMIG_DATA before they are
-	// merged with the config file's [data], key by key.
+	// dataFlag collects --data before it is merged with PGMIG_DATA and the
+	// config file's [data], key by key.
 	dataFlag map[string]string
 }
 

@@ -90,7 +90,11 @@ func versionList(vs []int64) string {
 }
 
 func lockHint(o *output, _ error) string {
-	switch o.cmd.name {
+	name := ""
+	if o.cmd != nil {
+		name = o.cmd.name
+	}
+	switch name {
 	case "validate":
 		return "Another migrator holds the migration lock: `pgmig validate --wait` waits for it; `pgmig status` shows who it is."
 	case "rollback", "resolve":

@@ -9,6 +9,8 @@ import (
 	pgmig "github.com/pgmig/pgmig/gowrapper"
 )
 
+// label names a migration in progress lines: its file, or for history
+// operations (no file) its version and name.
 func label(file string, version int64, name string) string {
 	if file != "" {
 		return file
