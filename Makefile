@@ -82,7 +82,7 @@ verify: ## regenerate the committed install scripts and fail if they differ
 	@test -z "$$(git status --porcelain -- sql/build)" || { git status --porcelain -- sql/build; echo "sql/build has untracked or stale files"; exit 1; }
 
 .PHONY: demo
-demo: sql ## start a throwaway PostgreSQL, install the engine, apply examples/demo with psql
+demo: sql build ## the main job on a throwaway PostgreSQL: pgmig install, new, push, a failing migration, status; then psql
 	./examples/demo.sh
 
 .PHONY: clean

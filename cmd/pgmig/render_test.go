@@ -38,7 +38,7 @@ func TestConnectionLostOutput(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d", tc.err, code, exitLost)
 		}
 		var stdout bytes.Buffer
-		newOutput(&stdout, io.Discard, true, false).fail(tc.err)
+		newOutput(&stdout, io.Discard, true, false).report(nil, tc.err)
 		var j struct {
 			Error struct {
 				ExitCode       int  `json:"exit_code"`
