@@ -70,10 +70,14 @@ test-matrix: sql ## the whole suite against PostgreSQL 13–18 (binaries from np
 bench: sql ## pgmig vs tern vs the physical limit (fsync on); writes BENCHMARKS.md and bench/scaling.png; BENCH_FLAGS=-quick for a short run
 	$(GO) run ./bench $(BENCH_FLAGS)
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 .PHONY: lint
-lint: ## go vet + gofmt check
+lint: sql ## go vet, gofmt, staticcheck, and plpgsql_check (every warning on) over the engine against a real server
 	$(GO) vet ./...
+	$(GO) vet -tags lint ./tests/lint
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) test -count=1 -tags lint ./tests/lint
 
 .PHONY: verify
 verify: ## regenerate the committed install scripts and fail if they differ
