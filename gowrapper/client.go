@@ -215,6 +215,9 @@ type InstallResult struct {
 	PreviousVersion string
 	// Version is the engine version now installed.
 	Version string
+	// Warnings are the install script's WARNINGs, e.g. routines named like
+	// the API that pgmig did not create (pgmig.api_shadows()).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // InstallScript returns the engine's install/upgrade script embedded in
@@ -249,7 +252,15 @@ func (c *Client) Install(ctx context.Context, opts *InstallOpts) (*InstallResult
 	}
 	// The script carries its own BEGIN/COMMIT, so it must go through the
 	// simple query protocol as one multi-statement string.
-	if _, err := conn.PgConn().Exec(ctx, pgmigsql.InstallScript()).ReadAll(); err != nil {
+	route := newNoticeRoute(nil, func(n *pgconn.Notice) {
+		if n.Severity == "WARNING" {
+			res.Warnings = append(res.Warnings, n.Message)
+		}
+	}, nil)
+	detach := attachRoute(conn.PgConn(), route)
+	_, err = conn.PgConn().Exec(ctx, pgmigsql.InstallScript()).ReadAll()
+	detach()
+	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == codeInsufficientPrivilege {
 			// Installing needs ownership (or CREATE), not the GRANTs of

@@ -181,8 +181,8 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 		}
 		return
 	}
-	if len(n.Code) == 5 && n.Code[:2] == "PM" {
-		// pgmig's own (ahead, summary): in the call's result.
+	if len(n.Code) == 5 && n.Code[:2] == "PM" && n.Severity != "WARNING" {
+		// pgmig's own notices (ahead, summary): in the call's result.
 		return
 	}
 	if r.notice != nil {

@@ -24,6 +24,9 @@ func (r installResult) text(o *output) {
 	default:
 		o.say("Upgraded the pgmig engine from %s to %s.", r.res.PreviousVersion, r.res.Version)
 	}
+	for _, w := range r.res.Warnings {
+		fmt.Fprintf(o.stderr, "%s %s\n", paint(o.ttyErr, yellow, "WARNING:"), w)
+	}
 }
 
 // installScript is install --print: the SQL itself is the output.

@@ -2550,10 +2550,22 @@ $fn$;
 -- An API routine whose arguments or result change between versions is dropped first (its
 -- grants are replayed by 99_replay_grants.sql), and any other routine of ours with an API name is
 -- dropped as left over from an earlier version.
+--
+-- Calling the API safely (docs/sql-api.md): a role that can create objects in a schema on a
+-- caller's search_path (the README's deploy role has CREATE on public) can create an overload
+-- that PostgreSQL's function resolution prefers for an unqualified call, and a superuser who
+-- then makes that call runs the role's code with superuser rights. Two defences: the API in
+-- schema pgmig, where no other role can create anything, for qualified calls (which the docs,
+-- the CLI and the library use); and, for the unqualified call with an untyped literal batch
+-- (`select * from migrate_apply('[...]')`), a twin of each batch-taking routine that takes the
+-- batch as text: an untyped literal resolves to the string category's preferred type, text,
+-- so no overload another role creates (varchar, a domain, a longer argument list) can be a
+-- better match, and an exact copy of the twin's signature only makes the call ambiguous.
 CREATE OR REPLACE FUNCTION pgmig._api_routines()
 RETURNS TABLE (name text, kind text, args text, identity text, result text, body text, volatility text, comment text)
 LANGUAGE sql IMMUTABLE
 AS $fn$
+WITH base (name, kind, args, identity, result, body, volatility, comment) AS (
 VALUES
     ('migrate_apply', 'f',
      'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
@@ -2621,6 +2633,22 @@ VALUES
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
      'SELECT * FROM pgmig._resolve($1, $2, $3, $4)', 'VOLATILE',
      'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied')
+), text_twins AS (
+    -- the batch as text, cast to jsonb at once (positional bodies use $1, the procedure's its name)
+    SELECT b.name, b.kind,
+           'batch text' || substr(b.args, length('batch jsonb') + 1),
+           'text' || substr(b.identity, length('jsonb') + 1),
+           b.result,
+           CASE WHEN b.kind = 'p' THEN replace(b.body, 'CALL pgmig._run(batch,', 'CALL pgmig._run(batch::jsonb,')
+                ELSE replace(b.body, '($1,', '($1::jsonb,') END,
+           b.volatility,
+           b.comment || ' (batch as text: for an untyped literal)'
+    FROM base AS b
+    WHERE b.args LIKE 'batch jsonb%'
+)
+SELECT * FROM base
+UNION ALL
+SELECT * FROM text_twins
 $fn$;
 
 CREATE OR REPLACE FUNCTION pgmig._install_api(p_schema text)
@@ -2665,6 +2693,23 @@ BEGIN
     END LOOP;
 END
 $fn$;
+
+-- Routines named like the API that pgmig did not create (another owner), in any schema: an
+-- unqualified call may resolve to one of them (see _api_routines). The install warns about
+-- them; `pgmig status` shows them.
+CREATE OR REPLACE FUNCTION pgmig.api_shadows()
+RETURNS TABLE (routine text, owner text, schema_name text)
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner)::text, n.nspname::text
+FROM pg_proc AS p
+JOIN pg_namespace AS n ON n.oid = p.pronamespace
+WHERE p.proname IN (SELECT a.name FROM pgmig._api_routines() AS a)
+  AND p.proowner <> (SELECT s.nspowner FROM pg_namespace AS s WHERE s.nspname = 'pgmig')
+ORDER BY 3, 1
+$fn$;
+COMMENT ON FUNCTION pgmig.api_shadows() IS 'pgmig: routines named like the API that pgmig did not create (an unqualified call may resolve to them)';
 -- Internal routines of an earlier version that this one no longer defines (a changed argument
 -- list leaves the old one behind as an overload): every routine this script defines was just
 -- created or replaced, which writes its pg_proc row in this transaction; a routine of ours in
@@ -2786,6 +2831,22 @@ BEGIN
         CONTINUE WHEN pg_catalog.to_regrole(r.grantee) IS NULL;
         EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %s', r.sig, r.grantee);
     END LOOP;
+END
+$pgmig$;
+
+-- Say so when other roles have created routines named like the API (pgmig.api_shadows()).
+DO $pgmig$
+DECLARE
+    v_list text;
+BEGIN
+    SELECT string_agg(format('%s (owner %s)', s.routine, s.owner), ', ') INTO v_list FROM pgmig.api_shadows() AS s;
+    IF v_list IS NOT NULL THEN
+        RAISE WARNING USING
+            ERRCODE = 'PM016',
+            MESSAGE = 'pgmig: routines named like the pgmig API that pgmig did not create: ' || v_list,
+            HINT = 'An unqualified call such as select * from migrate_apply(...) may run one of them with the caller''s rights. '
+                || 'Call pgmig.migrate_apply(...) (schema-qualified), and drop them or find out who created them.';
+    END IF;
 END
 $pgmig$;
 COMMIT;

@@ -43,3 +43,19 @@ BEGIN
     END LOOP;
 END
 $pgmig$;
+
+-- Say so when other roles have created routines named like the API (pgmig.api_shadows()).
+DO $pgmig$
+DECLARE
+    v_list text;
+BEGIN
+    SELECT string_agg(format('%s (owner %s)', s.routine, s.owner), ', ') INTO v_list FROM pgmig.api_shadows() AS s;
+    IF v_list IS NOT NULL THEN
+        RAISE WARNING USING
+            ERRCODE = 'PM016',
+            MESSAGE = 'pgmig: routines named like the pgmig API that pgmig did not create: ' || v_list,
+            HINT = 'An unqualified call such as select * from migrate_apply(...) may run one of them with the caller''s rights. '
+                || 'Call pgmig.migrate_apply(...) (schema-qualified), and drop them or find out who created them.';
+    END IF;
+END
+$pgmig$;

@@ -292,7 +292,7 @@ func TestREADMEGrantsLetADeployRoleMigrate(t *testing.T) {
 	role := pgtest.CreateRole(t, "")
 	asRole := pgtest.Connect(t, db.URLAs(role, "pw"))
 	batch := `[{"version":1,"name":"one","sql":"create table public.one(i int)"}]`
-	_, err = asRole.Exec(ctx(t), "select * from migrate_apply($1::jsonb)", batch)
+	_, err = asRole.Exec(ctx(t), "select * from pgmig.migrate_apply($1::jsonb)", batch)
 	if pgErrCode(err) != "42501" {
 		t.Fatalf("before the grants: %v, want 42501", err)
 	}
@@ -302,7 +302,7 @@ func TestREADMEGrantsLetADeployRoleMigrate(t *testing.T) {
 		t.Fatalf("README grants: %v", err)
 	}
 	asRole = pgtest.Connect(t, db.URLAs(role, "pw"))
-	if _, err := asRole.Exec(ctx(t), "select * from migrate_apply($1::jsonb)", batch); err != nil {
+	if _, err := asRole.Exec(ctx(t), "select * from pgmig.migrate_apply($1::jsonb)", batch); err != nil {
 		t.Fatalf("after the grants: %v", err)
 	}
 	if got := queryString(t, admin, "select applied_by || ' ' || login_role from pgmig.history"); got != role+" "+role {
