@@ -166,15 +166,11 @@ type MigrationError struct {
 	// CurrentVersion is the newest applied version after the failure: the
 	// failed transaction changed nothing (0: nothing applied; -1: unknown).
 	CurrentVersion int64
-	// Applied is how many migrations earlier steps of the same push
-	// applied and committed (PushOpts.SegmentSize, commit-after,
-	// non-transactional migrations); 0 for a single-transaction push, which
-	// leaves the database unchanged.
+	// Applied is how many migrations earlier transactions and steps of the
+	// same push applied and committed (commit-after markers, the lock
+	// budget, PushOpts.SegmentSize, non-transactional migrations); 0 for a
+	// single-transaction push, which leaves the database unchanged.
 	Applied int
-	// SegmentSize is how many migrations the failing transaction was to
-	// apply (0: unknown); with Code 53200 ("out of shared memory": the
-	// lock table is full) a smaller PushOpts.SegmentSize is the fix.
-	SegmentSize int
 	// NonTransactional: the migration runs statement by statement outside a
 	// transaction (`---- tern: disable-tx ----`); statements 1 to
 	// Statement-1 of Statements completed and stay applied, and the engine

@@ -218,13 +218,9 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 		fmt.Fprintf(w, "HINT:  %s\n", hint)
 	}
 	if e.Code == "53200" {
-		size := ""
-		if e.SegmentSize > 1 {
-			size = fmt.Sprintf(" This transaction was to apply %d migrations.", e.SegmentSize)
-		}
-		fmt.Fprintf(w, "The transaction ran out of the server's shared lock table: it holds a lock on every object it creates until it commits.%s "+
-			"Let pgmig size segments for this server (--segment-size auto, the default), apply fewer migrations per transaction (--segment-size N), "+
-			"or raise max_locks_per_transaction (needs a restart).\n", size)
+		fmt.Fprint(w, "The transaction ran out of the server's shared lock table: it holds a lock on every object it creates until it commits. "+
+			"Let the engine size transactions for this server (--segment-size auto, the default), apply fewer migrations per transaction (--segment-size N), "+
+			"or raise max_locks_per_transaction (needs a restart).\n")
 	}
 	switch {
 	case e.Rollback:
