@@ -135,7 +135,7 @@ func TestAPISchemaIsSelectable(t *testing.T) {
 		t.Fatal(err)
 	}
 	installScript(t, conn)
-	got := queryString(t, conn, `select string_agg(n.nspname || '.' || p.proname, ',' order by n.nspname, p.proname)
+	got := queryString(t, conn, `select string_agg(distinct n.nspname || '.' || p.proname, ',' order by n.nspname || '.' || p.proname)
 		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
 	// The API in the chosen schema, and always in pgmig (for safe qualified calls).
 	api := "migrate_apply,migrate_baseline,migrate_history_digest,migrate_lock_holder,migrate_plan," +
@@ -350,12 +350,21 @@ func TestUpgradeFromPlain010(t *testing.T) {
 	if got := queryString(t, admin, "select string_agg(version || ' ' || name || ' ' || coalesce(down_sql, '-'), ',') from pgmig.history"); got != "1 one drop table one" {
 		t.Fatalf("history after the upgrade: %s", got)
 	}
-	// 0.1.0's routines whose signature changed are gone, not left as overloads.
+	// 0.1.0's routines whose signature changed are gone, not left as overloads: exactly
+	// this version's signatures (each batch-taking one also as its batch-as-text twin).
+	if got := queryString(t, admin, `select string_agg(oid::regprocedure::text, ' ' order by oid::regprocedure::text) from pg_proc
+		where pronamespace = 'public'::regnamespace and proname in ('migrate_apply', 'migrate_plan', 'migrate_rollback')`); got !=
+		"migrate_apply(jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text) "+
+			"migrate_apply(text,bigint,interval,boolean,boolean,boolean,text,integer,text) "+
+			"migrate_plan(jsonb,bigint,boolean,boolean,boolean) migrate_plan(text,bigint,boolean,boolean,boolean) "+
+			"migrate_rollback(bigint,interval,boolean,text,text)" {
+		t.Fatalf("API signatures after the upgrade: %s", got)
+	}
 	if got := queryString(t, admin, `select coalesce(string_agg(sigs, ', '), '') from (
 		select string_agg(oid::regprocedure::text, ', ') as sigs from pg_proc
-		where proname in ('migrate_apply', 'migrate_plan', 'migrate_rollback', '_apply', '_plan', '_rollback', '_assert_no_drift')
+		where proname in ('_apply', '_plan', '_rollback', '_assert_no_drift')
 		group by pronamespace, proname having count(*) > 1) as x`); got != "" {
-		t.Fatalf("left-over overloads: %s", got)
+		t.Fatalf("left-over internal overloads: %s", got)
 	}
 	if got := queryString(t, admin, `select coalesce(string_agg(oid::regprocedure::text, ', '), '') from pg_proc
 		where (pronamespace = 'pgmig'::regnamespace or proname like 'migrate\_%') and not has_function_privilege($1, oid, 'execute')`, role); got != "" {
@@ -398,8 +407,8 @@ func TestUpgradeExtension(t *testing.T) {
 		t.Fatalf("versions after the update: %s", got)
 	}
 	if got := queryString(t, conn, `select count(*)::text from pg_depend d join pg_proc p on p.oid = d.objid
-		where d.refobjid = (select oid from pg_extension where extname = 'pgmig') and d.deptype = 'e' and p.proname = 'migrate_run'`); got != "2" {
-		t.Fatalf("migrate_run extension members: %s, want 2 (pgmig and public)", got)
+		where d.refobjid = (select oid from pg_extension where extname = 'pgmig') and d.deptype = 'e' and p.proname = 'migrate_run'`); got != "4" {
+		t.Fatalf("migrate_run extension members: %s, want 4 (pgmig and public, batch as jsonb and as text)", got)
 	}
 	var result string
 	if err := db.Conn(t).QueryRow(ctx(t), `call migrate_run('[{"version":1,"name":"one","sql":"create table one (i int)"},{"version":2,"name":"two","sql":"create table two ()"}]')`).Scan(&result); err != nil ||
