@@ -178,6 +178,10 @@ type MigrationError struct {
 	NonTransactional bool
 	Statement        int
 	Statements       int
+	// Blocked: pgmig cancelled the statement because it waited for a lock
+	// the migration's own history lock holder has, a wait that could never
+	// end (the engine's description; Code is then 57014).
+	Blocked string
 	// Rollback: the failing SQL was the down SQL recorded in the history,
 	// run by Rollback (File and Location are empty); nothing was rolled
 	// back.
@@ -195,6 +199,9 @@ func (e *MigrationError) Error() string {
 	}
 	if e.Location.Line > 0 {
 		where = fmt.Sprintf(" at %s:%d:%d", e.File, e.Location.Line, e.Location.Column)
+	}
+	if e.Blocked != "" {
+		return fmt.Sprintf("error applying version %d [%s]%s: cancelled: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Blocked, e.Code)
 	}
 	return fmt.Sprintf("error applying version %d [%s]%s: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Message, e.Code)
 }

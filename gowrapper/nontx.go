@@ -51,8 +51,12 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 	// transaction, and keeps its snapshot registered meanwhile; the idle
 	// holder would then hold back xmin and CREATE INDEX CONCURRENTLY on the
 	// executor would wait for it forever.
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2::bigint, NULL, $3::boolean, $4::boolean)", pgx.QueryExecModeSimpleProtocol,
-		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing); err != nil {
+	texts := make([]string, len(stmts))
+	for i, st := range stmts {
+		texts[i] = st.text
+	}
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2::bigint, NULL, $3::boolean, $4::boolean, $5::text[])", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing, texts); err != nil {
 		if connectionLost(holder, err) {
 			// Not committed: the server rolls the holder's transaction back.
 			return res, &ConnectionLostError{Op: op, Err: err}
@@ -84,8 +88,14 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 			}
 			return res, engineError(op, err)
 		}
-		if _, err := exec.PgConn().Exec(ctx, st.text).ReadAll(); err != nil {
+		dog := watch(ctx, holder, exec)
+		_, err := exec.PgConn().Exec(ctx, st.text).ReadAll()
+		blocked := dog.stop()
+		if err != nil {
 			msg := err.Error()
+			if blocked != "" {
+				msg = "cancelled by pgmig: " + blocked + ": " + msg
+			}
 			if rerr := record(i, &text, &msg); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("recording the failure: %w", rerr))
 			}
@@ -93,6 +103,10 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 			// failure: the MigrationError says what stays applied.)
 			lost := connectionLost(exec, err) && !errors.As(err, new(*pgconn.PgError))
 			err = c.nonTransactionalError(bg, holder, tx, m, stmts, i, err)
+			var merr *MigrationError
+			if blocked != "" && errors.As(err, &merr) {
+				merr.Blocked = blocked
+			}
 			if lost {
 				err = &ConnectionLostError{Op: op, Version: m.Version, Err: err}
 			}

@@ -2350,10 +2350,13 @@ $fn$;
 -- refuses to continue until an operator resolves it (migrate_resolve).
 
 -- Raises PM009 when a non-transactional migration was interrupted. Called under the lock:
--- a run row seen then cannot belong to a live run (its holder would have the lock).
+-- a run row seen then cannot belong to a live run (its holder would have the lock). A run whose
+-- statements all completed (the executor recorded the last one done, and then the holder went
+-- away before recording it: a killed client, a timeout, a lost connection) is applied: it is
+-- recorded as such, audited, and reported in a NOTICE, instead of blocking every migrator.
 CREATE OR REPLACE FUNCTION pgmig._assert_no_interrupted()
 RETURNS void
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -2361,6 +2364,20 @@ DECLARE
     v_invalid text;
     v_orphan  integer;
 BEGIN
+    FOR r IN SELECT * FROM pgmig.nontx_run AS x
+             WHERE x.state = 'running' AND x.statements_done = x.statements ORDER BY x.version LOOP
+        PERFORM pgmig._record_history(
+            ARRAY[(r.version, r.name, NULL, r.checksum, r.sql, r.down_sql, false, r.started_at,
+                   r.updated_at - r.started_at, r.pid)::pgmig.history_entry],
+            'applied', r.client_info, current_setting('application_name'));
+        DELETE FROM pgmig.nontx_run AS x WHERE x.version = r.version;
+        PERFORM pgmig._audit('resolve', r.version, r.client_info,
+                             jsonb_build_object('action', 'completed', 'run', to_jsonb(r)));
+        RAISE NOTICE USING
+            ERRCODE = 'PM009',
+            MESSAGE = format('pgmig: non-transactional migration %s (%s) had completed all %s statements when its client went away; recorded it as applied',
+                             r.version, r.name, r.statements);
+    END LOOP;
     SELECT * INTO r FROM pgmig.nontx_run ORDER BY version LIMIT 1;
     IF NOT FOUND THEN
         RETURN;
@@ -2370,7 +2387,8 @@ BEGIN
     SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
-        MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements; nothing was applied',
+        MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
+                         'every migrator refuses to go on until it is resolved, and this call applied nothing',
                          r.version, r.name, CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
                          r.statements_done, r.statements),
         DETAIL = concat_ws(E'\n',
@@ -2393,16 +2411,22 @@ $fn$;
 
 -- Holder, in its open transaction: take (or confirm) the lock, validate the batch and check
 -- that p_version is the next thing to do: pending, non-transactional, nothing pending below.
+-- p_statements, when given, are the migration's statements as the client will run them: one
+-- that could never finish while this transaction holds the history lock is refused up front
+-- (see _nontx_statement_problem), before anything runs.
 CREATE OR REPLACE FUNCTION pgmig.nontx_begin(p_batch jsonb, p_version bigint,
                                              p_lock_timeout interval DEFAULT NULL,
                                              p_allow_out_of_order boolean DEFAULT false,
-                                             p_allow_missing boolean DEFAULT false)
+                                             p_allow_missing boolean DEFAULT false,
+                                             p_statements text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_versions text;
+    v_problem  text;
+    i          integer;
     r          record;
 BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
@@ -2434,8 +2458,80 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: versions %s are pending below non-transactional migration %s; apply them first', v_versions, p_version);
     END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_statements), 0) LOOP
+        v_problem := pgmig._nontx_statement_problem(p_statements[i]);
+        IF v_problem IS NOT NULL THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: non-transactional migration %s (%s): statement %s of %s %s; nothing was run',
+                                 p_version, r.name, i, cardinality(p_statements), v_problem),
+                DETAIL = 'The statement: ' || left(p_statements[i], 500),
+                HINT = 'While a non-transactional migration runs, pgmig holds a lock on its history table in another session, '
+                    || 'so a statement that needs a lock on every table, or on pgmig''s own tables, would wait for it forever. '
+                    || 'Name the tables (VACUUM t1, t2; ANALYZE t1), and leave pgmig''s objects alone.';
+        END IF;
+    END LOOP;
 END
 $fn$;
+
+-- Why a statement of a non-transactional migration could never finish while the history lock
+-- is held by the migration's own holder, or NULL: a database-wide VACUUM / ANALYZE / CLUSTER /
+-- REINDEX DATABASE or SYSTEM (each needs a lock on every table, pgmig.history included), or a
+-- statement naming one of pgmig's objects. A static check of the statement's text (comments
+-- removed, case ignored); what it cannot see — a function that touches pgmig's tables — the
+-- client's watchdog catches while it waits (nontx_blocked).
+CREATE OR REPLACE FUNCTION pgmig._nontx_statement_problem(p_statement text)
+RETURNS text
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_text text := lower(p_statement);
+    v_rest text;
+BEGIN
+    -- comments out, then white space folded
+    v_text := regexp_replace(v_text, '/\*.*?\*/', ' ', 'g');
+    v_text := regexp_replace(v_text, '--[^\n]*', ' ', 'g');
+    v_text := btrim(regexp_replace(v_text, '\s+', ' ', 'g'), ' ;');
+    IF v_text ~ '"?\mpgmig"?\s*\.' THEN
+        RETURN 'touches pgmig''s own objects (schema pgmig)';
+    END IF;
+    IF v_text ~ '^(vacuum|analyze|analyse)\M' THEN
+        -- what is left after the command, its parenthesized options and its option words
+        v_rest := regexp_replace(v_text, '^(vacuum|analyze|analyse)\M\s*(\([^)]*\))?', '');
+        v_rest := btrim(regexp_replace(v_rest, '\m(full|freeze|verbose|analyze|analyse|skip_locked)\M', '', 'g'), ' ');
+        IF v_rest = '' THEN
+            RETURN format('is a database-wide %s, which needs a lock on every table', upper(split_part(v_text, ' ', 1)));
+        END IF;
+    END IF;
+    IF v_text ~ '^cluster(\s+verbose)?$' THEN
+        RETURN 'is a database-wide CLUSTER, which needs a lock on every clustered table';
+    END IF;
+    IF v_text ~ '^reindex\M\s*(\([^)]*\)\s*)?(database|system)\M' THEN
+        RETURN 'reindexes the whole database, which needs a lock on every table';
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- The client's watchdog, on a connection of its own while the executor runs a statement: a
+-- description of the wait when the executor (p_executor_pid) waits for a lock held by the
+-- session holding the history lock — the migration's own holder, so the wait could never end —
+-- else NULL.
+CREATE OR REPLACE FUNCTION pgmig.nontx_blocked(p_executor_pid integer)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT format('pid %s waits for a lock held by pid %s, which holds pgmig''s history lock for this migration (%s)',
+              p_executor_pid, b.pid, coalesce(a.wait_event_type || ': ' || a.wait_event, 'waiting'))
+FROM unnest(pg_blocking_pids(p_executor_pid)) AS b(pid)
+JOIN pgmig._lock_holder() AS h ON h.pid = b.pid
+LEFT JOIN pg_stat_activity AS a ON a.pid = p_executor_pid
+LIMIT 1
+$fn$;
+COMMENT ON FUNCTION pgmig.nontx_blocked(integer)
+    IS 'pgmig client protocol: is the executor waiting for its own holder? see docs/sql-api.md, "Client protocol"';
 
 -- Executor, in autocommit, before each statement and once after the last: how far it got.
 -- Committed at once, so it survives the client dying.
