@@ -227,6 +227,10 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 		fmt.Fprintf(w, "Rolling back version %d (%s) failed in its recorded down SQL; nothing was rolled back: the database is still at version %d.\n",
 			e.Version, e.Name, e.CurrentVersion)
 	case e.NonTransactional:
+		if e.Blocked != "" {
+			fmt.Fprintf(w, "pgmig cancelled statement %d: %s; it needs a lock that pgmig's own history lock holds, so it could never finish. "+
+				"Leave pgmig's tables alone in it, or name the tables of a VACUUM/ANALYZE.\n", e.Statement, e.Blocked)
+		}
 		fmt.Fprintf(w, "Non-transactional migration %d (%s) failed in statement %d of %d: statements before it ran outside a transaction and stay applied; the database is at version %d.\n",
 			e.Version, e.Name, e.Statement, e.Statements, e.CurrentVersion)
 		fmt.Fprintf(w, "Undo what they did and run `pgmig resolve %d --retry`, or finish the migration by hand and run `pgmig resolve %d --applied`.\n",
