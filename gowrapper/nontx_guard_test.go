@@ -85,7 +85,7 @@ func TestNonTransactionalHolderImmuneToIdleTimeout(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
-	if _, err := db.Conn(t).Exec(ctx, 
+	if _, err := db.Conn(t).Exec(ctx,
 		"do $$ begin execute format('alter database %I set idle_in_transaction_session_timeout = ''500ms''', current_database()); end $$"); err != nil {
 		t.Fatal(err)
 	}
