@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
@@ -16,8 +17,12 @@ import (
 const (
 	OutcomeRolledBack      Outcome = "rolled_back"      // its recorded down SQL ran, its history row is gone
 	OutcomePendingRollback Outcome = "pending_rollback" // a dry run would roll it back
-	OutcomeBaselined       Outcome = "baselined"        // recorded as applied without running it
-	OutcomeRepaired        Outcome = "repaired"         // its recorded checksum/name/SQL now match the migration
+	// OutcomePendingNonTxRollback: its down runs outside a transaction,
+	// statement by statement from the client (a dry run says so; Rollback
+	// does it).
+	OutcomePendingNonTxRollback Outcome = "pending_nontx_rollback"
+	OutcomeBaselined            Outcome = "baselined" // recorded as applied without running it
+	OutcomeRepaired             Outcome = "repaired"  // its recorded checksum/name/SQL now match the migration
 )
 
 // RollbackOpts configures Rollback. A nil *RollbackOpts means defaults.
@@ -75,20 +80,62 @@ func (c *Client) Rollback(ctx context.Context, toVersion int64, opts *RollbackOp
 	}
 	route := newNoticeRoute(opts.Progress, opts.Notice, nil)
 	defer attachRoute(conn.PgConn(), route)()
-	// The engine takes the lock (failing fast by default: going down
-	// while another migrator goes up is a conflict to report, not to queue
-	// behind).
-	rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_rollback($1::bigint,
-		lock_timeout => $2::interval, dry_run => $3::boolean, client_info => $4::text, notices => $5::text)`,
-		pgx.QueryExecModeExec, toVersion, rollbackLockTimeout(opts.LockTimeout), opts.DryRun, c.config.ClientInfo, dataNotices(route))
-	var results []MigrationResult
-	if err == nil {
-		results, err = scanResults(rows, nil)
+	// The engine takes the lock (failing fast by default: going down while
+	// another migrator goes up is a conflict to report, not to queue
+	// behind), and rolls back newest first until a non-transactional
+	// version, whose down this client runs; then the engine goes on.
+	done := map[int64]MigrationResult{}
+	for {
+		route.reset()
+		rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_rollback($1::bigint,
+			lock_timeout => $2::interval, dry_run => $3::boolean, client_info => $4::text, notices => $5::text,
+			stop_before_non_transactional => true)`,
+			pgx.QueryExecModeExec, toVersion, rollbackLockTimeout(opts.LockTimeout), opts.DryRun, c.config.ClientInfo, dataNotices(route))
+		var results []MigrationResult
+		if err == nil {
+			results, err = scanResults(rows, nil)
+		}
+		if err != nil {
+			return nil, withApplied(c.historyError(ctx, conn, op, route, err), len(done))
+		}
+		var next *MigrationResult
+		for i, r := range results {
+			if r.Outcome == OutcomeRolledBack {
+				done[r.Version] = r
+			}
+			if r.Outcome == OutcomePendingNonTxRollback && next == nil && !opts.DryRun {
+				next = &results[i]
+			}
+		}
+		if next == nil {
+			for i, r := range results {
+				if d, ok := done[r.Version]; ok {
+					results[i] = d
+				}
+			}
+			for v, d := range done {
+				if !containsVersion(results, v) {
+					results = append(results, d)
+				}
+			}
+			sort.Slice(results, func(i, j int) bool { return results[i].Version > results[j].Version })
+			return c.historyResult(ctx, conn, results, start, OutcomeRolledBack), nil
+		}
+		r, err := c.rollbackNonTransactional(ctx, conn, next.Version, next.Name, opts, route)
+		if err != nil {
+			return nil, withApplied(err, len(done))
+		}
+		done[r.Version] = r
 	}
-	if err != nil {
-		return nil, c.historyError(ctx, conn, op, route, err)
+}
+
+func containsVersion(results []MigrationResult, v int64) bool {
+	for _, r := range results {
+		if r.Version == v {
+			return true
+		}
 	}
-	return c.historyResult(ctx, conn, results, start, OutcomeRolledBack), nil
+	return false
 }
 
 // rollbackLockTimeout: 0 means do not wait.

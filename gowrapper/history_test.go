@@ -3,6 +3,7 @@ package pgmig_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -206,5 +207,65 @@ func TestBatchCommitAfterFromSQL(t *testing.T) {
 		if _, err := conn.Exec(ctx, q, string(batch)); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
+	}
+}
+
+// A non-transactional migration's down (DROP INDEX CONCURRENTLY) cannot run inside the
+// rollback's transaction: Rollback runs it with the non-transactional protocol, between the
+// engine's transactional steps; a dry run says which ones; from SQL, migrate_rollback refuses
+// such a range up front unless asked to stop before it.
+func TestRollbackNonTransactional(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	client := connect(t, db.URL, nil)
+	files := map[string]string{
+		"001_t.sql":   "create table t (id int);\n---- create above / drop below ----\ndrop table t;\n",
+		"002_idx.sql": "---- tern: disable-tx ----\ncreate index concurrently t_id on t (id);\n---- create above / drop below ----\ndrop index concurrently t_id;\n",
+		"003_u.sql":   "create table u (id int);\n---- create above / drop below ----\ndrop table u;\n",
+	}
+	if _, err := client.Push(ctx, load(t, files), nil); err != nil {
+		t.Fatal(err)
+	}
+	conn := db.Conn(t)
+	_, err := conn.Exec(ctx, "select * from pgmig.migrate_rollback(0)")
+	if pgErr := new(pgconn.PgError); !errors.As(err, &pgErr) || pgErr.Code != "PM005" || !strings.Contains(pgErr.Message, "2 (idx)") {
+		t.Fatalf("migrate_rollback over a non-transactional version: %v", err)
+	}
+	dry, err := client.Rollback(ctx, 0, &pgmig.RollbackOpts{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ""
+	for _, m := range dry.Migrations {
+		got += fmt.Sprintf("%d:%s ", m.Version, m.Outcome)
+	}
+	if got != "3:pending_rollback 2:pending_nontx_rollback 1:pending_rollback " {
+		t.Errorf("dry run: %s", got)
+	}
+	var progress []int64
+	res, err := client.Rollback(ctx, 0, &pgmig.RollbackOpts{Progress: func(p pgmig.Progress) {
+		if p.Done {
+			progress = append(progress, p.Version)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Changed != 3 || res.Version != 0 || fmt.Sprint(progress) != "[3 2 1]" {
+		t.Fatalf("rollback: %+v, done %v", res, progress)
+	}
+	var left int
+	if err := conn.QueryRow(ctx, `select (select count(*) from pgmig.history) + (select count(*) from pgmig.nontx_run)
+		+ (select count(*) from pg_class where relname in ('t', 'u', 't_id'))`).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("left after the rollback: %d (%v)", left, err)
+	}
+	var audited int
+	if err := conn.QueryRow(ctx, "select count(*) from pgmig.audit where action = 'rollback'").Scan(&audited); err != nil || audited != 3 {
+		t.Errorf("audit rows: %d (%v)", audited, err)
+	}
+	// And up again: the files still apply.
+	if res, err := client.Push(ctx, load(t, files), nil); err != nil || res.Applied != 3 {
+		t.Fatalf("push after the rollback: %+v %v", res, err)
 	}
 }

@@ -64,60 +64,13 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 		return res, engineError(op, err)
 	}
 
-	exec, err := pgx.ConnectConfig(ctx, executorConfig(holder))
-	if err != nil {
-		return res, fmt.Errorf("%s: opening the executor connection: %w", op, err)
-	}
-	defer exec.Close(bg)
-	defer attachRoute(exec.PgConn(), route)()
-	record := func(done int, current, failure *string) error {
-		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text)", pgx.QueryExecModeExec,
-			m.Version, m.Name, m.Checksum, m.SQL, nullEmpty(m.Down), len(stmts), done, current, failure, c.config.ClientInfo)
-		return err
-	}
-
 	if opts.Progress != nil {
 		route.emit(Progress{Version: m.Version, Name: m.Name, Index: index, Total: route.total, At: time.Now()})
 	}
 	start := time.Now()
-	for i, st := range stmts {
-		text := st.text
-		if err := record(i, &text, nil); err != nil {
-			if connectionLost(exec, err) {
-				return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
-			}
-			return res, engineError(op, err)
-		}
-		dog := watch(ctx, holder, exec)
-		_, err := exec.PgConn().Exec(ctx, st.text).ReadAll()
-		blocked := dog.stop()
-		if err != nil {
-			msg := err.Error()
-			if blocked != "" {
-				msg = "cancelled by pgmig: " + blocked + ": " + msg
-			}
-			if rerr := record(i, &text, &msg); rerr != nil {
-				err = errors.Join(err, fmt.Errorf("recording the failure: %w", rerr))
-			}
-			// (A PgError, FATAL included, is reported as the statement's
-			// failure: the MigrationError says what stays applied.)
-			lost := connectionLost(exec, err) && !errors.As(err, new(*pgconn.PgError))
-			err = c.nonTransactionalError(bg, holder, tx, m, stmts, i, err)
-			var merr *MigrationError
-			if blocked != "" && errors.As(err, &merr) {
-				merr.Blocked = blocked
-			}
-			if lost {
-				err = &ConnectionLostError{Op: op, Version: m.Version, Err: err}
-			}
-			return res, err
-		}
-	}
-	if err := record(len(stmts), nil, nil); err != nil {
-		if connectionLost(exec, err) {
-			return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
-		}
-		return res, engineError(op, err)
+	run := nontxRun{m: m, sql: m.SQL, down: m.Down, direction: "up", stmts: stmts}
+	if err := c.runStatements(ctx, holder, tx, run, route, op); err != nil {
+		return res, err
 	}
 	res.Duration = time.Since(start)
 	res.AppliedAt = &start
@@ -138,6 +91,77 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 		return res, fmt.Errorf("%s: %w", op, err)
 	}
 	return res, nil
+}
+
+// nontxRun is what the executor runs: the statements of a non-transactional
+// migration's up SQL (direction "up") or of its recorded down SQL ("down").
+type nontxRun struct {
+	m         *Migration
+	sql, down string
+	direction string
+	stmts     []statement
+}
+
+// runStatements runs the statements on a second connection (the executor)
+// at top level, one by one, recording before each one how far it got
+// (pgmig.nontx_progress, committed at once), and once after the last; a
+// watchdog cancels a statement that waits for the holder. tx is the
+// holder's transaction, which holds the history lock.
+func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx, run nontxRun, route *noticeRoute, op string) error {
+	bg := context.WithoutCancel(ctx)
+	m := run.m
+	exec, err := pgx.ConnectConfig(ctx, executorConfig(holder))
+	if err != nil {
+		return fmt.Errorf("%s: opening the executor connection: %w", op, err)
+	}
+	defer exec.Close(bg)
+	defer attachRoute(exec.PgConn(), route)()
+	record := func(done int, current, failure *string) error {
+		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text, $11::text)",
+			pgx.QueryExecModeExec, m.Version, m.Name, m.Checksum, run.sql, nullEmpty(run.down), len(run.stmts), done, current, failure,
+			c.config.ClientInfo, run.direction)
+		return err
+	}
+	for i, st := range run.stmts {
+		text := st.text
+		if err := record(i, &text, nil); err != nil {
+			if connectionLost(exec, err) {
+				return &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+			}
+			return engineError(op, err)
+		}
+		dog := watch(ctx, holder, exec)
+		_, err := exec.PgConn().Exec(ctx, st.text).ReadAll()
+		blocked := dog.stop()
+		if err != nil {
+			msg := err.Error()
+			if blocked != "" {
+				msg = "cancelled by pgmig: " + blocked + ": " + msg
+			}
+			if rerr := record(i, &text, &msg); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("recording the failure: %w", rerr))
+			}
+			// (A PgError, FATAL included, is reported as the statement's
+			// failure: the MigrationError says what stays applied.)
+			lost := connectionLost(exec, err) && !errors.As(err, new(*pgconn.PgError))
+			err = c.nonTransactionalError(bg, holder, tx, run, i, err)
+			var merr *MigrationError
+			if blocked != "" && errors.As(err, &merr) {
+				merr.Blocked = blocked
+			}
+			if lost {
+				err = &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+			}
+			return err
+		}
+	}
+	if err := record(len(run.stmts), nil, nil); err != nil {
+		if connectionLost(exec, err) {
+			return &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+		}
+		return engineError(op, err)
+	}
+	return nil
 }
 
 // executorConfig is the holder's configuration plus, unless the caller set
@@ -167,16 +191,18 @@ func nullEmpty(s string) any {
 
 // nonTransactionalError describes a statement that failed: which one, where
 // in the file, and what stayed applied.
-func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx pgx.Tx, m *Migration, stmts []statement, i int, err error) error {
+func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx pgx.Tx, run nontxRun, i int, err error) error {
+	m, stmts := run.m, run.stmts
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
-		return fmt.Errorf("applying non-transactional version %d [%s]: stopped in statement %d of %d (statements before it stay applied): %w",
-			m.Version, m.Name, i+1, len(stmts), err)
+		return fmt.Errorf("%s non-transactional version %d [%s]: stopped in statement %d of %d (statements before it stay applied): %w",
+			map[string]string{"up": "applying", "down": "rolling back"}[run.direction], m.Version, m.Name, i+1, len(stmts), err)
 	}
 	merr := &MigrationError{
 		Version: m.Version, Name: m.Name, File: m.File,
 		Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint,
 		NonTransactional: true, Statement: i + 1, Statements: len(stmts),
+		Rollback:       run.direction == "down",
 		CurrentVersion: -1,
 		PgError:        pgErr,
 	}
@@ -190,7 +216,7 @@ func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx
 	case pgErr.Position > 0:
 		pos = int(pgErr.Position)
 	}
-	if pos > 0 {
+	if pos > 0 && run.direction == "up" {
 		if loc, ok := m.Locate(len([]rune(m.SQL[:st.offset])) + pos); ok {
 			merr.Location = loc
 		}
@@ -203,4 +229,73 @@ func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx
 	_ = tx.Rollback(ctx)
 	merr.CurrentVersion = c.currentVersion(ctx, holder)
 	return merr
+}
+
+// rollbackNonTransactional rolls back one non-transactional migration, the
+// newest applied version, by running its recorded down SQL with the engine's
+// protocol (nontx_down_begin / nontx_progress 'down' / nontx_down_finish):
+// the same lock discipline, recording and recovery as applying one.
+func (c *Client) rollbackNonTransactional(ctx context.Context, holder *pgx.Conn, version int64, name string, opts *RollbackOpts,
+	route *noticeRoute) (MigrationResult, error) {
+	res := MigrationResult{Version: version, Name: name, Outcome: OutcomeRolledBack}
+	op := fmt.Sprintf("rolling back non-transactional version %d [%s]", version, name)
+	bg := context.WithoutCancel(ctx)
+	lockTimeout := opts.LockTimeout
+	if lockTimeout <= 0 {
+		lockTimeout = -1 // fail fast, as the engine's rollback does
+	}
+	tx, err := c.lockHistory(ctx, holder, lockTimeout)
+	if err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Err: err}
+		}
+		return res, engineError(op, err)
+	}
+	defer tx.Rollback(bg)
+	// Simple protocol throughout, as for an up (see applyNonTransactional).
+	var down, checksum string
+	if err := tx.QueryRow(ctx, "select pgmig.nontx_down_begin($1::bigint), (select checksum from pgmig.migrate_status() where version = $1::bigint)",
+		pgx.QueryExecModeSimpleProtocol, version).Scan(&down, &checksum); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Err: err}
+		}
+		return res, engineError(op, err)
+	}
+	stmts := splitStatements(down)
+	texts := make([]string, len(stmts))
+	for i, st := range stmts {
+		texts[i] = st.text
+	}
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_down_begin($1::bigint, $2::text[])", pgx.QueryExecModeSimpleProtocol, version, texts); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Err: err}
+		}
+		return res, engineError(op, err)
+	}
+	if opts.Progress != nil {
+		route.progress(Progress{Version: version, Name: name, At: time.Now()})
+	}
+	start := time.Now()
+	m := &Migration{Version: version, Name: name, SQL: down, Checksum: checksum}
+	if err := c.runStatements(ctx, holder, tx, nontxRun{m: m, sql: down, direction: "down", stmts: stmts}, route, op); err != nil {
+		return res, err
+	}
+	res.Duration = time.Since(start)
+	if opts.Progress != nil {
+		route.progress(Progress{Version: version, Name: name, Done: true, Duration: res.Duration, At: time.Now()})
+	}
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_down_finish($1::bigint, $2::interval, $3::text)", pgx.QueryExecModeSimpleProtocol,
+		version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Version: version, Err: err}
+		}
+		return res, engineError(op, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		if connectionLost(holder, err) {
+			return res, &ConnectionLostError{Op: op, Version: version, OutcomeUnknown: true, Err: err}
+		}
+		return res, fmt.Errorf("%s: %w", op, err)
+	}
+	return res, nil
 }

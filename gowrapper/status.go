@@ -41,6 +41,9 @@ type PlanEntry struct {
 	// "missing", "out_of_order", comma-separated), with ReportDrift.
 	Drift  string `json:"drift,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// DownDiffers: applied, and its down SQL in the files is not the one
+	// recorded (a down section written or fixed later); Repair records it.
+	DownDiffers bool `json:"down_differs,omitempty"`
 }
 
 // PlanResult is what a push would do now.
@@ -83,7 +86,7 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 	}
 	// Drift is always asked for as data; without ReportDrift it becomes the
 	// engine's own PM002 below.
-	rows, err := conn.Query(ctx, `select version, name, label, outcome, applied_at, transactional, commit_after, step, drift, detail
+	rows, err := conn.Query(ctx, `select version, name, label, outcome, applied_at, transactional, commit_after, step, drift, detail, down_differs
 		from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint, allow_out_of_order => $3::boolean,
 		                        allow_missing => $4::boolean, report_drift => true)`,
 		pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing)
@@ -97,7 +100,7 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 		var e PlanEntry
 		var label, kinds, detail pgtype.Text
 		var step pgtype.Int4
-		if err := rows.Scan(&e.Version, &e.Name, &label, &e.Outcome, &e.AppliedAt, &e.Transactional, &e.CommitAfter, &step, &kinds, &detail); err != nil {
+		if err := rows.Scan(&e.Version, &e.Name, &label, &e.Outcome, &e.AppliedAt, &e.Transactional, &e.CommitAfter, &step, &kinds, &detail, &e.DownDiffers); err != nil {
 			return nil, engineError("planning", err)
 		}
 		e.Label, e.Step, e.Drift, e.Detail = label.String, int(step.Int32), kinds.String, detail.String

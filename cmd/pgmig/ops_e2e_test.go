@@ -306,3 +306,28 @@ func TestCLIKilledDuringConcurrentIndexBuildContinues(t *testing.T) {
 	pgmigRun(t, dir, env, "push").must(t, exitOK, "applied 003_after.sql", "now at version 3.")
 	pgmigRun(t, dir, env, "status").must(t, exitOK, "(3 migrations applied)", "Nothing pending.")
 }
+
+// A down section written after the migration was applied: status says the files' down
+// differs from the recorded one, repair records it, and rollback then works (it runs the
+// recorded down SQL). A non-transactional migration's down runs outside a transaction.
+func TestCLIDownAddedLaterAndNonTransactionalRollback(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"001_a.sql":   "create table a (id int);\n",
+		"002_idx.sql": "---- tern: disable-tx ----\ncreate index concurrently a_id on a (id);\n---- create above / drop below ----\ndrop index concurrently a_id;\n",
+	})
+	env := []string{"DATABASE_URL=" + db.URL}
+	pgmigRun(t, dir, env, "push").must(t, exitOK, "now at version 2.")
+	r := pgmigRun(t, dir, env, "rollback", "--to", "0").must(t, exitValidation)
+	r.stderrHas(t, "SQLSTATE: PM007", "no down SQL was recorded for 1 (a)")
+
+	writeFiles(t, dir, map[string]string{"001_a.sql": "create table a (id int);\n---- create above / drop below ----\ndrop table a;\n"})
+	pgmigRun(t, dir, env, "status").must(t, exitOK, "the down SQL in the files differs from the one recorded for 001_a.sql", "pgmig repair")
+	pgmigRun(t, dir, env, "repair").must(t, exitOK, "Repaired 1 migration")
+	pgmigRun(t, dir, env, "rollback", "--to", "0", "--dry-run").must(t, exitOK,
+		"2 migrations would be rolled back", "non-transactional: its down runs outside a transaction")
+	pgmigRun(t, dir, env, "rollback", "--to", "0").must(t, exitOK, "Rolled back 2 migrations", "now at version 0.")
+	pgmigRun(t, dir, env, "push").must(t, exitOK, "now at version 2.")
+}

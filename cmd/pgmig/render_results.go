@@ -233,6 +233,16 @@ func (r statusResult) text(o *output) {
 				}
 			}
 		}
+		var downs []string
+		for _, m := range r.plan.Migrations {
+			if m.DownDiffers {
+				downs = append(downs, label(m.File, m.Version, m.Name))
+			}
+		}
+		if len(downs) > 0 {
+			fmt.Fprintf(o.stdout, "%s the down SQL in the files differs from the one recorded for %s: `pgmig repair` records it (rollback runs the recorded one).\n",
+				paint(o.ttyOut, yellow, "Note:"), strings.Join(downs, ", "))
+		}
 	}
 }
 
@@ -252,8 +262,17 @@ func (r rollbackResult) text(o *output) {
 			return
 		}
 		o.say("%s would be rolled back (every one has down SQL), newest first:", plural(len(res.Migrations), "migration", "migrations"))
+		nontx := 0
 		for _, m := range res.Migrations {
-			o.say("  %d %s", m.Version, m.Name)
+			note := ""
+			if m.Outcome == pgmig.OutcomePendingNonTxRollback {
+				note = paint(o.ttyOut, dim, "  [non-transactional: its down runs outside a transaction, statement by statement]")
+				nontx++
+			}
+			o.say("  %d %s%s", m.Version, m.Name, note)
+		}
+		if nontx > 0 {
+			o.say("Each non-transactional down is a step of its own, committed statement by statement; a failure leaves the earlier steps rolled back.")
 		}
 		return
 	}
@@ -266,7 +285,7 @@ func (r rollbackResult) text(o *output) {
 			o.say("rolled back %d %s (%s)", m.Version, m.Name, formatDuration(m.Duration))
 		}
 	}
-	o.say("%s %s in %s (one transaction); the database is now at version %d.", paint(o.ttyOut, bold+green, "Rolled back"),
+	o.say("%s %s in %s; the database is now at version %d.", paint(o.ttyOut, bold+green, "Rolled back"),
 		plural(res.Changed, "migration", "migrations"), formatDuration(res.Duration), res.Version)
 }
 

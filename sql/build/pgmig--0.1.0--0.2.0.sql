@@ -190,6 +190,8 @@ $fn$;
 -- passes between its steps. The types are created once and never replaced: a type used in a
 -- function signature cannot be dropped without dropping the function (and its grants).
 ALTER TABLE pgmig.history ADD COLUMN IF NOT EXISTS label text;
+-- Added in 0.2.0: a non-transactional run is an up (applying) or a down (rolling back).
+ALTER TABLE pgmig.nontx_run ADD COLUMN IF NOT EXISTS direction text NOT NULL DEFAULT 'up' CHECK (direction IN ('up', 'down'));
 COMMENT ON COLUMN pgmig.history.label IS 'the version as written in the migration file name, when it is not the plain number (e.g. Flyway "1.2")';
 
 DO $pgmig$
@@ -1928,7 +1930,8 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
 -- for "is anything pending?" checks with a manifest (versions and checksums only); the answer
 -- may be stale by the time the caller acts on it, which is fine because the engine re-checks
 -- under the lock. Drift raises PM002 like migrate_apply, or, with p_report_drift, is reported
--- in the rows (drift: the kinds, detail: one sentence per problem). step numbers the
+-- in the rows (drift: the kinds, detail: one sentence per problem); down_differs marks an
+-- applied version whose down SQL in the batch is not the recorded one. step numbers the
 -- transactions migrate_run would use as far as the batch decides them: a commit_after
 -- migration ends one, a non-transactional migration is a step of its own (the lock budget may
 -- cut more, which only running can tell).
@@ -1939,7 +1942,8 @@ CREATE OR REPLACE FUNCTION pgmig._plan(
     p_allow_missing      boolean,
     p_report_drift       boolean)
 RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
-               transactional boolean, commit_after boolean, step integer, drift text, detail text)
+               transactional boolean, commit_after boolean, step integer, drift text, detail text,
+               down_differs boolean)
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -1947,6 +1951,7 @@ AS $fn$
 DECLARE
     v_plan  record;
     v_drift jsonb := '{}'::jsonb;
+    v_downs jsonb;
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration
@@ -1965,6 +1970,11 @@ BEGIN
                 FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
                 GROUP BY d.version) AS x;
     END IF;
+    -- Applied versions whose down SQL in the batch is not the recorded one (a down section
+    -- added or fixed after the migration was applied): migrate_repair records it.
+    SELECT coalesce(jsonb_object_agg(b.version::text, true), '{}'::jsonb) INTO v_downs
+      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+     WHERE b.down_sql IS NOT NULL AND b.down_sql IS DISTINCT FROM h.down_sql;
     FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
         version := v_entry.version;
         name := v_entry.name;
@@ -1993,6 +2003,7 @@ BEGIN
         END IF;
         drift := v_drift->v_entry.version::text->>'kinds';
         detail := v_drift->v_entry.version::text->>'problems';
+        down_differs := v_downs ? v_entry.version::text;
         RETURN NEXT;
     END LOOP;
 END
@@ -2077,9 +2088,15 @@ AS $fn$ SELECT 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 -- older release that never had them). One transaction: all of the range or none of it.
 -- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
 -- going up is a conflict to report, not to queue behind.
-DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._rollback(bigint,interval,boolean,text)', NULL); END $pgmig$;
+--
+-- A non-transactional migration's down (DROP INDEX CONCURRENTLY...) cannot run inside this
+-- transaction either: such a version in the range is refused up front (PM005, nothing rolled
+-- back), or, with p_stop_before_nontx, everything newer than it is rolled back and it comes
+-- back as 'pending_nontx_rollback' for the client protocol (nontx_down_begin); a dry run
+-- reports it so.
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
-                                           p_dry_run boolean, p_client_info text, p_notices text)
+                                           p_dry_run boolean, p_client_info text, p_notices text,
+                                           p_stop_before_nontx boolean)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -2101,6 +2118,8 @@ DECLARE
     v_state       text;
     v_message     text;
     v_notices     text;
+    v_nontx       text;
+    v_stop        bigint;   -- the newest non-transactional version in the range
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_settings := pgmig._settings();
@@ -2125,6 +2144,18 @@ BEGIN
                              p_to_version, v_missing),
             HINT = 'Those migrations are irreversible as recorded. Roll back to a version at or above the newest of them, or undo them by hand.';
     END IF;
+    SELECT string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version DESC), max(h.version)
+      INTO v_nontx, v_stop
+      FROM pgmig.history AS h WHERE h.version > p_to_version AND NOT h.transactional;
+    IF v_nontx IS NOT NULL AND NOT p_dry_run AND NOT p_stop_before_nontx THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: cannot roll back to version %s in one transaction: %s %s non-transactional; nothing was rolled back',
+                             p_to_version, v_nontx, CASE WHEN v_nontx LIKE '%,%' THEN 'are' ELSE 'is' END),
+            DETAIL = 'A non-transactional migration''s down SQL (DROP INDEX CONCURRENTLY, ...) must run outside a transaction, statement by statement.',
+            HINT = 'Roll back with `pgmig rollback`, which runs such downs from the client under the same lock. From SQL: '
+                || 'migrate_rollback(..., stop_before_non_transactional => true) rolls back what is newer than it and stops.';
+    END IF;
 
     BEGIN
         FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
@@ -2132,8 +2163,9 @@ BEGIN
             name       := r.name;
             applied_at := r.applied_at;
             duration   := NULL;
-            IF p_dry_run THEN
-                outcome := 'pending_rollback';
+            IF p_dry_run OR r.version <= v_stop THEN
+                -- (a non-transactional one, and everything below it, waits for the client)
+                outcome := CASE WHEN NOT r.transactional THEN 'pending_nontx_rollback' ELSE 'pending_rollback' END;
                 RETURN NEXT;
                 CONTINUE;
             END IF;
@@ -2153,12 +2185,8 @@ BEGIN
                                   CASE WHEN v_notices = 'json' THEN 'json' ELSE 'none' END);
 
             v_phase := 'recording';
-            PERFORM set_config('pgmig.maintenance', 'on', true);
-            DELETE FROM pgmig.history AS h WHERE h.version = r.version;
-            PERFORM set_config('pgmig.maintenance', '', true);
-            PERFORM pgmig._audit('rollback', r.version, p_client_info,
-                                 jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
-                                                    'history', to_jsonb(r)));
+            PERFORM pgmig._forget_applied(r.version, p_client_info,
+                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text));
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
@@ -2365,6 +2393,16 @@ DECLARE
 BEGIN
     FOR r IN SELECT * FROM pgmig.nontx_run AS x
              WHERE x.state = 'running' AND x.statements_done = x.statements ORDER BY x.version LOOP
+        IF r.direction = 'down' THEN
+            PERFORM pgmig._forget_applied(r.version, r.client_info,
+                                          jsonb_build_object('completed_run', to_jsonb(r), 'non_transactional', true));
+            DELETE FROM pgmig.nontx_run AS x WHERE x.version = r.version;
+            RAISE NOTICE USING
+                ERRCODE = 'PM009',
+                MESSAGE = format('pgmig: the rollback of non-transactional migration %s (%s) had completed all %s statements when its client went away; recorded it as rolled back',
+                                 r.version, r.name, r.statements);
+            CONTINUE;
+        END IF;
         PERFORM pgmig._record_history(
             ARRAY[(r.version, r.name, NULL, r.checksum, r.sql, r.down_sql, false, r.started_at,
                    r.updated_at - r.started_at, r.pid)::pgmig.history_entry],
@@ -2386,8 +2424,9 @@ BEGIN
     SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
-        MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
+        MESSAGE = format('pgmig: %snon-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
                          'every migrator refuses to go on until it is resolved, and this call applied nothing',
+                         CASE WHEN r.direction = 'down' THEN 'the rollback of ' ELSE '' END,
                          r.version, r.name, CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
                          r.statements_done, r.statements),
         DETAIL = concat_ws(E'\n',
@@ -2533,22 +2572,25 @@ COMMENT ON FUNCTION pgmig.nontx_blocked(integer)
     IS 'pgmig client protocol: is the executor waiting for its own holder? see docs/sql-api.md, "Client protocol"';
 
 -- Executor, in autocommit, before each statement and once after the last: how far it got.
--- Committed at once, so it survives the client dying.
+-- Committed at once, so it survives the client dying. p_direction: 'up' (applying) or 'down'
+-- (rolling back, see nontx_down_begin).
 CREATE OR REPLACE FUNCTION pgmig.nontx_progress(p_version bigint, p_name text, p_checksum text,
                                                 p_sql text, p_down_sql text,
                                                 p_statements integer, p_done integer,
                                                 p_current text, p_error text DEFAULT NULL,
-                                                p_client_info text DEFAULT NULL)
+                                                p_client_info text DEFAULT NULL,
+                                                p_direction text DEFAULT 'up')
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 INSERT INTO pgmig.nontx_run AS r (version, name, checksum, sql, down_sql, statements, statements_done,
                                   current_statement, state, error, started_at, updated_at, pid,
-                                  by_role, client_info)
+                                  by_role, client_info, direction)
 VALUES (p_version, p_name, p_checksum, p_sql, p_down_sql, p_statements, p_done, p_current,
         CASE WHEN p_error IS NULL THEN 'running' ELSE 'failed' END, p_error,
-        clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info)
+        clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info,
+        coalesce(p_direction, 'up'))
 ON CONFLICT (version) DO UPDATE
    SET statements_done   = excluded.statements_done,
        current_statement = excluded.current_statement,
@@ -2618,7 +2660,11 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
     END IF;
-    IF p_action = 'applied' THEN
+    -- For a rollback ('down' run), 'applied' means the operator finished the down by hand: the
+    -- version is rolled back; 'retry' leaves it applied, for the next rollback to run its down.
+    IF p_action = 'applied' AND run.direction = 'down' THEN
+        PERFORM pgmig._forget_applied(run.version, p_client_info, jsonb_build_object('resolved_run', to_jsonb(run), 'non_transactional', true));
+    ELSIF p_action = 'applied' THEN
         PERFORM pgmig._record_history(
             ARRAY[(run.version, run.name, NULL, run.checksum, run.sql, run.down_sql, false, run.started_at,
                    clock_timestamp() - run.started_at, NULL)::pgmig.history_entry],
@@ -2628,10 +2674,106 @@ BEGIN
     PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
     version    := run.version;
     name       := run.name;
-    outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;
+    outcome    := CASE WHEN run.direction = 'down' THEN CASE p_action WHEN 'applied' THEN 'rolled_back' ELSE 'already_applied' END
+                       ELSE CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END END;
     duration   := NULL;
-    applied_at := CASE p_action WHEN 'applied' THEN run.started_at END;
+    applied_at := CASE WHEN p_action = 'applied' OR run.direction = 'down' THEN run.started_at END;
     RETURN NEXT;
+END
+$fn$;
+
+-- Rolling back a non-transactional migration: its down SQL (DROP INDEX CONCURRENTLY...) runs
+-- from the client with the same protocol as an up, and the same recording and recovery
+-- (pgmig.nontx_run with direction 'down'; PM009 when interrupted; migrate_resolve). Holder, in
+-- its open transaction after lock_wait: checks that p_version is applied, non-transactional,
+-- the newest applied version, with down SQL; p_statements are the down's statements as the
+-- client will run them (checked like an up's). Returns the down SQL to run.
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_begin(p_version bigint, p_statements text[] DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    h         record;
+    v_newer   text;
+    v_problem text;
+    i         integer;
+BEGIN
+    PERFORM pgmig._begin('nontx_down_begin', interval '0');
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    SELECT string_agg(x.version::text, ', ' ORDER BY x.version) INTO v_newer FROM pgmig.history AS x WHERE x.version > p_version;
+    IF h.version IS NULL OR h.transactional OR v_newer IS NOT NULL
+       OR h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: version %s cannot be rolled back outside a transaction now (%s)', p_version,
+                             CASE WHEN h.version IS NULL THEN 'it is not applied'
+                                  WHEN h.transactional THEN 'it is transactional'
+                                  WHEN v_newer IS NOT NULL THEN 'newer versions are applied: ' || v_newer
+                                  ELSE 'no down SQL was recorded' END);
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_statements), 0) LOOP
+        v_problem := pgmig._nontx_statement_problem(p_statements[i]);
+        IF v_problem IS NOT NULL THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: the down SQL of non-transactional migration %s (%s): statement %s of %s %s; nothing was rolled back',
+                                 p_version, h.name, i, cardinality(p_statements), v_problem),
+                DETAIL = 'The statement: ' || left(p_statements[i], 500);
+        END IF;
+    END LOOP;
+    RETURN h.down_sql;
+END
+$fn$;
+
+-- Holder, after the executor reported every statement of the down done: the version is rolled
+-- back (its history row goes to the audit, as migrate_rollback does), then the client commits.
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_finish(p_version bigint, p_duration interval, p_client_info text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run record;
+    h   record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = 'pgmig: nontx_down_finish must run in the transaction that called nontx_down_begin (it does not hold the history lock)';
+    END IF;
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    IF run.version IS NULL OR h.version IS NULL OR run.direction <> 'down' OR run.statements_done <> run.statements
+       OR run.state <> 'running' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: the down SQL of non-transactional migration %s has not completed all its statements; not recorded', p_version);
+    END IF;
+    PERFORM pgmig._forget_applied(p_version, p_client_info, jsonb_build_object('duration', p_duration::text, 'non_transactional', true));
+    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+END
+$fn$;
+
+-- The one way an applied version leaves the history when it is rolled back: the row goes to
+-- the audit with p_details.
+CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    h record;
+BEGIN
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    PERFORM set_config('pgmig.maintenance', 'on', true);
+    DELETE FROM pgmig.history AS x WHERE x.version = p_version;
+    PERFORM set_config('pgmig.maintenance', '', true);
+    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)));
 END
 $fn$;
 -- The API: routines named migrate_*, installed twice. Once in schema pgmig, where only the
@@ -2688,7 +2830,7 @@ VALUES
      'batch jsonb, target_version bigint DEFAULT NULL, allow_out_of_order boolean DEFAULT false, '
      'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false',
      'jsonb,bigint,boolean,boolean,boolean',
-     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text)',
+     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text, down_differs boolean)',
      'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false))',
      'STABLE',
      'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
@@ -2705,10 +2847,10 @@ VALUES
      'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'),
     ('migrate_rollback', 'f',
      'to_version bigint, lock_timeout interval DEFAULT NULL, dry_run boolean DEFAULT false, client_info text DEFAULT NULL, '
-     'notices text DEFAULT ''text''',
-     'bigint,interval,boolean,text,text',
+     'notices text DEFAULT ''text'', stop_before_non_transactional boolean DEFAULT false',
+     'bigint,interval,boolean,text,text,boolean',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''))', 'VOLATILE',
+     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''), coalesce($6, false))', 'VOLATILE',
      'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'),
     ('migrate_baseline', 'f',
      'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',

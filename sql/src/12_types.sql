@@ -3,6 +3,8 @@
 -- passes between its steps. The types are created once and never replaced: a type used in a
 -- function signature cannot be dropped without dropping the function (and its grants).
 ALTER TABLE pgmig.history ADD COLUMN IF NOT EXISTS label text;
+-- Added in 0.2.0: a non-transactional run is an up (applying) or a down (rolling back).
+ALTER TABLE pgmig.nontx_run ADD COLUMN IF NOT EXISTS direction text NOT NULL DEFAULT 'up' CHECK (direction IN ('up', 'down'));
 COMMENT ON COLUMN pgmig.history.label IS 'the version as written in the migration file name, when it is not the plain number (e.g. Flyway "1.2")';
 
 DO $pgmig$

@@ -7,7 +7,8 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
 -- for "is anything pending?" checks with a manifest (versions and checksums only); the answer
 -- may be stale by the time the caller acts on it, which is fine because the engine re-checks
 -- under the lock. Drift raises PM002 like migrate_apply, or, with p_report_drift, is reported
--- in the rows (drift: the kinds, detail: one sentence per problem). step numbers the
+-- in the rows (drift: the kinds, detail: one sentence per problem); down_differs marks an
+-- applied version whose down SQL in the batch is not the recorded one. step numbers the
 -- transactions migrate_run would use as far as the batch decides them: a commit_after
 -- migration ends one, a non-transactional migration is a step of its own (the lock budget may
 -- cut more, which only running can tell).
@@ -18,7 +19,8 @@ CREATE OR REPLACE FUNCTION pgmig._plan(
     p_allow_missing      boolean,
     p_report_drift       boolean)
 RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
-               transactional boolean, commit_after boolean, step integer, drift text, detail text)
+               transactional boolean, commit_after boolean, step integer, drift text, detail text,
+               down_differs boolean)
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -26,6 +28,7 @@ AS $fn$
 DECLARE
     v_plan  record;
     v_drift jsonb := '{}'::jsonb;
+    v_downs jsonb;
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration
@@ -44,6 +47,11 @@ BEGIN
                 FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
                 GROUP BY d.version) AS x;
     END IF;
+    -- Applied versions whose down SQL in the batch is not the recorded one (a down section
+    -- added or fixed after the migration was applied): migrate_repair records it.
+    SELECT coalesce(jsonb_object_agg(b.version::text, true), '{}'::jsonb) INTO v_downs
+      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+     WHERE b.down_sql IS NOT NULL AND b.down_sql IS DISTINCT FROM h.down_sql;
     FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
         version := v_entry.version;
         name := v_entry.name;
@@ -72,6 +80,7 @@ BEGIN
         END IF;
         drift := v_drift->v_entry.version::text->>'kinds';
         detail := v_drift->v_entry.version::text->>'problems';
+        down_differs := v_downs ? v_entry.version::text;
         RETURN NEXT;
     END LOOP;
 END

@@ -7,9 +7,15 @@
 -- older release that never had them). One transaction: all of the range or none of it.
 -- Fails fast by default (p_lock_timeout NULL means 0): going down while another migrator is
 -- going up is a conflict to report, not to queue behind.
-DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._rollback(bigint,interval,boolean,text)', NULL); END $pgmig$;
+--
+-- A non-transactional migration's down (DROP INDEX CONCURRENTLY...) cannot run inside this
+-- transaction either: such a version in the range is refused up front (PM005, nothing rolled
+-- back), or, with p_stop_before_nontx, everything newer than it is rolled back and it comes
+-- back as 'pending_nontx_rollback' for the client protocol (nontx_down_begin); a dry run
+-- reports it so.
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
-                                           p_dry_run boolean, p_client_info text, p_notices text)
+                                           p_dry_run boolean, p_client_info text, p_notices text,
+                                           p_stop_before_nontx boolean)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -31,6 +37,8 @@ DECLARE
     v_state       text;
     v_message     text;
     v_notices     text;
+    v_nontx       text;
+    v_stop        bigint;   -- the newest non-transactional version in the range
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_settings := pgmig._settings();
@@ -55,6 +63,18 @@ BEGIN
                              p_to_version, v_missing),
             HINT = 'Those migrations are irreversible as recorded. Roll back to a version at or above the newest of them, or undo them by hand.';
     END IF;
+    SELECT string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version DESC), max(h.version)
+      INTO v_nontx, v_stop
+      FROM pgmig.history AS h WHERE h.version > p_to_version AND NOT h.transactional;
+    IF v_nontx IS NOT NULL AND NOT p_dry_run AND NOT p_stop_before_nontx THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: cannot roll back to version %s in one transaction: %s %s non-transactional; nothing was rolled back',
+                             p_to_version, v_nontx, CASE WHEN v_nontx LIKE '%,%' THEN 'are' ELSE 'is' END),
+            DETAIL = 'A non-transactional migration''s down SQL (DROP INDEX CONCURRENTLY, ...) must run outside a transaction, statement by statement.',
+            HINT = 'Roll back with `pgmig rollback`, which runs such downs from the client under the same lock. From SQL: '
+                || 'migrate_rollback(..., stop_before_non_transactional => true) rolls back what is newer than it and stops.';
+    END IF;
 
     BEGIN
         FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
@@ -62,8 +82,9 @@ BEGIN
             name       := r.name;
             applied_at := r.applied_at;
             duration   := NULL;
-            IF p_dry_run THEN
-                outcome := 'pending_rollback';
+            IF p_dry_run OR r.version <= v_stop THEN
+                -- (a non-transactional one, and everything below it, waits for the client)
+                outcome := CASE WHEN NOT r.transactional THEN 'pending_nontx_rollback' ELSE 'pending_rollback' END;
                 RETURN NEXT;
                 CONTINUE;
             END IF;
@@ -83,12 +104,8 @@ BEGIN
                                   CASE WHEN v_notices = 'json' THEN 'json' ELSE 'none' END);
 
             v_phase := 'recording';
-            PERFORM set_config('pgmig.maintenance', 'on', true);
-            DELETE FROM pgmig.history AS h WHERE h.version = r.version;
-            PERFORM set_config('pgmig.maintenance', '', true);
-            PERFORM pgmig._audit('rollback', r.version, p_client_info,
-                                 jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
-                                                    'history', to_jsonb(r)));
+            PERFORM pgmig._forget_applied(r.version, p_client_info,
+                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text));
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;

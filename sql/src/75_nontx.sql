@@ -35,6 +35,16 @@ DECLARE
 BEGIN
     FOR r IN SELECT * FROM pgmig.nontx_run AS x
              WHERE x.state = 'running' AND x.statements_done = x.statements ORDER BY x.version LOOP
+        IF r.direction = 'down' THEN
+            PERFORM pgmig._forget_applied(r.version, r.client_info,
+                                          jsonb_build_object('completed_run', to_jsonb(r), 'non_transactional', true));
+            DELETE FROM pgmig.nontx_run AS x WHERE x.version = r.version;
+            RAISE NOTICE USING
+                ERRCODE = 'PM009',
+                MESSAGE = format('pgmig: the rollback of non-transactional migration %s (%s) had completed all %s statements when its client went away; recorded it as rolled back',
+                                 r.version, r.name, r.statements);
+            CONTINUE;
+        END IF;
         PERFORM pgmig._record_history(
             ARRAY[(r.version, r.name, NULL, r.checksum, r.sql, r.down_sql, false, r.started_at,
                    r.updated_at - r.started_at, r.pid)::pgmig.history_entry],
@@ -56,8 +66,9 @@ BEGIN
     SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
-        MESSAGE = format('pgmig: non-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
+        MESSAGE = format('pgmig: %snon-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
                          'every migrator refuses to go on until it is resolved, and this call applied nothing',
+                         CASE WHEN r.direction = 'down' THEN 'the rollback of ' ELSE '' END,
                          r.version, r.name, CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
                          r.statements_done, r.statements),
         DETAIL = concat_ws(E'\n',
@@ -203,22 +214,25 @@ COMMENT ON FUNCTION pgmig.nontx_blocked(integer)
     IS 'pgmig client protocol: is the executor waiting for its own holder? see docs/sql-api.md, "Client protocol"';
 
 -- Executor, in autocommit, before each statement and once after the last: how far it got.
--- Committed at once, so it survives the client dying.
+-- Committed at once, so it survives the client dying. p_direction: 'up' (applying) or 'down'
+-- (rolling back, see nontx_down_begin).
 CREATE OR REPLACE FUNCTION pgmig.nontx_progress(p_version bigint, p_name text, p_checksum text,
                                                 p_sql text, p_down_sql text,
                                                 p_statements integer, p_done integer,
                                                 p_current text, p_error text DEFAULT NULL,
-                                                p_client_info text DEFAULT NULL)
+                                                p_client_info text DEFAULT NULL,
+                                                p_direction text DEFAULT 'up')
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 INSERT INTO pgmig.nontx_run AS r (version, name, checksum, sql, down_sql, statements, statements_done,
                                   current_statement, state, error, started_at, updated_at, pid,
-                                  by_role, client_info)
+                                  by_role, client_info, direction)
 VALUES (p_version, p_name, p_checksum, p_sql, p_down_sql, p_statements, p_done, p_current,
         CASE WHEN p_error IS NULL THEN 'running' ELSE 'failed' END, p_error,
-        clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info)
+        clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info,
+        coalesce(p_direction, 'up'))
 ON CONFLICT (version) DO UPDATE
    SET statements_done   = excluded.statements_done,
        current_statement = excluded.current_statement,
@@ -288,7 +302,11 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
     END IF;
-    IF p_action = 'applied' THEN
+    -- For a rollback ('down' run), 'applied' means the operator finished the down by hand: the
+    -- version is rolled back; 'retry' leaves it applied, for the next rollback to run its down.
+    IF p_action = 'applied' AND run.direction = 'down' THEN
+        PERFORM pgmig._forget_applied(run.version, p_client_info, jsonb_build_object('resolved_run', to_jsonb(run), 'non_transactional', true));
+    ELSIF p_action = 'applied' THEN
         PERFORM pgmig._record_history(
             ARRAY[(run.version, run.name, NULL, run.checksum, run.sql, run.down_sql, false, run.started_at,
                    clock_timestamp() - run.started_at, NULL)::pgmig.history_entry],
@@ -298,9 +316,105 @@ BEGIN
     PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
     version    := run.version;
     name       := run.name;
-    outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;
+    outcome    := CASE WHEN run.direction = 'down' THEN CASE p_action WHEN 'applied' THEN 'rolled_back' ELSE 'already_applied' END
+                       ELSE CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END END;
     duration   := NULL;
-    applied_at := CASE p_action WHEN 'applied' THEN run.started_at END;
+    applied_at := CASE WHEN p_action = 'applied' OR run.direction = 'down' THEN run.started_at END;
     RETURN NEXT;
+END
+$fn$;
+
+-- Rolling back a non-transactional migration: its down SQL (DROP INDEX CONCURRENTLY...) runs
+-- from the client with the same protocol as an up, and the same recording and recovery
+-- (pgmig.nontx_run with direction 'down'; PM009 when interrupted; migrate_resolve). Holder, in
+-- its open transaction after lock_wait: checks that p_version is applied, non-transactional,
+-- the newest applied version, with down SQL; p_statements are the down's statements as the
+-- client will run them (checked like an up's). Returns the down SQL to run.
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_begin(p_version bigint, p_statements text[] DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    h         record;
+    v_newer   text;
+    v_problem text;
+    i         integer;
+BEGIN
+    PERFORM pgmig._begin('nontx_down_begin', interval '0');
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    SELECT string_agg(x.version::text, ', ' ORDER BY x.version) INTO v_newer FROM pgmig.history AS x WHERE x.version > p_version;
+    IF h.version IS NULL OR h.transactional OR v_newer IS NOT NULL
+       OR h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: version %s cannot be rolled back outside a transaction now (%s)', p_version,
+                             CASE WHEN h.version IS NULL THEN 'it is not applied'
+                                  WHEN h.transactional THEN 'it is transactional'
+                                  WHEN v_newer IS NOT NULL THEN 'newer versions are applied: ' || v_newer
+                                  ELSE 'no down SQL was recorded' END);
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(p_statements), 0) LOOP
+        v_problem := pgmig._nontx_statement_problem(p_statements[i]);
+        IF v_problem IS NOT NULL THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM005',
+                MESSAGE = format('pgmig: the down SQL of non-transactional migration %s (%s): statement %s of %s %s; nothing was rolled back',
+                                 p_version, h.name, i, cardinality(p_statements), v_problem),
+                DETAIL = 'The statement: ' || left(p_statements[i], 500);
+        END IF;
+    END LOOP;
+    RETURN h.down_sql;
+END
+$fn$;
+
+-- Holder, after the executor reported every statement of the down done: the version is rolled
+-- back (its history row goes to the audit, as migrate_rollback does), then the client commits.
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_finish(p_version bigint, p_duration interval, p_client_info text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    run record;
+    h   record;
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = 'pgmig: nontx_down_finish must run in the transaction that called nontx_down_begin (it does not hold the history lock)';
+    END IF;
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    IF run.version IS NULL OR h.version IS NULL OR run.direction <> 'down' OR run.statements_done <> run.statements
+       OR run.state <> 'running' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: the down SQL of non-transactional migration %s has not completed all its statements; not recorded', p_version);
+    END IF;
+    PERFORM pgmig._forget_applied(p_version, p_client_info, jsonb_build_object('duration', p_duration::text, 'non_transactional', true));
+    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+END
+$fn$;
+
+-- The one way an applied version leaves the history when it is rolled back: the row goes to
+-- the audit with p_details.
+CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    h record;
+BEGIN
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    PERFORM set_config('pgmig.maintenance', 'on', true);
+    DELETE FROM pgmig.history AS x WHERE x.version = p_version;
+    PERFORM set_config('pgmig.maintenance', '', true);
+    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)));
 END
 $fn$;

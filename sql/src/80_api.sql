@@ -52,7 +52,7 @@ VALUES
      'batch jsonb, target_version bigint DEFAULT NULL, allow_out_of_order boolean DEFAULT false, '
      'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false',
      'jsonb,bigint,boolean,boolean,boolean',
-     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text)',
+     'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text, down_differs boolean)',
      'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false))',
      'STABLE',
      'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
@@ -69,10 +69,10 @@ VALUES
      'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'),
     ('migrate_rollback', 'f',
      'to_version bigint, lock_timeout interval DEFAULT NULL, dry_run boolean DEFAULT false, client_info text DEFAULT NULL, '
-     'notices text DEFAULT ''text''',
-     'bigint,interval,boolean,text,text',
+     'notices text DEFAULT ''text'', stop_before_non_transactional boolean DEFAULT false',
+     'bigint,interval,boolean,text,text,boolean',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''))', 'VOLATILE',
+     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''), coalesce($6, false))', 'VOLATILE',
      'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'),
     ('migrate_baseline', 'f',
      'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
