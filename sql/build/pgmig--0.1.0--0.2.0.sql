@@ -685,6 +685,21 @@ BEGIN
 END
 $fn$;
 
+-- PM001 for a negative lock_timeout.
+CREATE OR REPLACE FUNCTION pgmig._assert_lock_timeout(p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+END
+$fn$;
+
 -- PM003: the lock was not granted in time. p_how says how long it waited.
 CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
 RETURNS void
@@ -769,11 +784,7 @@ DECLARE
     v_left interval;
     v_delay interval;
 BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
+    PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     waiting_since := coalesce(p_waiting_since, clock_timestamp());
     attempt := coalesce(p_attempt, 0) + 1;
     retry_after := interval '0';
@@ -814,11 +825,7 @@ DECLARE
     v_since timestamptz := clock_timestamp();
     v_left  interval;
 BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
+    PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     LOOP
         IF pgmig._lock_attempt(NULL) THEN
             RETURN;
@@ -1474,6 +1481,65 @@ BEGIN
 END
 $fn$;
 
+-- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
+-- p_default_budget, 0 means none.
+CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
+                                               p_client_info text, p_notices text, p_lock_budget integer,
+                                               p_default_budget integer, p_max_per_transaction integer,
+                                               p_run_mode boolean, p_capture_failure boolean)
+RETURNS pgmig.call_context
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ctx pgmig.call_context;
+BEGIN
+    v_ctx.caller_path := p_caller_path;
+    v_ctx.caller_role := p_caller_role;
+    v_ctx.settings := pgmig._settings();
+    v_ctx.client_info := p_client_info;
+    v_ctx.client_application := p_client_application;
+    v_ctx.notices := pgmig._notices_mode(coalesce(p_notices, 'text'));
+    v_ctx.data := coalesce(p_notices, 'text') <> 'text';
+    v_ctx.lock_budget := CASE WHEN p_lock_budget IS NULL THEN p_default_budget WHEN p_lock_budget > 0 THEN p_lock_budget END;
+    v_ctx.max_per_transaction := p_max_per_transaction;
+    v_ctx.run_mode := p_run_mode;
+    v_ctx.committed := 0;
+    v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    RETURN v_ctx;
+END
+$fn$;
+
+-- Raises what keeps a plan from running (not in a dry run): pending versions that carry no
+-- SQL (PM001), pending non-transactional migrations (PM005; p_hint says what to run instead);
+-- then tells the caller when the database is ahead of the batch (PM011).
+CREATE OR REPLACE FUNCTION pgmig._assert_runnable(p_manifest_only text, p_non_transactional text, p_ahead text,
+                                                  p_dry_run boolean, p_nontx_hint text, p_notices text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT p_dry_run AND p_manifest_only IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', p_manifest_only),
+            HINT = 'Send the full batch (with "sql") to apply them.';
+    END IF;
+    IF NOT p_dry_run AND p_non_transactional IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', p_non_transactional),
+            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction, a function or a procedure, so the engine cannot run it.',
+            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. ' || p_nontx_hint;
+    END IF;
+    IF p_ahead IS NOT NULL THEN
+        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', p_ahead),
+                              jsonb_build_object('ahead', string_to_array(p_ahead, ', ')::bigint[]), p_notices);
+    END IF;
+END
+$fn$;
+
 -- Raises PM001 for option values no call accepts.
 CREATE OR REPLACE FUNCTION pgmig._assert_options(p_target bigint, p_lock_budget integer, p_max_per_transaction integer)
 RETURNS void
@@ -1548,18 +1614,9 @@ BEGIN
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_apply');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
-    v_ctx.caller_path := v_caller_path;
-    v_ctx.caller_role := v_caller_role;
-    v_ctx.settings := pgmig._settings();
-    v_ctx.client_info := p_client_info;
-    v_ctx.client_application := v_app;
-    v_ctx.notices := pgmig._notices_mode(p_notices);
-    v_ctx.data := p_notices <> 'text';
+    v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
+                                 NULL, NULL, false, false);
     v_quiet := pgmig._quiet(p_notices);
-    v_ctx.lock_budget := nullif(p_lock_budget, 0);
-    v_ctx.run_mode := false;
-    v_ctx.committed := 0;
-    v_ctx.capture_failure := false;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -1585,25 +1642,9 @@ BEGIN
     IF v_plan.drift THEN
         PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
     END IF;
-    IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
-            HINT = 'Send the full batch (with "sql") to apply them.';
-    END IF;
-    IF NOT p_dry_run AND v_plan.non_transactional IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
-            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so the engine cannot run it.',
-            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
-                || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
-                || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
-    END IF;
-    IF v_plan.ahead IS NOT NULL THEN
-        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
-                              jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
-    END IF;
+    PERFORM pgmig._assert_runnable(v_plan.manifest_only, v_plan.non_transactional, v_plan.ahead, p_dry_run,
+        'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
+        || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.', v_ctx.notices);
 
     IF p_dry_run OR v_plan.to_apply = 0 THEN
         RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, NULL, NULL);
@@ -1717,19 +1758,8 @@ BEGIN
 
     PERFORM pgmig._assert_can_migrate('migrate_run');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
-    v_ctx.caller_path := v_caller_path;
-    v_ctx.caller_role := v_caller_role;
-    v_ctx.settings := pgmig._settings();
-    v_ctx.client_info := p_client_info;
-    v_ctx.client_application := v_app;
-    v_ctx.notices := pgmig._notices_mode(coalesce(p_notices, 'text'));
-    v_ctx.data := coalesce(p_notices, 'text') <> 'text';
-    v_ctx.lock_budget := CASE WHEN p_lock_budget IS NULL THEN pgmig._default_lock_budget()
-                              WHEN p_lock_budget > 0 THEN p_lock_budget END;
-    v_ctx.max_per_transaction := p_max_per_transaction;
-    v_ctx.run_mode := true;
-    v_ctx.committed := 0;
-    v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -1772,24 +1802,13 @@ BEGIN
                          ELSE format('nothing more was applied (%s migrations committed earlier by this call stay applied)', v_ctx.committed) END,
                     v_ctx.data);
             END IF;
-            IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM001',
-                    MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
-                    HINT = 'Send the full batch (with "sql") to apply them.';
-            END IF;
-            IF v_first AND NOT p_dry_run AND v_plan.non_transactional IS NOT NULL AND NOT p_stop_before_nontx THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
-                    DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a procedure, so the engine cannot run it.',
-                    HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
-                        || 'From SQL: CALL migrate_run(batch, stop_before_non_transactional => true) applies everything before it; '
-                        || 'then run its statements yourself outside a transaction and record it with migrate_baseline.';
-            END IF;
-            IF v_first AND v_plan.ahead IS NOT NULL THEN
-                PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
-                                      jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
+            IF v_first THEN
+                PERFORM pgmig._assert_runnable(v_plan.manifest_only,
+                    CASE WHEN NOT p_stop_before_nontx THEN v_plan.non_transactional END, v_plan.ahead, p_dry_run,
+                    'From SQL: CALL migrate_run(batch, stop_before_non_transactional => true) applies everything before it; '
+                    || 'then run its statements yourself outside a transaction and record it with migrate_baseline.', v_ctx.notices);
+            ELSIF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
+                PERFORM pgmig._assert_runnable(v_plan.manifest_only, NULL, NULL, false, NULL, v_ctx.notices);
             END IF;
             IF v_first THEN
                 v_ctx.total := v_plan.to_apply;
@@ -2612,13 +2631,7 @@ DECLARE
     b   record;
     run record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_locks AS l
-                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
-                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM004',
-            MESSAGE = 'pgmig: nontx_finish must run in the transaction that called nontx_begin (it does not hold the history lock)';
-    END IF;
+    PERFORM pgmig._assert_holds_lock('nontx_finish', 'nontx_begin');
     SELECT * INTO b FROM pgmig._batch_rows(p_batch) AS x WHERE x.version = p_version;
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
     IF b.version IS NULL OR run.version IS NULL OR run.statements_done <> run.statements
@@ -2739,13 +2752,7 @@ DECLARE
     run record;
     h   record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_locks AS l
-                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
-                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM004',
-            MESSAGE = 'pgmig: nontx_down_finish must run in the transaction that called nontx_down_begin (it does not hold the history lock)';
-    END IF;
+    PERFORM pgmig._assert_holds_lock('nontx_down_finish', 'nontx_down_begin');
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
     SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
     IF run.version IS NULL OR h.version IS NULL OR run.direction <> 'down' OR run.statements_done <> run.statements
@@ -2774,6 +2781,24 @@ BEGIN
     DELETE FROM pgmig.history AS x WHERE x.version = p_version;
     PERFORM set_config('pgmig.maintenance', '', true);
     PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)));
+END
+$fn$;
+
+-- Raises PM004 unless this transaction holds the history lock (p_what is the function that
+-- needs it, p_begin the one that should have taken it).
+CREATE OR REPLACE FUNCTION pgmig._assert_holds_lock(p_what text, p_begin text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = format('pgmig: %s must run in the transaction that called %s (it does not hold the history lock)', p_what, p_begin);
+    END IF;
 END
 $fn$;
 -- The API: routines named migrate_*, installed twice. Once in schema pgmig, where only the

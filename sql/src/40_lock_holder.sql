@@ -107,6 +107,21 @@ BEGIN
 END
 $fn$;
 
+-- PM001 for a negative lock_timeout.
+CREATE OR REPLACE FUNCTION pgmig._assert_lock_timeout(p_lock_timeout interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_lock_timeout < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
+    END IF;
+END
+$fn$;
+
 -- PM003: the lock was not granted in time. p_how says how long it waited.
 CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
 RETURNS void
@@ -191,11 +206,7 @@ DECLARE
     v_left interval;
     v_delay interval;
 BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
+    PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     waiting_since := coalesce(p_waiting_since, clock_timestamp());
     attempt := coalesce(p_attempt, 0) + 1;
     retry_after := interval '0';
@@ -236,11 +247,7 @@ DECLARE
     v_since timestamptz := clock_timestamp();
     v_left  interval;
 BEGIN
-    IF p_lock_timeout < interval '0' THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: lock_timeout must not be negative, got %s', p_lock_timeout);
-    END IF;
+    PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     LOOP
         IF pgmig._lock_attempt(NULL) THEN
             RETURN;

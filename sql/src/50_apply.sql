@@ -484,6 +484,65 @@ BEGIN
 END
 $fn$;
 
+-- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
+-- p_default_budget, 0 means none.
+CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
+                                               p_client_info text, p_notices text, p_lock_budget integer,
+                                               p_default_budget integer, p_max_per_transaction integer,
+                                               p_run_mode boolean, p_capture_failure boolean)
+RETURNS pgmig.call_context
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ctx pgmig.call_context;
+BEGIN
+    v_ctx.caller_path := p_caller_path;
+    v_ctx.caller_role := p_caller_role;
+    v_ctx.settings := pgmig._settings();
+    v_ctx.client_info := p_client_info;
+    v_ctx.client_application := p_client_application;
+    v_ctx.notices := pgmig._notices_mode(coalesce(p_notices, 'text'));
+    v_ctx.data := coalesce(p_notices, 'text') <> 'text';
+    v_ctx.lock_budget := CASE WHEN p_lock_budget IS NULL THEN p_default_budget WHEN p_lock_budget > 0 THEN p_lock_budget END;
+    v_ctx.max_per_transaction := p_max_per_transaction;
+    v_ctx.run_mode := p_run_mode;
+    v_ctx.committed := 0;
+    v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    RETURN v_ctx;
+END
+$fn$;
+
+-- Raises what keeps a plan from running (not in a dry run): pending versions that carry no
+-- SQL (PM001), pending non-transactional migrations (PM005; p_hint says what to run instead);
+-- then tells the caller when the database is ahead of the batch (PM011).
+CREATE OR REPLACE FUNCTION pgmig._assert_runnable(p_manifest_only text, p_non_transactional text, p_ahead text,
+                                                  p_dry_run boolean, p_nontx_hint text, p_notices text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT p_dry_run AND p_manifest_only IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', p_manifest_only),
+            HINT = 'Send the full batch (with "sql") to apply them.';
+    END IF;
+    IF NOT p_dry_run AND p_non_transactional IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', p_non_transactional),
+            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction, a function or a procedure, so the engine cannot run it.',
+            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. ' || p_nontx_hint;
+    END IF;
+    IF p_ahead IS NOT NULL THEN
+        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', p_ahead),
+                              jsonb_build_object('ahead', string_to_array(p_ahead, ', ')::bigint[]), p_notices);
+    END IF;
+END
+$fn$;
+
 -- Raises PM001 for option values no call accepts.
 CREATE OR REPLACE FUNCTION pgmig._assert_options(p_target bigint, p_lock_budget integer, p_max_per_transaction integer)
 RETURNS void
@@ -558,18 +617,9 @@ BEGIN
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_apply');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
-    v_ctx.caller_path := v_caller_path;
-    v_ctx.caller_role := v_caller_role;
-    v_ctx.settings := pgmig._settings();
-    v_ctx.client_info := p_client_info;
-    v_ctx.client_application := v_app;
-    v_ctx.notices := pgmig._notices_mode(p_notices);
-    v_ctx.data := p_notices <> 'text';
+    v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
+                                 NULL, NULL, false, false);
     v_quiet := pgmig._quiet(p_notices);
-    v_ctx.lock_budget := nullif(p_lock_budget, 0);
-    v_ctx.run_mode := false;
-    v_ctx.committed := 0;
-    v_ctx.capture_failure := false;
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -595,25 +645,9 @@ BEGIN
     IF v_plan.drift THEN
         PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
     END IF;
-    IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
-            HINT = 'Send the full batch (with "sql") to apply them.';
-    END IF;
-    IF NOT p_dry_run AND v_plan.non_transactional IS NOT NULL THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
-            DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a function, so the engine cannot run it.',
-            HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
-                || 'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
-                || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.';
-    END IF;
-    IF v_plan.ahead IS NOT NULL THEN
-        PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
-                              jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
-    END IF;
+    PERFORM pgmig._assert_runnable(v_plan.manifest_only, v_plan.non_transactional, v_plan.ahead, p_dry_run,
+        'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
+        || 'outside a transaction, then record it with migrate_baseline or continue with pgmig push.', v_ctx.notices);
 
     IF p_dry_run OR v_plan.to_apply = 0 THEN
         RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, NULL, NULL);

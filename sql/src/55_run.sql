@@ -82,19 +82,8 @@ BEGIN
 
     PERFORM pgmig._assert_can_migrate('migrate_run');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
-    v_ctx.caller_path := v_caller_path;
-    v_ctx.caller_role := v_caller_role;
-    v_ctx.settings := pgmig._settings();
-    v_ctx.client_info := p_client_info;
-    v_ctx.client_application := v_app;
-    v_ctx.notices := pgmig._notices_mode(coalesce(p_notices, 'text'));
-    v_ctx.data := coalesce(p_notices, 'text') <> 'text';
-    v_ctx.lock_budget := CASE WHEN p_lock_budget IS NULL THEN pgmig._default_lock_budget()
-                              WHEN p_lock_budget > 0 THEN p_lock_budget END;
-    v_ctx.max_per_transaction := p_max_per_transaction;
-    v_ctx.run_mode := true;
-    v_ctx.committed := 0;
-    v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
@@ -137,24 +126,13 @@ BEGIN
                          ELSE format('nothing more was applied (%s migrations committed earlier by this call stay applied)', v_ctx.committed) END,
                     v_ctx.data);
             END IF;
-            IF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM001',
-                    MESSAGE = format('pgmig: versions %s are pending but the batch carries only their checksum; nothing was applied', v_plan.manifest_only),
-                    HINT = 'Send the full batch (with "sql") to apply them.';
-            END IF;
-            IF v_first AND NOT p_dry_run AND v_plan.non_transactional IS NOT NULL AND NOT p_stop_before_nontx THEN
-                RAISE EXCEPTION USING
-                    ERRCODE = 'PM005',
-                    MESSAGE = format('pgmig: non-transactional migrations are pending: %s; nothing was applied', v_plan.non_transactional),
-                    DETAIL = 'A migration marked "transactional": false (tern: ---- tern: disable-tx ----) runs statements that PostgreSQL refuses inside a transaction or a procedure, so the engine cannot run it.',
-                    HINT = 'Apply the batch with `pgmig push`, which runs such migrations from the client under the same lock. '
-                        || 'From SQL: CALL migrate_run(batch, stop_before_non_transactional => true) applies everything before it; '
-                        || 'then run its statements yourself outside a transaction and record it with migrate_baseline.';
-            END IF;
-            IF v_first AND v_plan.ahead IS NOT NULL THEN
-                PERFORM pgmig._notice('PM011', format('pgmig: the database is ahead of this batch: versions %s are applied but newer than every migration in it', v_plan.ahead),
-                                      jsonb_build_object('ahead', string_to_array(v_plan.ahead, ', ')::bigint[]), v_ctx.notices);
+            IF v_first THEN
+                PERFORM pgmig._assert_runnable(v_plan.manifest_only,
+                    CASE WHEN NOT p_stop_before_nontx THEN v_plan.non_transactional END, v_plan.ahead, p_dry_run,
+                    'From SQL: CALL migrate_run(batch, stop_before_non_transactional => true) applies everything before it; '
+                    || 'then run its statements yourself outside a transaction and record it with migrate_baseline.', v_ctx.notices);
+            ELSIF NOT p_dry_run AND v_plan.manifest_only IS NOT NULL THEN
+                PERFORM pgmig._assert_runnable(v_plan.manifest_only, NULL, NULL, false, NULL, v_ctx.notices);
             END IF;
             IF v_first THEN
                 v_ctx.total := v_plan.to_apply;

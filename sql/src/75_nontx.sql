@@ -254,13 +254,7 @@ DECLARE
     b   record;
     run record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_locks AS l
-                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
-                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM004',
-            MESSAGE = 'pgmig: nontx_finish must run in the transaction that called nontx_begin (it does not hold the history lock)';
-    END IF;
+    PERFORM pgmig._assert_holds_lock('nontx_finish', 'nontx_begin');
     SELECT * INTO b FROM pgmig._batch_rows(p_batch) AS x WHERE x.version = p_version;
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
     IF b.version IS NULL OR run.version IS NULL OR run.statements_done <> run.statements
@@ -381,13 +375,7 @@ DECLARE
     run record;
     h   record;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_locks AS l
-                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
-                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM004',
-            MESSAGE = 'pgmig: nontx_down_finish must run in the transaction that called nontx_down_begin (it does not hold the history lock)';
-    END IF;
+    PERFORM pgmig._assert_holds_lock('nontx_down_finish', 'nontx_down_begin');
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
     SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
     IF run.version IS NULL OR h.version IS NULL OR run.direction <> 'down' OR run.statements_done <> run.statements
@@ -416,5 +404,23 @@ BEGIN
     DELETE FROM pgmig.history AS x WHERE x.version = p_version;
     PERFORM set_config('pgmig.maintenance', '', true);
     PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)));
+END
+$fn$;
+
+-- Raises PM004 unless this transaction holds the history lock (p_what is the function that
+-- needs it, p_begin the one that should have taken it).
+CREATE OR REPLACE FUNCTION pgmig._assert_holds_lock(p_what text, p_begin text)
+RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_locks AS l
+                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM004',
+            MESSAGE = format('pgmig: %s must run in the transaction that called %s (it does not hold the history lock)', p_what, p_begin);
+    END IF;
 END
 $fn$;

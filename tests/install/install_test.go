@@ -357,7 +357,7 @@ func TestUpgradeFromPlain010(t *testing.T) {
 		"migrate_apply(jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text) "+
 			"migrate_apply(text,bigint,interval,boolean,boolean,boolean,text,integer,text) "+
 			"migrate_plan(jsonb,bigint,boolean,boolean,boolean) migrate_plan(text,bigint,boolean,boolean,boolean) "+
-			"migrate_rollback(bigint,interval,boolean,text,text)" {
+			"migrate_rollback(bigint,interval,boolean,text,text,boolean)" {
 		t.Fatalf("API signatures after the upgrade: %s", got)
 	}
 	if got := queryString(t, admin, `select coalesce(string_agg(sigs, ', '), '') from (
