@@ -320,7 +320,7 @@ func scanDir(fsys fs.FS, root []fs.DirEntry, format Format) (*dirScan, error) {
 			d.files = append(d.files, rf)
 			d.byPath[p] = rf
 		}
-		if flywayCallbackPattern.MatchString(name) {
+		if (strings.HasPrefix(name, "before") || strings.HasPrefix(name, "after")) && flywayCallbackPattern.MatchString(name) {
 			d.callbacks = append(d.callbacks, p)
 		}
 		if strings.HasSuffix(name, ".sql.conf") {
