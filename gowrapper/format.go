@@ -282,7 +282,7 @@ func looksLikeMigration(name string) bool {
 // optionally with __description (beforeMigrate.sql, afterEachMigrate__grants.sql).
 var flywayCallbackPattern = regexp.MustCompile(`^(before|after)[A-Z][A-Za-z]*(__.*)?\.(?i:sql)$`)
 
-// gooseGoPattern: goose's Go migrations, which are compiled into a goose
+// gooseGoMigration: a goose Go migration (NNN_name.go), compiled into a goose
 // binary; goose skips *_test.go.
 func gooseGoMigration(name string) bool {
 	digits, _, ok := strings.Cut(name, "_")
