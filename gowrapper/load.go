@@ -213,16 +213,10 @@ func loadTern(fsys fs.FS, d *dirScan, opts *LoadOpts) ([]*Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	var ms []*Migration
 	if slices.ContainsFunc(bodies, func(b fileBody) bool { return b.template }) {
-		ms, err = loadTemplates(fsys, d.root, files, bodies, shared, opts)
-	} else {
-		ms, err = loadPlain(files, bodies, shared)
+		return loadTemplates(fsys, d.root, files, bodies, shared, opts)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return ms, nil
+	return loadPlain(files, bodies, shared)
 }
 
 // fileBody is a migration file as read, and what can be derived from it
@@ -393,6 +387,11 @@ func readMigrationFiles(fsys fs.FS, files []migrationFile, maxReaders int) ([]fi
 
 // readFiles reads the files at paths, removes a leading byte-order mark,
 // checks the text and hands it to parse (b is only valid during the call).
+// Text PostgreSQL cannot store must be refused here, naming the file: the
+// JSON encoder would turn invalid UTF-8 into U+FFFD (the engine then finds
+// a checksum that does not match, naming no file) and the server rejects a
+// NUL (22P05).
+//
 // The first problem in the order of paths is reported. A directory from
 // LoadDir is read by up to maxReaders goroutines (parse is called from
 // them concurrently, for distinct i); any other fs.FS is read from this
