@@ -59,6 +59,7 @@ FUZZTIME ?= 60s
 .PHONY: fuzz
 fuzz: sql ## run each fuzzer for FUZZTIME (statement splitter, file loader, batches against a real server)
 	$(GO) test ./gowrapper -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./gowrapper -run '^$$' -fuzz '^FuzzFormats$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tests/hostile -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./tests/hostile -run '^$$' -fuzz '^FuzzBatchSQL$$' -fuzztime $(FUZZTIME) -parallel 1
 

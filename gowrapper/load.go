@@ -8,10 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,26 +32,49 @@ const downSeparator = "---- create above / drop below ----"
 
 var (
 	// tern: disableTxPattern; tern tests the *expanded* up SQL, so do we.
-	disableTxPattern = regexp.MustCompile(`(?m)^---- tern: disable-tx ----$`)
+	// Unlike tern, a line ending in "\r\n" (a file with Windows line
+	// endings) ends the marker too: tern misses it there and runs the file
+	// in a transaction, where its CREATE INDEX CONCURRENTLY fails.
+	disableTxPattern = regexp.MustCompile(`(?m)^---- tern: disable-tx ----\r?$`)
 	// pgmig's own marker, in the same style.
-	commitAfterPattern = regexp.MustCompile(`(?m)^---- pgmig: commit-after ----$`)
+	commitAfterPattern = regexp.MustCompile(`(?m)^---- pgmig: commit-after ----\r?$`)
 )
+
+// byteOrderMark is the UTF-8 encoding of U+FEFF, which some editors write
+// at the start of a file. Files are loaded as if it were not there: sent to
+// the server it is an invisible character in front of the first keyword,
+// and a syntax error.
+const byteOrderMark = "\ufeff"
 
 // Migration is one migration file, loaded and expanded.
 type Migration struct {
-	// Version is the number in the file name (001_x.sql is version 1).
+	// Version is the number in the file name (001_x.sql is version 1), the
+	// key the engine records. Flyway's dotted versions are encoded (see
+	// docs/formats.md: V1.2 is 10200), Label keeps them as written.
 	Version int64
-	// Name is the file name without the version prefix and the .sql suffix.
+	// Label is the version as its tool shows it ("1.2" for Flyway's
+	// V1_2__x.sql), for display; "" means the decimal Version. The engine
+	// records it in the history.
+	Label string
+	// Name is the file name without the version prefix and the .sql suffix
+	// (golang-migrate: without .up.sql; Flyway: the description).
 	Name string
 	// File is the path of the file inside the loaded fs.FS.
 	File string
-	// SQL is the up SQL exactly as tern would run it: the part above the
-	// down separator, trimmed, with templates expanded.
+	// Format is the format the file was read in.
+	Format Format
+	// Repeatable marks a Flyway R__ migration (Version 0), returned only in
+	// Loaded.Repeatable, never by Load.
+	Repeatable bool
+	// SQL is the up SQL pgmig runs: for tern exactly what tern would run
+	// (the part above the down separator, trimmed, with templates
+	// expanded); for the other formats docs/formats.md says what it is.
 	SQL string
-	// Down is the SQL below the separator, trimmed and expanded ("" if none).
+	// Down is the down SQL, trimmed and expanded ("" if none).
 	Down string
-	// Transactional is false when the expanded SQL carries tern's
-	// `---- tern: disable-tx ----` marker.
+	// Transactional is false when the migration must run outside a
+	// transaction: tern's `---- tern: disable-tx ----` marker in the
+	// expanded SQL, or the other tools' equivalents.
 	Transactional bool
 	// Checksum is the lowercase hex sha256 of the UTF-8 bytes of SQL, the
 	// checksum the engine stores in its history.
@@ -61,10 +84,6 @@ type Migration struct {
 	// does is committed before the next migration runs (e.g. a new enum
 	// value, unusable in the transaction that added it).
 	CommitAfter bool
-	// Label is the version as written in the file name for display, when
-	// it is not the plain number (a Flyway version such as "1.2"); "" means
-	// the decimal Version. The engine records it in the history.
-	Label string
 
 	// source is the up section as it is in the file, before trimming and
 	// template expansion; lead is what TrimSpace removed from its start.
@@ -76,25 +95,48 @@ type Migration struct {
 	// shared holds the shared template files (path → content) of the
 	// directory, to find where included text came from.
 	shared map[string]string
+	// Formats other than tern: text is the file as read, spans where each
+	// part of SQL came from in it.
+	text  string
+	spans []span
 }
 
 // LoadOpts configures Load and LoadDir. A nil *LoadOpts means defaults.
 type LoadOpts struct {
+	// Format forces a file format; "" tells it from the files (see
+	// docs/formats.md).
+	Format Format
 	// Data is the template data, as tern's Migrator.Data (tern's CLI fills
-	// it from the [data] section of tern.conf).
+	// it from the [data] section of tern.conf). For Flyway it holds the
+	// placeholders: ${name} is Data["name"] (names match in any case, as
+	// in Flyway; values are formatted with fmt.Sprint).
 	Data map[string]any
+	// Env is the environment goose's `-- +goose ENVSUB ON` substitutes
+	// from; nil is an empty one. goose reads the process environment: pass
+	// EnvMap(os.Environ()) for the same result.
+	Env map[string]string
+}
+
+// EnvMap turns KEY=value strings (os.Environ()) into a map for
+// LoadOpts.Env; for a key given twice the last value wins, as in
+// os.Getenv.
+func EnvMap(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	return env
 }
 
 // LoadDir loads the migrations of a directory; see Load.
 func LoadDir(dir string, opts *LoadOpts) ([]*Migration, error) {
-	st, err := os.Stat(dir)
+	l, err := LoadDirAll(dir, opts)
 	if err != nil {
-		return nil, fmt.Errorf("loading migrations: %w", err)
+		return nil, err
 	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("loading migrations: %s is not a directory", dir)
-	}
-	return Load(&dirFS{FS: os.DirFS(dir), dir: dir}, opts)
+	return versioned(l)
 }
 
 // dirFS is os.DirFS(dir) for LoadDir: knowing the files are plain files of
@@ -104,52 +146,76 @@ type dirFS struct {
 	dir string
 }
 
-// Load loads migrations in tern's format from the root of fsys (a directory
-// via os.DirFS, or an embed.FS sub-tree via fs.Sub) with tern's own loader,
-// so the SQL is byte for byte what `tern migrate` would run: NNN_name.sql
-// files numbered 1, 2, 3... without gaps, the down section after
+// Load loads the migrations at the root of fsys (a directory via
+// os.DirFS, or an embed.FS sub-tree via fs.Sub), in version order. The
+// files may be in tern's format or in golang-migrate's, goose's, dbmate's,
+// sql-migrate's or Flyway's: the format is told from the files (one format
+// per directory) or forced with opts.Format, and recorded in each
+// Migration. docs/formats.md gives each format's rules.
+//
+// Files in tern's format are read with tern's own loader, so the SQL is
+// byte for byte what `tern migrate` would run: NNN_name.sql files numbered
+// 1, 2, 3... without gaps, the down section after
 // `---- create above / drop below ----`, Go templates (sprig functions,
 // shared .sql files in sub-folders usable with {{ template "path" . }}, and
-// opts.Data).
+// opts.Data). When no migration file contains a template action ({{),
+// tern's loader is not called: text without actions expands to itself, so
+// the SQL is the trimmed sections of each file, exactly what tern would
+// produce (a test loads a varied corpus both ways and compares).
 //
-// When no migration file contains a template action ({{), tern's loader is
-// not called: text without actions expands to itself, so the SQL is the
-// trimmed sections of each file, exactly what tern would produce (a test
-// loads a varied corpus both ways and compares).
+// Every format: a UTF-8 byte-order mark at the start of a file is ignored;
+// a .sql file that looks like a migration (its name starts with a digit,
+// or with V, U or R as Flyway's do) but matches no rule of the format is
+// an error, not skipped. Flyway's repeatable migrations are not returned:
+// see LoadAll.
 //
-// Problems are reported as a *LoadError naming the file, matching one of
+// Problems are reported as a *LoadError naming the file (with a
+// *LineError naming the line where there is one), matching one of
 // ErrNoMigrations, ErrDuplicateVersion, ErrMissingVersion,
-// ErrEmptyMigration, ErrTemplate, ErrInvalidText (a file that is not valid
-// UTF-8 or holds a NUL byte: the message gives the line and column) with
-// errors.Is.
+// ErrEmptyMigration, ErrTemplate, ErrInvalidFileName, ErrInvalidText (a
+// file that is not valid UTF-8 or holds a NUL byte: the message gives the
+// line and column), ErrMixedFormats, ErrUnmatchedFile, ErrMarker,
+// ErrTransactionControl, ErrSubstitution, ErrUnsupported with errors.Is.
 func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
-	if opts == nil {
-		opts = &LoadOpts{}
-	}
-	root, err := fs.ReadDir(fsys, ".")
-	if err != nil {
-		return nil, fmt.Errorf("loading migrations: %w", err)
-	}
-	files, err := scanMigrationFiles(root)
+	l, err := LoadAll(fsys, opts)
 	if err != nil {
 		return nil, err
 	}
-	// Text PostgreSQL cannot store must be refused here, naming the file:
-	// the JSON encoder would turn invalid UTF-8 into U+FFFD (the engine then
-	// finds a checksum that does not match, naming no file) and the server
-	// rejects a NUL (22P05).
-	bodies, err := readMigrationFiles(fsys, files, readers(len(files)))
-	if err != nil {
-		return nil, err
-	}
-	shared, err := parseSharedTemplates(fsys, root)
-	if err != nil {
-		return nil, err
-	}
-	for _, b := range bodies {
-		if b.template {
-			return loadTemplates(fsys, root, files, bodies, shared, opts)
+	return versioned(l)
+}
+
+// versioned: the versioned migrations of l, which must not be none.
+func versioned(l *Loaded) ([]*Migration, error) {
+	if len(l.Migrations) == 0 {
+		err := noMigrations(l.Format)
+		if len(l.Repeatable) > 0 {
+			err = fmt.Errorf("%w; the %d repeatable migrations (R__) are not applied by pgmig yet", err, len(l.Repeatable))
 		}
+		return nil, err
+	}
+	return l.Migrations, nil
+}
+
+// loadTern loads a directory in tern's format, the files read already.
+func loadTern(fsys fs.FS, d *dirScan, opts *LoadOpts) ([]*Migration, error) {
+	files, err := scanMigrationFiles(d.root)
+	if err != nil {
+		return nil, err
+	}
+	bodies := make([]fileBody, len(files))
+	for i, f := range files {
+		rf := d.byPath[f.path]
+		if rf == nil || rf.tern == nil { // read by scanDir as looking like a migration, parsed if tern-named
+			return nil, fmt.Errorf("loading migrations: %s was not read", f.path)
+		}
+		bodies[i] = *rf.tern
+	}
+	shared, err := parseSharedTemplates(fsys, d.root)
+	if err != nil {
+		return nil, err
+	}
+	if slices.ContainsFunc(bodies, func(b fileBody) bool { return b.template }) {
+		return loadTemplates(fsys, d.root, files, bodies, shared, opts)
 	}
 	return loadPlain(files, bodies, shared)
 }
@@ -247,16 +313,23 @@ func newMigration(f migrationFile, body *fileBody, up, down, sum string, shared 
 		Version:       f.version,
 		Name:          f.name,
 		File:          f.path,
+		Format:        FormatTern,
 		SQL:           up,
 		Down:          down,
 		Transactional: !disableTx(up),
-		CommitAfter:   strings.Contains(up, "---- pgmig: commit-after ----") && commitAfterPattern.MatchString(up),
+		CommitAfter:   commitAfter(up),
 		Checksum:      sum,
 		source:        body.source,
 		lead:          body.lead,
 		templated:     strings.TrimSpace(body.source) != up,
 		shared:        shared,
 	}
+}
+
+// commitAfter: the SQL holds pgmig's `---- pgmig: commit-after ----` line
+// (a cheap search first: the multi-line regexp backtracks over every line).
+func commitAfter(sql string) bool {
+	return strings.Contains(sql, "---- pgmig: commit-after ----") && commitAfterPattern.MatchString(sql)
 }
 
 // checksum is Migration.Checksum of up SQL.
@@ -297,15 +370,36 @@ func readers(n int) int {
 	return max(1, min(runtime.GOMAXPROCS(0)-1, n/256))
 }
 
-// readMigrationFiles reads every migration file, checks its text and, in
-// case no file turns out to be a template, derives its sections and
-// checksum. The first problem in version order is reported. A directory
-// from LoadDir is read by up to maxReaders goroutines; any other fs.FS is
-// read from this goroutine only, as fs.FS implementations need not be safe
-// for concurrent use.
+// readMigrationFiles reads every migration file of a tern directory,
+// checks its text and, in case no file turns out to be a template, derives
+// its sections and checksum.
 func readMigrationFiles(fsys fs.FS, files []migrationFile, maxReaders int) ([]fileBody, error) {
 	bodies := make([]fileBody, len(files))
-	errs := make([]error, len(files))
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.path
+	}
+	err := readFiles(fsys, paths, maxReaders, func(i int, b []byte) { bodies[i] = parseBody(b) })
+	if err != nil {
+		return nil, err
+	}
+	return bodies, nil
+}
+
+// readFiles reads the files at paths, removes a leading byte-order mark,
+// checks the text and hands it to parse (b is only valid during the call).
+// Text PostgreSQL cannot store must be refused here, naming the file: the
+// JSON encoder would turn invalid UTF-8 into U+FFFD (the engine then finds
+// a checksum that does not match, naming no file) and the server rejects a
+// NUL (22P05).
+//
+// The first problem in the order of paths is reported. A directory from
+// LoadDir is read by up to maxReaders goroutines (parse is called from
+// them concurrently, for distinct i); any other fs.FS is read from this
+// goroutine only, as fs.FS implementations need not be safe for concurrent
+// use.
+func readFiles(fsys fs.FS, paths []string, maxReaders int, parse func(i int, b []byte)) error {
+	errs := make([]error, len(paths))
 	var read func(name string, buf []byte) ([]byte, error)
 	workers := 1
 	if d, ok := fsys.(*dirFS); ok {
@@ -321,19 +415,20 @@ func readMigrationFiles(fsys fs.FS, files []migrationFile, maxReaders int) ([]fi
 		var buf []byte
 		for {
 			i := int(next.Add(1) - 1)
-			if i >= len(files) {
+			if i >= len(paths) {
 				return
 			}
-			b, err := read(files[i].path, buf[:0])
+			b, err := read(paths[i], buf[:0])
 			if err == nil {
+				buf = b
+				b = bytes.TrimPrefix(b, []byte(byteOrderMark))
 				err = checkText(b, "")
 			}
 			if err != nil {
-				errs[i] = &LoadError{File: files[i].path, Err: err}
+				errs[i] = &LoadError{File: paths[i], Err: err}
 				continue
 			}
-			buf = b
-			bodies[i] = parseBody(b)
+			parse(i, b)
 		}
 	}
 	var wg sync.WaitGroup
@@ -344,10 +439,10 @@ func readMigrationFiles(fsys fs.FS, files []migrationFile, maxReaders int) ([]fi
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return bodies, nil
+	return nil
 }
 
 func parseBody(b []byte) fileBody {
@@ -589,6 +684,11 @@ type Location struct {
 // Locate maps a 1-based character position in m.SQL (PostgreSQL's error
 // position) to a line and column of the file.
 //
+// For formats other than tern the SQL is assembled from parts of the file
+// and the mapping is exact, except in text that goose's ENVSUB or a Flyway
+// placeholder produced: that maps to where the variable is written, and
+// Expanded is set.
+//
 // Without templates the up SQL is the file's first section minus leading
 // blanks, so the mapping is exact. With templates, lines of the expanded SQL
 // are matched to lines of the source by a longest-common-subsequence of
@@ -608,6 +708,9 @@ func (m *Migration) Locate(position int) (Location, bool) {
 		}
 	}
 	before := string(sqlRunes[:position-1])
+	if m.Format != "" && m.Format != FormatTern {
+		return m.locateMapped(len(before))
+	}
 	expLine := strings.Count(before, "\n")                                // 0-based
 	expCol := len([]rune(before[strings.LastIndex(before, "\n")+1:])) + 1 // 1-based
 	expLines := strings.Split(m.SQL, "\n")

@@ -23,7 +23,7 @@ var plainCorpus = []string{
 	"create table a (id int);\n---- create above / drop below ----\ndrop table a;\n",
 	"\n\n  \t-- leading blanks and a comment\ncreate table b (id int);\n\n\n",
 	"create table c (id int);\r\n-- CRLF\r\n---- create above / drop below ----\r\ndrop table c;\r\n",
-	"\ufeffselect 'byte order mark stays, as in tern';",
+	"\ufeffselect 'a byte order mark is dropped (tern keeps it: a syntax error)';",
 	"\u00a0\u2028\u3000select 'Unicode blanks are trimmed';\u00a0\u3000\n",
 	"\u0085\v\f select 'NEL, VT, FF too';\u0085\n---- create above / drop below ----\u0085drop\u00a0",
 	"---- tern: disable-tx ----\ncreate index concurrently on a (id);\n",
@@ -122,6 +122,9 @@ func TestPlainLoadMatchesTern(t *testing.T) {
 	}
 	for i, tm := range m.Migrations {
 		p := plain[i]
+		// The one difference: pgmig loads a file as if a leading byte-order
+		// mark were not there.
+		tm.UpSQL = strings.TrimPrefix(tm.UpSQL, "\ufeff")
 		if p.File != tm.Name || p.Version != int64(tm.Sequence) || p.SQL != tm.UpSQL || p.Down != tm.DownSQL {
 			t.Errorf("%s: pgmig %d %q %q, tern %d %q %q", p.File, p.Version, p.SQL, p.Down, tm.Sequence, tm.UpSQL, tm.DownSQL)
 		}

@@ -26,7 +26,16 @@ type statement struct {
 //   - /* ... */ nested.
 //
 // Unterminated constructs run to the end of the text. Statements are
-// trimmed of surrounding whitespace; empty ones are dropped. tern's own
+// trimmed of surrounding whitespace; empty ones are dropped.
+//
+// A `;` inside the SQL-standard body of CREATE [OR REPLACE] FUNCTION or
+// PROCEDURE (`BEGIN ATOMIC ... END`, PostgreSQL 14+) does not end the
+// statement: the server's lexer does not split statements at all (its
+// grammar knows the body), so this follows psql's lexer (psqlscan.l),
+// which counts BEGIN / CASE / END words outside parentheses in a statement
+// that starts with those words. Without it, such a function in a
+// non-transactional migration was sent in pieces, and an `END;` closing it
+// looked like transaction control. tern's own
 // splitter (for its disable-tx migrations) differs in a few corner cases
 // where it misreads SQL — a backslash at the end of a -- comment, `e'`
 // after an identifier, `$` inside an identifier, a `$$` just before the
@@ -42,6 +51,8 @@ func splitStatements(sql string) []statement {
 	}
 	start := 0
 	identBefore := false // the previous byte continues an identifier or number
+	var body atomicBody
+	parens := 0
 	for i := 0; i < len(sql); {
 		c := sql[i]
 		next := byte(0)
@@ -81,11 +92,29 @@ func splitStatements(sql string) []statement {
 			i = skipBlockComment(sql, i+2)
 			identBefore = false
 		case c == ';':
-			add(start, i+1)
 			i++
-			start = i
 			identBefore = false
+			if body.depth == 0 {
+				add(start, i)
+				start = i
+				body = atomicBody{}
+				parens = 0
+			}
+		case !identBefore && identStart(c):
+			j := i + 1
+			for j < len(sql) && (identByte(sql[j]) || sql[j] == '$') {
+				j++
+			}
+			body.word(sql[i:j], parens)
+			i = j
+			identBefore = true
 		default:
+			switch c {
+			case '(':
+				parens++
+			case ')':
+				parens = max(0, parens-1)
+			}
 			identBefore = identByte(c) || c == '$' && identBefore
 			i++
 		}
@@ -95,6 +124,49 @@ func splitStatements(sql string) []statement {
 		out = []statement{{text: sql}}
 	}
 	return out
+}
+
+// atomicBody follows psql's heuristic for the BEGIN ATOMIC body of a
+// statement: the first letters of its first four words where those words
+// are CREATE, OR, REPLACE, FUNCTION or PROCEDURE, and, in a statement that
+// starts CREATE [OR REPLACE] FUNCTION|PROCEDURE, the nesting of BEGIN (and
+// CASE inside it) against END outside parentheses.
+type atomicBody struct {
+	words int
+	first [4]byte
+	depth int
+}
+
+func (b *atomicBody) word(w string, parens int) {
+	if b.words < len(b.first) {
+		for _, k := range [...]string{"create", "function", "procedure", "or", "replace"} {
+			if strings.EqualFold(w, k) {
+				b.first[b.words] = k[0]
+			}
+		}
+	}
+	b.words++
+	f := b.first
+	if f[0] != 'c' || parens != 0 || !(f[1] == 'f' || f[1] == 'p' || f[1] == 'o' && f[2] == 'r' && (f[3] == 'f' || f[3] == 'p')) {
+		return
+	}
+	switch {
+	case strings.EqualFold(w, "begin"):
+		b.depth++
+	case strings.EqualFold(w, "case"):
+		if b.depth > 0 {
+			b.depth++
+		}
+	case strings.EqualFold(w, "end"):
+		if b.depth > 0 {
+			b.depth--
+		}
+	}
+}
+
+// identStart: a byte that can start an identifier (scan.l's ident_start).
+func identStart(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= 0x80
 }
 
 // identByte: a byte that can continue an identifier or a number (scan.l's

@@ -10,6 +10,9 @@ import (
 // topLevelSemicolons is an independent reading of PostgreSQL's lexical
 // rules (scan.l, standard_conforming_strings on), written as an explicit
 // state machine: the byte offsets of the semicolons that end statements.
+// As in psql (psqlscan.l), a statement that starts CREATE [OR REPLACE]
+// FUNCTION|PROCEDURE is not ended by a `;` between BEGIN and its END
+// (CASE ... END nested inside counted), words in parentheses aside.
 func topLevelSemicolons(sql string) []int {
 	const (
 		raw = iota
@@ -24,6 +27,24 @@ func topLevelSemicolons(sql string) []int {
 	state, depth := raw, 0
 	tag := ""
 	prevIdent := false
+	// The words of the current statement (lower case), the parentheses
+	// open, and the BEGIN ... END nesting of a routine body.
+	var words []string
+	parens, nest := 0, 0
+	routine := func() bool {
+		is := func(i int, w ...string) bool {
+			if i >= len(words) || i >= 4 {
+				return false
+			}
+			for _, x := range w {
+				if words[i] == x {
+					return true
+				}
+			}
+			return false
+		}
+		return is(0, "create") && (is(1, "function", "procedure") || is(1, "or") && is(2, "replace") && is(3, "function", "procedure"))
+	}
 	for i := 0; i < len(sql); i++ {
 		c := sql[i]
 		at := func(s string) bool { return strings.HasPrefix(sql[i:], s) }
@@ -31,9 +52,16 @@ func topLevelSemicolons(sql string) []int {
 		case raw:
 			wasIdent := prevIdent
 			prevIdent = false
+			letter := func(b byte) bool { return b == '_' || b >= 0x80 || unicode.IsLetter(rune(b)) }
 			switch {
+			case c == ';' && nest > 0:
 			case c == ';':
 				out = append(out, i)
+				words, parens = nil, 0
+			case c == '(':
+				parens++
+			case c == ')' && parens > 0:
+				parens--
 			case c == '\'':
 				state = single
 			case (c == 'e' || c == 'E') && at(string(c)+"'") && !wasIdent:
@@ -59,6 +87,25 @@ func topLevelSemicolons(sql string) []int {
 				} else {
 					prevIdent = true
 				}
+			case !wasIdent && letter(c) && !(c == 'e' || c == 'E') || !wasIdent && (c == 'e' || c == 'E') && !at(string(c)+"'"):
+				j := i
+				for j < len(sql) && (letter(sql[j]) || sql[j] >= '0' && sql[j] <= '9' || sql[j] == '$') {
+					j++
+				}
+				w := strings.ToLower(sql[i:j])
+				words = append(words, w)
+				if routine() && parens == 0 {
+					switch {
+					case w == "begin":
+						nest++
+					case w == "case" && nest > 0:
+						nest++
+					case w == "end" && nest > 0:
+						nest--
+					}
+				}
+				i = j - 1
+				prevIdent = true
 			default:
 				prevIdent = c == '_' || c == '$' || c >= 0x80 || unicode.IsLetter(rune(c)) || unicode.IsDigit(rune(c))
 			}
@@ -187,6 +234,11 @@ var splitSeeds = []string{
 	"select 1 /* */; select 2 --\n;",
 	"select '\xff;'; select \xfe;",
 	"select 1e'x'; select 2",
+	"create function f() returns int language sql begin atomic select 1; select 2; end; select 3;",
+	"CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC SELECT CASE WHEN true THEN 1 END; END; END;",
+	"create function f(begin int) returns int return begin; select 2;",
+	"create table begin (x int); select 1;",
+	"create or replace function f() returns int begin atomic; end; begin; commit;",
 }
 
 func TestSplitSeeds(t *testing.T) {

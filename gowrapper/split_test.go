@@ -33,6 +33,14 @@ func TestSplitStatements(t *testing.T) {
 			[]string{`select 1;`, `SELECT $test$ (select $$nested$$ || $testing$strings;$testing$) $test$;`, `select 2;`}},
 		{"select E'it\\'s; fine'; select 2", []string{`select E'it\'s; fine';`, `select 2`}},
 		{"select $a$ x $", []string{`select $a$ x $`}}, // tern itself panics here
+		// SQL-standard routine bodies are one statement, as psql sends them.
+		{"create function f() returns int language sql\nbegin atomic\n  select 1;\n  select case when true then 2 end;\nend;\nselect 3;",
+			[]string{"create function f() returns int language sql\nbegin atomic\n  select 1;\n  select case when true then 2 end;\nend;", `select 3;`}},
+		{"CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END; END;",
+			[]string{"CREATE OR REPLACE PROCEDURE p() BEGIN ATOMIC INSERT INTO t VALUES (1); END;", "END;"}},
+		{"create function f(begin int) returns int return 1; begin; select 1; commit;",
+			[]string{"create function f(begin int) returns int return 1;", "begin;", "select 1;", "commit;"}},
+		{"create table begin (x int); select 1;", []string{"create table begin (x int);", "select 1;"}},
 	} {
 		got := splitStatements(tt.sql)
 		var texts []string

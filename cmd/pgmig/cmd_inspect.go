@@ -25,7 +25,7 @@ func runPlan(ctx context.Context, inv *invocation) (result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return planResult{res}, nil
+	return planResult{res: res, format: formatOf(ms)}, nil
 }
 
 // runStatus shows the history, and what is pending when --dir holds
@@ -60,6 +60,7 @@ func runStatus(ctx context.Context, inv *invocation) (result, error) {
 	l := <-load
 	switch {
 	case l.err == nil:
+		res.format = formatOf(l.ms)
 		res.plan, err = client.Plan(ctx, l.ms, inv.planOpts())
 	case !errors.Is(l.err, pgmig.ErrNoMigrations):
 		err = l.err
@@ -130,4 +131,12 @@ func waitForLock(ctx context.Context, client *pgmig.Client, out *output, announc
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// formatOf is the file format the migrations were read in.
+func formatOf(ms []*pgmig.Migration) pgmig.Format {
+	if len(ms) == 0 {
+		return ""
+	}
+	return ms[0].Format
 }

@@ -137,7 +137,7 @@ func TestConfigFileErrors(t *testing.T) {
 		{"[databse]\n", "pgmig.conf:1: unknown section [databse]"},
 		{"[ssh-tunnel]\nhost = bastion\n", "does not open SSH tunnels"},
 		{"[pgmig]\nto = 3\n", "per-run flags"},
-		{"[pgmig]\nformat = goose\n", "reads tern's format only"},
+		{"[pgmig]\nformat = liquibase\n", "unknown format \"liquibase\""},
 		{"dir = {{ .Nope }\n", "template"},
 		{"just words\n", "pgmig.conf:1: cannot parse"},
 	} {

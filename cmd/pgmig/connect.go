@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	pgmig "github.com/pgmig/pgmig/gowrapper"
 )
@@ -25,21 +26,14 @@ func (inv *invocation) connect(ctx context.Context) (*pgmig.Client, error) {
 // loadOpts is how the migration files are read: the template data of
 // --data, PGMIG_DATA and [data].
 func (inv *invocation) loadOpts() (*pgmig.LoadOpts, error) {
-	if f := inv.opts.format; f != "" && f != "tern" {
-		// The library reads tern's format only so far. Loading another
-		// tool's files as tern's would misread them (goose's Down section
-		// would run as part of the up SQL), so the name is refused rather
-		// than ignored.
-		return nil, usagef("--format %s (%s): this pgmig reads tern's format only", f, inv.opts.sources[flagFormat.name])
+	opts := &pgmig.LoadOpts{Format: pgmig.Format(inv.opts.format), Env: pgmig.EnvMap(os.Environ())}
+	if len(inv.opts.data) > 0 {
+		opts.Data = make(map[string]any, len(inv.opts.data))
+		for k, v := range inv.opts.data {
+			opts.Data[k] = v
+		}
 	}
-	if len(inv.opts.data) == 0 {
-		return nil, nil
-	}
-	data := make(map[string]any, len(inv.opts.data))
-	for k, v := range inv.opts.data {
-		data[k] = v
-	}
-	return &pgmig.LoadOpts{Data: data}, nil
+	return opts, nil
 }
 
 // loadAndConnect loads the migrations of --dir while it connects: loading

@@ -121,7 +121,7 @@ var (
 		set:   func(o *options, v string) error { o.dir = v; return nil }}
 	flagFormat = &flagDef{name: "format", arg: "NAME", config: "format",
 		usage:   "format of the migration files: " + strings.Join(formatNames, ", "),
-		defHelp: "tern",
+		defHelp: "told from the files",
 		set:     setFormat}
 	flagData = &flagDef{name: "data", arg: "KEY=VALUE", repeat: true,
 		usage:   "template data for the migration files, as {{.KEY}} (repeatable; also PGMIG_DATA=k=v,k2=v2 and the config file's [data])",

@@ -88,10 +88,21 @@ func (r pushResult) text(o *output) {
 	}
 }
 
-type planResult struct{ res *pgmig.PlanResult }
+type planResult struct {
+	res    *pgmig.PlanResult
+	format pgmig.Format
+}
 
-func (r planResult) jsonValue() any { return r.res }
+func (r planResult) jsonValue() any {
+	return struct {
+		*pgmig.PlanResult
+		Format pgmig.Format `json:"format,omitempty"`
+	}{r.res, r.format}
+}
 func (r planResult) text(o *output) {
+	if r.format != "" {
+		o.say("Files: %s format.", r.format)
+	}
 	if r.res.Pending == 0 {
 		o.say("Nothing to apply: the database is at version %d.", r.res.Version)
 		return
@@ -153,16 +164,18 @@ func (r validateResult) text(o *output) {
 const statusRows = 20
 
 type statusResult struct {
-	st   *pgmig.StatusResult
-	plan *pgmig.PlanResult // nil: no migrations in --dir, or they could not be checked
-	all  bool
+	st     *pgmig.StatusResult
+	plan   *pgmig.PlanResult // nil: no migrations in --dir, or they could not be checked
+	format pgmig.Format      // of the files in --dir
+	all    bool
 }
 
 func (r statusResult) jsonValue() any {
 	v := struct {
 		*pgmig.StatusResult
 		Pending []pgmig.MigrationResult `json:"pending,omitempty"`
-	}{StatusResult: r.st}
+		Format  pgmig.Format            `json:"format,omitempty"`
+	}{StatusResult: r.st, Format: r.format}
 	if r.plan != nil {
 		for _, m := range r.plan.Migrations {
 			if m.Outcome == pgmig.OutcomePending {
@@ -223,6 +236,9 @@ func (r statusResult) text(o *output) {
 		}
 	}
 	if r.plan != nil {
+		if r.format != "" {
+			fmt.Fprintf(o.stdout, "Files: %s format.\n", r.format)
+		}
 		if r.plan.Pending == 0 {
 			fmt.Fprintln(o.stdout, "Nothing pending.")
 		} else {

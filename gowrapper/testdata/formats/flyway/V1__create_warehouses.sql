@@ -1,0 +1,4 @@
+CREATE TABLE warehouses (
+    id   bigserial PRIMARY KEY,
+    code text NOT NULL
+);

@@ -1,0 +1,1 @@
+-- Replaced by V3; kept so that every environment records the version.

@@ -1,0 +1,1 @@
+﻿INSERT INTO warehouses (code, city) VALUES ('BER1', 'Berlin');

@@ -1,0 +1,12 @@
+-- golang-migrate runs a file as written: this project wraps each one itself.
+BEGIN;
+
+CREATE TABLE customers (
+    id    bigserial PRIMARY KEY,
+    name  text NOT NULL,
+    email text UNIQUE
+);
+
+COMMENT ON TABLE customers IS 'one row per paying customer';
+
+COMMIT;

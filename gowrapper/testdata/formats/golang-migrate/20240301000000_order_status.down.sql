@@ -1,0 +1,4 @@
+BEGIN;
+ALTER TABLE orders DROP COLUMN status;
+DROP TYPE order_status;
+COMMIT;

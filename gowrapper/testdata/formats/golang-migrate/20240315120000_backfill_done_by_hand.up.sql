@@ -1,0 +1,2 @@
+-- The backfill of orders.status was run by hand in production (ticket OPS-412).
+-- The file stays so that every environment records the version.

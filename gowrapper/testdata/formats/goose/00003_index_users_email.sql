@@ -1,0 +1,7 @@
+-- +goose NO TRANSACTION
+-- +goose Up
+SET lock_timeout = '2s';
+CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);
+
+-- +goose Down
+DROP INDEX CONCURRENTLY users_email_key;

@@ -1,0 +1,4 @@
+-- +migrate Up
+-- Superseded by 20220501000000; kept so every database records it.
+
+-- +migrate Down
