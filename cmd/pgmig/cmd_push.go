@@ -8,6 +8,9 @@ import (
 
 func runPush(ctx context.Context, inv *invocation) (result, error) {
 	o := inv.opts
+	if o.fleet() {
+		return runFleet(ctx, inv)
+	}
 	// An up-to-date database is answered by comparing this digest with the
 	// files': ask for it while they load. An error here is left for Push to
 	// report, as it would without the early read.

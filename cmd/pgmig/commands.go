@@ -92,10 +92,13 @@ func init() {
 				"consecutive atomic transactions; non-transactional migrations run statement by statement from pgmig " +
 				"under the same lock (docs/nontransactional.md). Nothing pending is answered by a lock-free check " +
 				"without uploading SQL. A failing migration is shown with its file, line and column; the database keeps " +
-				"what it had before the failing step.",
+				"what it had before the failing step. With --targets FILE or --targets-query SQL, pushes the same migrations " +
+				"to many databases, --parallel at once, the --canary first; one line per database, a summary, exit 1 " +
+				"when any failed (docs/fleet.md).",
 			flags: flagsOf([]*flagDef{flagTarget, flagLockTimeout.withDefault("the server's lock_timeout (normally: wait)"),
-				flagAllowOutOfOrder, flagAllowMissing, flagSegmentSize}, fileFlags, connFlags, outputFlags),
-			run: runPush,
+				flagAllowOutOfOrder, flagAllowMissing, flagSegmentSize}, fleetFlags, fileFlags, connFlags, outputFlags),
+			validate: validatePush,
+			run:      runPush,
 		},
 		{
 			name: "status", op: "reading the status",

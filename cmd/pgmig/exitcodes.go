@@ -25,7 +25,7 @@ var exitCodes = []struct {
 	meaning string
 }{
 	{exitOK, "success (including \"nothing to apply\")"},
-	{exitMigration, "a migration failed; its transaction was rolled back"},
+	{exitMigration, "a migration failed; its transaction was rolled back (a fleet push: some target failed)"},
 	{exitUsage, "usage, configuration, connection or engine problem (not installed, unsupported version)"},
 	{exitLocked, "lock timeout: another migrator holds the lock"},
 	{exitValidation, "drift or validation error (changed/missing/out-of-order versions, bad files, an interrupted non-transactional migration waiting for `pgmig resolve`)"},
@@ -60,7 +60,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, pgmig.ErrConnectionLost):
 		return exitLost
-	case errors.As(err, &merr), errors.Is(err, pgmig.ErrNotRunnable):
+	case errors.As(err, &merr), errors.Is(err, pgmig.ErrNotRunnable), errors.Is(err, pgmig.ErrFleetFailed):
 		return exitMigration
 	case errors.As(err, &pgErr) && pgErr.Code == codePM008:
 		// A migration (or a recorded down SQL) touched the history: that

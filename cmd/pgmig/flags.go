@@ -41,6 +41,11 @@ type options struct {
 	fromTern        bool
 	ternTable       string
 	retry, applied  bool
+	// fleet (cmd_fleet.go)
+	targets, targetsQuery string
+	parallel, canary      int
+	continueOnError       bool
+	install               bool
 
 	// sources says where each flag's value came from ("flag --dir",
 	// "env PGMIG_DIR", "config pgmig.conf:3", "default"), for `pgmig config`.

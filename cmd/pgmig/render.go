@@ -78,6 +78,10 @@ func (o *output) report(res result, err error) {
 	default:
 		doc = withError(marshal(res.jsonValue()), marshal(o.errorObject(err).Error))
 	}
+	if l, ok := res.(interface{ oneLine() bool }); ok && l.oneLine() {
+		_, _ = o.stdout.Write(append(doc, '\n'))
+		return
+	}
 	var indented bytes.Buffer
 	if json.Indent(&indented, doc, "", "  ") != nil {
 		indented.Reset()

@@ -74,6 +74,14 @@ func startLocal(ctx context.Context) (*Cluster, error) {
 // removed at cleanup. Needs local server binaries, whatever the backend.
 func PrivateCluster(tb testing.TB, settings ...string) string {
 	tb.Helper()
+	return SetParam(PrivateLocal(tb, settings...).URL("postgres"), "application_name", ApplicationName)
+}
+
+// PrivateLocal is PrivateCluster as a *Local, for a test that stops the
+// server (StopImmediate) while a client uses it, without touching the
+// shared server. Stopped and removed at cleanup.
+func PrivateLocal(tb testing.TB, settings ...string) *Local {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if settings == nil {
@@ -84,8 +92,12 @@ func PrivateCluster(tb testing.TB, settings ...string) string {
 		tb.Fatalf("pgtest: a private cluster needs local server binaries: %v\n%s", err, howToProvide)
 	}
 	tb.Cleanup(func() { _ = ls.destroy() })
-	return SetParam((&Local{ls}).URL("postgres"), "application_name", ApplicationName)
+	return &Local{ls}
 }
+
+// StopImmediate stops the server at once (pg_ctl stop -m immediate): every
+// session ends without a goodbye, as in a crash.
+func (l *Local) StopImmediate() error { return l.ls.stop() }
 
 // Local is a throwaway cluster from local server binaries for programs that
 // are not tests (the benchmark), started by StartLocal.
