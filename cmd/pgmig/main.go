@@ -168,6 +168,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "version", "--version", "-version":
 		return cmdVersion(args, stdout, stderr)
+	case "batch":
+		return runBatch(ctx, args, stdout, stderr)
+	case "bundle":
+		return runBundle(ctx, args, stdout, stderr)
+	case "stage":
+		return runStage(ctx, args, stdout, stderr)
 	}
 
 	var o options
