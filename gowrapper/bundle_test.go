@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	pgmig "github.com/pgmig/pgmig/gowrapper"
-	"github.com/pgmig/pgmig/tests/pgtest"
 	pgmigsql "github.com/pgmig/pgmig/sql"
+	"github.com/pgmig/pgmig/tests/pgtest"
 )
 
 // A bundle is deterministic, ASCII, and says in its header what it holds.

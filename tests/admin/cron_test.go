@@ -221,4 +221,3 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 		t.Errorf("the failed release applied %d migrations (one transaction: want none)", n)
 	}
 }
-
