@@ -43,7 +43,7 @@ func requirePgCron(t *testing.T) {
 
 // buildCLI builds the pgmig command into dir: the race below is with the
 // real CLI, as an operator or a CI job would run it.
-func buildCLI(t *testing.T, dir string) string {
+func buildCLI(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "pgmig")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/pgmig/pgmig/cmd/pgmig").CombinedOutput()
@@ -157,7 +157,10 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 		}()
 	}
 
-	type run struct{ status, message string }
+	type run struct {
+		status, message string
+		took            time.Duration
+	}
 	runs := map[string]run{}
 	deadline := time.Now().Add(100 * time.Second)
 	for len(runs) < 2 {
@@ -167,7 +170,8 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 			t.Fatalf("pg_cron ran %d of the 2 jobs within 100 s: %v", len(runs), runs)
 		}
 		time.Sleep(200 * time.Millisecond)
-		rows, err := cronDB.Query(ctx(t), `select j.jobname, d.status, coalesce(d.return_message, '')
+		rows, err := cronDB.Query(ctx(t), `select j.jobname, d.status, coalesce(d.return_message, ''),
+			(extract(epoch from d.end_time - d.start_time) * 1e6)::bigint
 			from cron.job_run_details d join cron.job j using (jobid) where d.status in ('succeeded', 'failed')`)
 		if err != nil {
 			t.Fatal(err)
@@ -175,9 +179,11 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 		for rows.Next() {
 			var name string
 			var r run
-			if err := rows.Scan(&name, &r.status, &r.message); err != nil {
+			var us int64
+			if err := rows.Scan(&name, &r.status, &r.message, &us); err != nil {
 				t.Fatal(err)
 			}
+			r.took = time.Duration(us) * time.Microsecond
 			runs[name] = r
 		}
 		if err := rows.Err(); err != nil {
@@ -205,7 +211,8 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 	}
 	n := 0
 	pushes.Range(func(any, any) bool { n++; return true })
-	t.Logf("the cron job applied %d of %d migrations; %d pgmig push runs raced it", byJob, len(ms), n)
+	t.Logf("the cron job ran %v and applied %d of %d migrations; %d pgmig push runs raced it",
+		runs["pgmig-v1.0.0"].took.Round(time.Millisecond), byJob, len(ms), n)
 
 	// The failing release: the job failed with the error naming it, and the
 	// release records it.
