@@ -85,6 +85,10 @@ verify: ## regenerate the committed install scripts and fail if they differ
 demo: sql ## start a throwaway PostgreSQL, install the engine, apply examples/demo with psql
 	./examples/demo.sh
 
+.PHONY: demo-admin
+demo-admin: sql ## the admin paths on a throwaway PostgreSQL: pgmig bundle + psql, pgmig stage + CALL migrate_run_staged, pg_cron
+	./examples/demo-admin.sh
+
 .PHONY: clean
 clean: ## remove build outputs
 	rm -rf bin
