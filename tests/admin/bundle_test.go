@@ -263,7 +263,7 @@ func TestBundleEngine(t *testing.T) {
 	t.Parallel()
 	ms := loadFiles(t, map[string]string{"001_a.sql": "create table a (id int);\n"})
 	plain, _ := bundleFile(t, ms, nil)
-	withEngine, _ := bundleFile(t, ms, &pgmig.BundleOpts{WithEngine: true})
+	withEngine, withEngineScript := bundleFile(t, ms, &pgmig.BundleOpts{WithEngine: true})
 
 	t.Run("missing", func(t *testing.T) {
 		t.Parallel()
@@ -284,6 +284,21 @@ func TestBundleEngine(t *testing.T) {
 			t.Fatalf("--with-engine: exit %d\n%s", r.code, r.stderr)
 		}
 		checkHistory(t, db.Conn(t), ms)
+	})
+	// The install script carries its own BEGIN/COMMIT; inside the bundle it
+	// must still be one statement that commits, however it is sent.
+	t.Run("one message", func(t *testing.T) {
+		t.Parallel()
+		simple, extended := pgtest.NewEmptyDB(t), pgtest.NewEmptyDB(t)
+		if _, err := simple.Conn(t).PgConn().Exec(ctx(t), withEngineScript).ReadAll(); err != nil {
+			t.Fatalf("simple protocol: %v", err)
+		}
+		if _, err := extended.Conn(t).Exec(ctx(t), withEngineScript, pgx.QueryExecModeExec); err != nil {
+			t.Fatalf("extended protocol: %v", err)
+		}
+		for _, db := range []*pgtest.DB{simple, extended} {
+			checkHistory(t, db.Conn(t), ms)
+		}
 	})
 	t.Run("0.1.0", func(t *testing.T) {
 		t.Parallel()
