@@ -2000,6 +2000,65 @@ BEGIN
 END
 $fn$;
 
+-- The integrity of pgmig.staged, whoever writes to it (a stager may hold INSERT on the table
+-- itself): on INSERT everything but the label, the batch and client_info is derived here -- the
+-- digest, the counts, who staged it, when and from where, a pending state -- so that none of it
+-- can be forged; on UPDATE what was staged never changes (PM013), only what became of it.
+CREATE OR REPLACE FUNCTION pgmig._staged_guard()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM pgmig._assert_well_formed(NEW.batch);
+        NEW.digest := pgmig._batch_digest(NEW.batch);
+        NEW.migrations := jsonb_array_length(NEW.batch);
+        NEW.first_version := (SELECT min(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
+        NEW.last_version := (SELECT max(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
+        NEW.staged_at := clock_timestamp();
+        NEW.staged_by := current_user;
+        NEW.login_role := session_user;
+        NEW.client_application := current_setting('application_name');
+        NEW.client_addr := inet_client_addr();
+        NEW.state := 'pending';
+        NEW.attempts := 0;
+        NEW.run_pid := NULL;
+        NEW.run_started_at := NULL;
+        NEW.run_by := NULL;
+        NEW.finished_at := NULL;
+        NEW.applied := 0;
+        NEW.applied_at := NULL;
+        NEW.applied_by := NULL;
+        NEW.result := NULL;
+        NEW.failure := NULL;
+        RETURN NEW;
+    END IF;
+    IF (NEW.label, NEW.batch, NEW.digest, NEW.migrations, NEW.first_version, NEW.last_version, NEW.staged_at,
+        NEW.staged_by, NEW.login_role, NEW.client_application, NEW.client_addr, NEW.client_info)
+       IS DISTINCT FROM
+       (OLD.label, OLD.batch, OLD.digest, OLD.migrations, OLD.first_version, OLD.last_version, OLD.staged_at,
+        OLD.staged_by, OLD.login_role, OLD.client_application, OLD.client_addr, OLD.client_info) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM013',
+            MESSAGE = format('pgmig: staged release %s cannot change; only what became of it is recorded', OLD.label),
+            HINT = 'A staged release never changes: stage the new batch under a new label.';
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'pgmig.staged'::pg_catalog.regclass AND tgname = 'staged_guard') THEN
+        CREATE TRIGGER staged_guard
+            BEFORE INSERT OR UPDATE ON pgmig.staged
+            FOR EACH ROW EXECUTE FUNCTION pgmig._staged_guard();
+    END IF;
+END
+$pgmig$;
+
 -- migrate_stage: see docs/admin-tooling.md. Validates the batch as migrate_run would if it ran
 -- now (shape, drift, pending entries without SQL, pending non-transactional migrations), against
 -- the committed history and without the lock, as migrate_plan does: the run checks again under
@@ -2042,11 +2101,9 @@ BEGIN
             HINT = 'Apply those with `pgmig push` (it runs them from the client under the same lock), then stage the rest.';
     END IF;
 
-    INSERT INTO pgmig.staged AS s (label, batch, digest, migrations, first_version, last_version,
-                                   client_application, client_addr, client_info)
-    SELECT p_label, p_batch, pgmig._batch_digest(p_batch), count(*), min(b.version), max(b.version),
-           current_setting('application_name'), inet_client_addr(), p_client_info
-      FROM pgmig._batch_rows(p_batch) AS b
+    -- (_staged_guard derives every other column.)
+    INSERT INTO pgmig.staged AS s (label, batch, client_info)
+    VALUES (p_label, p_batch, p_client_info)
     ON CONFLICT (label) DO NOTHING
     RETURNING * INTO v_row;
     IF v_row.label IS NOT NULL THEN

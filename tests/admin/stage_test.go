@@ -306,7 +306,11 @@ func TestRunStagedInterrupted(t *testing.T) {
 	t.Parallel()
 	db := pgtest.NewDB(t)
 	conn := db.Conn(t)
-	if _, err := stage(t, conn, `[{"version": 1, "name": "slow", "sql": "create table slow (id int); select pg_sleep(30)"}]`, "slow"); err != nil {
+	// The migration sleeps as long as sleep_for says: 30 s for the run that is killed, 0 after.
+	if _, err := conn.Exec(ctx(t), "create table sleep_for (seconds float); insert into sleep_for values (30)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stage(t, conn, `[{"version": 1, "name": "slow", "sql": "create table slow (id int); select pg_sleep((select seconds from public.sleep_for))"}]`, "slow"); err != nil {
 		t.Fatal(err)
 	}
 	runner := db.Conn(t)
@@ -341,7 +345,7 @@ func TestRunStagedInterrupted(t *testing.T) {
 	if n := queryInt(t, conn, "select count(*) from pgmig.history"); n != 0 {
 		t.Fatal("the killed run applied something")
 	}
-	if _, err := conn.Exec(ctx(t), "update pgmig.staged set batch = jsonb_set(batch, '{0,sql}', '\"create table slow (id int)\"') where label = 'slow'"); err != nil {
+	if _, err := conn.Exec(ctx(t), "update sleep_for set seconds = 0"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := runStaged(t, conn, "slow"); err != nil {
@@ -452,8 +456,20 @@ func TestStageAndRunGrants(t *testing.T) {
 	if _, err := asCI.Exec(ctx(t), "update pgmig.staged set state = 'applied'"); pgCode(err) != "42501" {
 		t.Errorf("CI rewrites a release's record: %v, want 42501", err)
 	}
+	// Writing the table directly forges nothing: who staged it, when, the
+	// digest and the state are derived from the row's batch and session.
+	if _, err := asCI.Exec(ctx(t), `insert into pgmig.staged (label, batch, digest, migrations, staged_by, state, applied)
+		values ('forged', $1::jsonb, repeat('0', 64), 99, 'someone_else', 'applied', 7)`, batchOf(t, ms)); err != nil {
+		t.Fatalf("CI inserts directly: %v", err)
+	}
+	if got := queryString(t, admin, "select concat_ws(' ', staged_by, state, applied, migrations, digest) from pgmig.staged where label = 'forged'"); got != ci+" pending 0 1 "+pgmig.HistoryDigest(ms) {
+		t.Errorf("a direct insert kept forged columns: %s", got)
+	}
 
-	// The operator runs it; it cannot stage.
+	// The operator runs it; it cannot stage, nor change what was staged.
+	if _, err := asOperator.Exec(ctx(t), `update pgmig.staged set batch = '[]' where label = 'v1'`); pgCode(err) != "PM013" {
+		t.Errorf("operator rewrites a staged batch: %v, want PM013", err)
+	}
 	if _, err := pgmig.New(asOperator, nil).Stage(ctx(t), ms, "v2", nil); pgCode(err) != "42501" {
 		t.Errorf("operator stages: %v, want 42501", err)
 	}
@@ -461,10 +477,10 @@ func TestStageAndRunGrants(t *testing.T) {
 		t.Fatalf("operator runs: %v", err)
 	}
 	releases, err := pgmig.New(asCI, nil).StagedReleases(ctx(t))
-	if err != nil || len(releases) != 1 {
+	if err != nil || len(releases) != 2 || releases[1].Label != "v1" {
 		t.Fatalf("CI lists releases: %v %v", releases, err)
 	}
-	r := releases[0]
+	r := releases[1]
 	if r.State != "applied" || r.StagedBy != ci || r.AppliedBy != operator || r.Applied != 1 {
 		t.Errorf("release record %+v, want staged by %s, applied by %s", r, ci, operator)
 	}
