@@ -73,12 +73,12 @@ func TestPgCron(t *testing.T) {
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			t.Parallel()
-			testPgCron(t, cli, mode.settings...)
+			testPgCron(t, cli, mode.name, mode.settings...)
 		})
 	}
 }
 
-func testPgCron(t *testing.T, cli string, settings ...string) {
+func testPgCron(t *testing.T, cli, mode string, settings ...string) {
 	settings = append([]string{"shared_preload_libraries=pg_cron", "cron.database_name=postgres",
 		// the libpq mode's jobs connect here; the cluster listens on 127.0.0.1 only
 		"cron.host=127.0.0.1"}, settings...)
@@ -211,8 +211,9 @@ func testPgCron(t *testing.T, cli string, settings ...string) {
 	}
 	n := 0
 	pushes.Range(func(any, any) bool { n++; return true })
-	t.Logf("the cron job ran %v and applied %d of %d migrations; %d pgmig push runs raced it",
-		runs["pgmig-v1.0.0"].took.Round(time.Millisecond), byJob, len(ms), n)
+	t.Logf("pg_cron (%s): the job ran %v and applied %d of the %d migrations (versions %s); %d pgmig push runs raced it",
+		mode, runs["pgmig-v1.0.0"].took.Round(time.Millisecond), byJob, len(ms),
+		queryString(t, app, "select coalesce(string_agg(version::text, ',' order by version), 'none') from pgmig.history where client_info like 'pgmig staged release v1.0.0 %'"), n)
 
 	// The failing release: the job failed with the error naming it, and the
 	// release records it.
