@@ -2282,7 +2282,7 @@ BEGIN
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                 v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
         v_failed := jsonb_strip_nulls(jsonb_build_object('phase', 'check', 'sqlstate', v_state, 'message', v_message,
-                                                         'detail', nullif(v_detail, ''), 'hint', nullif(v_hint, ''))) ;
+                                                         'detail', nullif(v_detail, ''), 'hint', nullif(v_hint, '')));
     END;
     IF v_failed IS NOT NULL THEN
         UPDATE pgmig.staged AS s SET attempts = s.attempts + 1, run_started_at = clock_timestamp(), run_by = current_user
