@@ -90,6 +90,10 @@ verify: ## regenerate the committed install scripts and fail if they differ
 demo: sql build ## the main job on a throwaway PostgreSQL: pgmig install, new, push, a failing migration, status; then psql
 	./examples/demo.sh
 
+.PHONY: demo-admin
+demo-admin: sql ## the admin paths on a throwaway PostgreSQL: pgmig bundle + psql, pgmig stage + CALL migrate_run_staged, pg_cron
+	./examples/demo-admin.sh
+
 .PHONY: clean
 clean: ## remove build outputs
 	rm -rf bin

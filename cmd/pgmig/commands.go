@@ -203,6 +203,48 @@ func init() {
 			run: runNew,
 		},
 		{
+			name: "batch", op: "writing the batch",
+			summary: "print the batch push would send (the jsonb migrate_run takes), for psql and schedulers",
+			help: "Prints the batch pgmig push would send for the migrations in --dir: the jsonb array the engine's " +
+				"migrate_run and migrate_apply take (docs/sql-api.md, \"Batch format\"), with the same loader, templates and " +
+				"checksums as push. The batch goes to stdout, the count and history digest to stderr; with --json one " +
+				"document {\"batch\": [...], \"migrations\": N, \"history_digest\": \"...\"}. Needs no database. " +
+				"Example: psql -v batch=\"$(pgmig batch --dir migrations)\" -c \"CALL pgmig.migrate_run(:'batch')\" (docs/admin-tooling.md).",
+			flags: flagsOf([]*flagDef{flagBatchTarget}, fileFlags, outputFlags),
+			run:   runBatch,
+		},
+		{
+			name: "bundle", op: "writing the release script",
+			summary: "write one self-contained SQL script that applies the migrations (psql -f, an admin GUI)",
+			help: "Writes one SQL statement that applies the migrations of --dir when run, for a DBA or a deploy job with " +
+				"psql or an admin GUI but no pgmig: exactly once however many sessions run it at once, each transaction all " +
+				"or nothing, nothing to do when run again (it calls migrate_run). Needs no database. --with-engine installs " +
+				"or upgrades the engine first. Non-transactional migrations cannot run from a script: they are refused (exit " +
+				"4), naming them, unless --nontx-applied says they are applied already wherever the script will run. Run it " +
+				"with psql -v ON_ERROR_STOP=1 -f release.sql, or paste it into a GUI in autocommit (docs/admin-tooling.md).",
+			flags: flagsOf([]*flagDef{flagO, flagOutput, flagWithEngine, flagNontxApplied, flagBatchTarget}, fileFlags, outputFlags),
+			validate: func(inv *invocation) error {
+				if inv.opts.json && inv.opts.output == "" {
+					return usagef("pgmig bundle --json needs -o FILE: without it the script itself goes to stdout")
+				}
+				return nil
+			},
+			run: runBundle,
+		},
+		{
+			name: "stage", args: "--label L | --list", op: "staging the release",
+			summary: "store the migrations in the database as a staged release, for CALL migrate_run_staged(L)",
+			help: "Stores the migrations of --dir in the database as the staged release L (the engine's migrate_stage), " +
+				"validated against the history now. Later anyone with the grant applies it exactly as push would, from " +
+				"psql, an admin GUI or pg_cron: CALL migrate_run_staged('L'). Staging the same label again with the same " +
+				"migrations changes nothing; with others it is refused (exit 4: a staged release never changes). --list " +
+				"shows every staged release and what became of it (pending, running, applied, failed, interrupted). " +
+				"See docs/admin-tooling.md, also for a role that may stage but not run.",
+			flags:    flagsOf([]*flagDef{flagLabel, flagList, flagBatchTarget}, fileFlags, connFlags, outputFlags),
+			validate: validateStage,
+			run:      runStage,
+		},
+		{
 			name: "config", op: "reading the configuration",
 			summary: "print the effective configuration and where each value came from",
 			help: "Prints every setting as the other commands would see it, and where its value came from: a flag, an " +

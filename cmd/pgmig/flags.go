@@ -41,6 +41,11 @@ type options struct {
 	fromTern        bool
 	ternTable       string
 	retry, applied  bool
+	// batch, bundle, stage (cmd_admin.go)
+	output                   string
+	withEngine, nontxApplied bool
+	label                    string
+	list                     bool
 	// fleet (cmd_fleet.go)
 	targets, targetsQuery string
 	parallel, canary      int

@@ -25,5 +25,15 @@ BEGIN
        AND a.grantee <> 0                 -- PUBLIC is never given anything
        AND a.grantee <> p.proowner;
     PERFORM pg_catalog.set_config('pgmig.install_grants', v_snapshot::text, true);
+    -- And which routines exist already: a routine this install adds gets the grants of the one
+    -- it stands beside (99_replay_grants.sql), a routine that existed keeps exactly its own.
+    SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object('schema', n.nspname, 'name', p.proname)), '[]')
+      INTO v_snapshot
+      FROM pg_catalog.pg_proc AS p
+      JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+     WHERE pgmig_installed
+       AND (n.nspname = 'pgmig' OR p.proname LIKE 'migrate\_%')
+       AND p.proowner = (SELECT s.nspowner FROM pg_catalog.pg_namespace AS s WHERE s.nspname = 'pgmig');
+    PERFORM pg_catalog.set_config('pgmig.install_routines', v_snapshot::text, true);
 END
 $pgmig$;

@@ -91,7 +91,25 @@ VALUES
      'bigint,text,interval,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
      'SELECT * FROM pgmig._resolve($1, $2, $3, $4)', 'VOLATILE',
-     'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied')
+     'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'),
+    -- Staged releases (56_stage.sql, docs/admin-tooling.md).
+    ('migrate_stage', 'f',
+     'batch jsonb, label text, client_info text DEFAULT NULL',
+     'jsonb,text,text',
+     'TABLE(label text, outcome text, state text, migrations integer, pending bigint, digest text, staged_at timestamp with time zone, staged_by text)',
+     'SELECT * FROM pgmig._stage($1, $2, $3)', 'VOLATILE',
+     'pgmig: store a validated batch under a label, for CALL migrate_run_staged(label) later'),
+    ('migrate_run_staged', 'p',
+     'label text, lock_timeout interval DEFAULT NULL, notices text DEFAULT ''text'', INOUT result jsonb DEFAULT NULL',
+     'text,interval,text,jsonb',
+     NULL,
+     'BEGIN CALL pgmig._run_staged(label, lock_timeout, notices, result); END',
+     NULL,
+     'pgmig: apply a staged release exactly as migrate_run would, and record what became of it'),
+    ('migrate_staged', 'f', '', '',
+     'TABLE(label text, state text, migrations integer, first_version bigint, last_version bigint, digest text, staged_at timestamp with time zone, staged_by text, attempts integer, applied integer, applied_at timestamp with time zone, applied_by text, last_run_at timestamp with time zone, last_run_by text, failed_version bigint, failed_name text, error text, detail text)',
+     'SELECT * FROM pgmig._staged()', 'STABLE',
+     'pgmig: the staged releases and what became of each (pending, running, applied, failed, interrupted)')
 ), text_twins AS (
     -- the batch as text, cast to jsonb at once (positional bodies use $1, the procedure's its name)
     SELECT b.name, b.kind,
