@@ -20,7 +20,7 @@ import (
 const runSQL = `call pgmig.migrate_run($1::jsonb, target_version => $2::bigint, lock_timeout => $3::interval,
 	allow_out_of_order => $4::boolean, allow_missing => $5::boolean, dry_run => $6::boolean,
 	client_info => $7::text, lock_budget => $8::integer, max_per_transaction => $9::integer,
-	stop_before_non_transactional => true, notices => $10::text, details => true)`
+	stop_before_non_transactional => true, notices => $10::text, details => true, scope => $11::text)`
 
 // runResult is migrate_run's result document.
 type runResult struct {
@@ -64,7 +64,7 @@ func (c *Client) run(ctx context.Context, conn *pgx.Conn, batch []byte, opts *Pu
 	var doc []byte
 	err := conn.QueryRow(ctx, runSQL, pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion),
 		intervalArg(opts.LockTimeout), opts.AllowOutOfOrder, opts.AllowMissing, opts.DryRun,
-		c.config.ClientInfo, budget, perTx, notices).Scan(&doc)
+		c.config.ClientInfo, budget, perTx, notices, c.scope()).Scan(&doc)
 	if err != nil {
 		return nil, err
 	}
@@ -176,8 +176,8 @@ func (c *Client) currentVersion(ctx context.Context, conn *pgx.Conn) int64 {
 		return -1
 	}
 	var v int64
-	if err := conn.QueryRow(ctx, `select coalesce(max(version), 0) from pgmig.migrate_status() where state in ('applied', 'baseline')`,
-		pgx.QueryExecModeExec).Scan(&v); err != nil {
+	if err := conn.QueryRow(ctx, `select coalesce(max(version), 0) from pgmig.migrate_status($1::text) where state in ('applied', 'baseline')`,
+		pgx.QueryExecModeExec, c.scope()).Scan(&v); err != nil {
 		return -1
 	}
 	return v

@@ -37,6 +37,13 @@ type Config struct {
 	// DisablePrecheck turns off the lock-free manifest check that Push runs
 	// before uploading the full SQL (see Push).
 	DisablePrecheck bool
+	// Scope is a tenant schema: every call of the Client then works in it —
+	// the migrations run with it first in their search_path, so that what
+	// they create lands there (it is created if missing), and it has a
+	// history and a lock of its own, so tenants never wait for each other
+	// (docs/fleet.md, "Schema per tenant"). Empty: the database's own
+	// migrations (the default scope).
+	Scope string
 }
 
 // Client applies migrations to one database through a *pgx.Conn, a
@@ -51,6 +58,14 @@ type Client struct {
 
 	mu             sync.Mutex
 	engineVerified bool
+}
+
+// scope is Config.Scope as a call argument: NULL for the default scope.
+func (c *Client) scope() any {
+	if c.config.Scope == "" {
+		return nil
+	}
+	return c.config.Scope
 }
 
 // New returns a Client that runs everything on conn. Live progress needs

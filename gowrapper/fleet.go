@@ -16,13 +16,16 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Target is one database of a fleet.
+// Target is one database of a fleet, or one tenant schema in it.
 type Target struct {
 	// Name identifies the target in output: host, port, database and user,
-	// never the password.
+	// never the password; and the tenant schema, if any.
 	Name string `json:"target"`
 	// DSN is the connection string (URL or key=value), secrets included.
 	DSN string `json:"-"`
+	// Scope is the tenant schema (Config.Scope) of the push; empty: the
+	// database's own migrations.
+	Scope string `json:"schema,omitempty"`
 }
 
 // ParseTargets reads a targets file: one connection string (URL or
@@ -50,6 +53,16 @@ func ParseTargets(r io.Reader, where string, env func(string) string) ([]Target,
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return targets, nil
+}
+
+// TargetOf is the database of connection string dsn as a target ("" means
+// libpq's environment and defaults, as for Connect).
+func TargetOf(dsn string) (Target, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return Target{}, fmt.Errorf("parsing the connection string: %s", MaskDSN(err.Error()))
+	}
+	return Target{Name: targetName(cfg.Host, cfg.Port, cfg.Database, cfg.User), DSN: dsn}, nil
 }
 
 // TargetsOfDatabases is the databases named by names on the server of base
@@ -147,7 +160,9 @@ const (
 
 // TargetResult is one target's outcome.
 type TargetResult struct {
-	Target  string        `json:"target"`
+	Target string `json:"target"`
+	// Schema is the target's tenant schema (Target.Scope), if any.
+	Schema  string        `json:"schema,omitempty"`
 	Outcome TargetOutcome `json:"outcome"`
 	// Applied are the versions this push applied there.
 	Applied []int64 `json:"applied,omitempty"`
@@ -215,7 +230,7 @@ func PushFleet(ctx context.Context, targets []Target, migrations []*Migration, o
 					mu.Unlock()
 					var r TargetResult
 					if skip {
-						r = TargetResult{Target: targets[i].Name, Outcome: TargetSkipped, Version: -1}
+						r = TargetResult{Target: targets[i].Name, Schema: targets[i].Scope, Outcome: TargetSkipped, Version: -1}
 					} else {
 						r = pushTarget(ctx, targets[i], migrations, opts)
 					}
@@ -265,7 +280,7 @@ func PushFleet(ctx context.Context, targets []Target, migrations []*Migration, o
 // pushTarget is one target of a fleet push.
 func pushTarget(ctx context.Context, t Target, migrations []*Migration, opts *FleetOpts) TargetResult {
 	start := time.Now()
-	r := TargetResult{Target: t.Name, Version: -1}
+	r := TargetResult{Target: t.Name, Schema: t.Scope, Version: -1}
 	fail := func(err error) TargetResult {
 		r.Outcome, r.Err, r.Error, r.Duration = TargetFailed, err, MaskDSN(err.Error()), time.Since(start)
 		var merr *MigrationError
@@ -281,8 +296,16 @@ func pushTarget(ctx context.Context, t Target, migrations []*Migration, opts *Fl
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	var config Config
+	if opts.Config != nil {
+		config = *opts.Config
+	}
+	if t.Scope != "" {
+		config.Scope = t.Scope
+	}
+	r.Schema = config.Scope
 	cctx, cancel := context.WithTimeout(ctx, timeout)
-	client, err := Connect(cctx, t.DSN, opts.Config)
+	client, err := Connect(cctx, t.DSN, &config)
 	cancel()
 	if err != nil {
 		return fail(err)
@@ -322,9 +345,53 @@ func pushTarget(ctx context.Context, t Target, migrations []*Migration, opts *Fl
 // skipped. It runs in a read-only transaction, so that a mistyped query
 // cannot change the catalog.
 func TargetsFromQuery(ctx context.Context, catalogDSN, query string) ([]Target, error) {
-	conn, err := pgx.Connect(ctx, catalogDSN)
+	names, err := queryColumn(ctx, catalogDSN, "the catalog database", "targets", query)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to the catalog database: %s", MaskDSN(err.Error()))
+		return nil, err
+	}
+	return TargetsOfDatabases(catalogDSN, names)
+}
+
+// ScopesFromQuery is the tenant schemas of each target: query runs on each
+// target database (read-only, at most parallel at once) and returns one
+// column of schema names; each becomes a target with that Scope, in the
+// order of targets, then of the query's rows. A target where the query
+// fails is an error naming it.
+func ScopesFromQuery(ctx context.Context, targets []Target, query string, parallel int) ([]Target, error) {
+	parallel = max(parallel, 1)
+	scopes := make([][]string, len(targets))
+	errs := make([]error, len(targets))
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			scopes[i], errs[i] = queryColumn(ctx, t.DSN, t.Name, "schemas", query)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	var out []Target
+	for i, t := range targets {
+		for _, s := range scopes[i] {
+			out = append(out, Target{Name: t.Name + " schema " + s, DSN: t.DSN, Scope: s})
+		}
+	}
+	return out, nil
+}
+
+// queryColumn runs query in a read-only transaction on dsn (named where in
+// errors) and returns its one column as text, NULLs and empty strings
+// skipped; what names the query's purpose ("targets", "schemas").
+func queryColumn(ctx context.Context, dsn, where, what, query string) ([]string, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s: %s", where, MaskDSN(err.Error()))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var names []string
@@ -335,12 +402,12 @@ func TargetsFromQuery(ctx context.Context, catalogDSN, query string) ([]Target, 
 		}
 		defer rows.Close()
 		if n := len(rows.FieldDescriptions()); n != 1 {
-			return fmt.Errorf("the targets query returns %d columns; want one (connection strings or database names)", n)
+			return fmt.Errorf("the %s query returns %d columns; want one", what, n)
 		}
 		for rows.Next() {
 			var s *string
 			if err := rows.Scan(&s); err != nil {
-				return fmt.Errorf("the targets query's column: %w (cast it to text)", err)
+				return fmt.Errorf("the %s query's column: %w (cast it to text)", what, err)
 			}
 			if s != nil && strings.TrimSpace(*s) != "" {
 				names = append(names, *s)
@@ -349,7 +416,7 @@ func TargetsFromQuery(ctx context.Context, catalogDSN, query string) ([]Target, 
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fmt.Errorf("running the targets query: %w", err)
+		return nil, fmt.Errorf("running the %s query on %s: %w", what, where, err)
 	}
-	return TargetsOfDatabases(catalogDSN, names)
+	return names, nil
 }

@@ -89,8 +89,8 @@ func (c *Client) Rollback(ctx context.Context, toVersion int64, opts *RollbackOp
 		route.reset()
 		rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_rollback($1::bigint,
 			lock_timeout => $2::interval, dry_run => $3::boolean, client_info => $4::text, notices => $5::text,
-			stop_before_non_transactional => true)`,
-			pgx.QueryExecModeExec, toVersion, rollbackLockTimeout(opts.LockTimeout), opts.DryRun, c.config.ClientInfo, dataNotices(route))
+			stop_before_non_transactional => true, scope => $6::text)`,
+			pgx.QueryExecModeExec, toVersion, rollbackLockTimeout(opts.LockTimeout), opts.DryRun, c.config.ClientInfo, dataNotices(route), c.scope())
 		var results []MigrationResult
 		if err == nil {
 			results, err = scanResults(rows, nil)
@@ -216,8 +216,8 @@ func (c *Client) Baseline(ctx context.Context, migrations []*Migration, version 
 	}
 	op := fmt.Sprintf("baselining at version %d", version)
 	return c.historyCall(ctx, op, migrations, OutcomeBaselined, `select version, name, outcome, duration, applied_at from
-		pgmig.migrate_baseline($1::jsonb, $2::bigint, lock_timeout => $3::interval, client_info => $4::text)`,
-		version, intervalArg(opts.LockTimeout), c.config.ClientInfo)
+		pgmig.migrate_baseline($1::jsonb, $2::bigint, lock_timeout => $3::interval, client_info => $4::text, scope => $5::text)`,
+		version, intervalArg(opts.LockTimeout), c.config.ClientInfo, c.scope())
 }
 
 // RepairOpts configures Repair. A nil *RepairOpts means defaults.
@@ -244,8 +244,8 @@ func (c *Client) Repair(ctx context.Context, migrations []*Migration, opts *Repa
 		versions = opts.Versions
 	}
 	return c.historyCall(ctx, "repairing the history", migrations, OutcomeRepaired, `select version, name, outcome, duration, applied_at from
-		pgmig.migrate_repair($1::jsonb, $2::bigint[], lock_timeout => $3::interval, client_info => $4::text)`,
-		versions, intervalArg(opts.LockTimeout), c.config.ClientInfo)
+		pgmig.migrate_repair($1::jsonb, $2::bigint[], lock_timeout => $3::interval, client_info => $4::text, scope => $5::text)`,
+		versions, intervalArg(opts.LockTimeout), c.config.ClientInfo, c.scope())
 }
 
 // historyCall runs a history function whose first argument is the batch;
@@ -333,8 +333,8 @@ func (c *Client) Resolve(ctx context.Context, version int64, action ResolveActio
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	rows, err := conn.Query(ctx, `select version, name, outcome, duration, applied_at from pgmig.migrate_resolve($1::bigint, $2::text,
-		lock_timeout => $3::interval, client_info => $4::text)`, pgx.QueryExecModeExec,
-		version, string(action), rollbackLockTimeout(opts.LockTimeout), c.config.ClientInfo)
+		lock_timeout => $3::interval, client_info => $4::text, scope => $5::text)`, pgx.QueryExecModeExec,
+		version, string(action), rollbackLockTimeout(opts.LockTimeout), c.config.ClientInfo, c.scope())
 	var results []MigrationResult
 	if err == nil {
 		results, err = scanResults(rows, nil)

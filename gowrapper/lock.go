@@ -37,8 +37,8 @@ func (c *Client) lockHistory(ctx context.Context, conn *pgx.Conn, timeout time.D
 		}
 		var acquired bool
 		var retry pgtype.Interval
-		err = tx.QueryRow(ctx, `select acquired, retry_after, waiting_since, attempt from pgmig.lock_wait($1::interval, $2::timestamptz, $3::integer)`,
-			pgx.QueryExecModeSimpleProtocol, lockTimeout, since, attempt).Scan(&acquired, &retry, &since, &attempt)
+		err = tx.QueryRow(ctx, `select acquired, retry_after, waiting_since, attempt from pgmig.lock_wait($1::interval, $2::timestamptz, $3::integer, $4::text)`,
+			pgx.QueryExecModeSimpleProtocol, lockTimeout, since, attempt, c.scope()).Scan(&acquired, &retry, &since, &attempt)
 		if err == nil && acquired {
 			return tx, nil
 		}

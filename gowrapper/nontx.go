@@ -41,8 +41,8 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 	var outcome Outcome
 	var appliedAt *time.Time
 	if err := tx.QueryRow(ctx, `select outcome, applied_at from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint,
-		allow_out_of_order => $3::boolean, allow_missing => $4::boolean) where version = $5::bigint`, pgx.QueryExecModeSimpleProtocol,
-		string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing, m.Version).Scan(&outcome, &appliedAt); err == nil && outcome != OutcomePending {
+		allow_out_of_order => $3::boolean, allow_missing => $4::boolean, scope => $6::text) where version = $5::bigint`, pgx.QueryExecModeSimpleProtocol,
+		string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing, m.Version, c.scope()).Scan(&outcome, &appliedAt); err == nil && outcome != OutcomePending {
 		res.Outcome, res.AppliedAt = outcome, appliedAt
 		return res, tx.Commit(ctx)
 	}
@@ -55,8 +55,11 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 	for i, st := range stmts {
 		texts[i] = st.text
 	}
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_begin($1::jsonb, $2::bigint, NULL, $3::boolean, $4::boolean, $5::text[])", pgx.QueryExecModeSimpleProtocol,
-		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing, texts); err != nil {
+	// The engine says which search_path the statements run with (a tenant
+	// scope's schema first), or nothing.
+	var searchPath *string
+	if err := tx.QueryRow(ctx, "select pgmig.nontx_begin($1::jsonb, $2::bigint, NULL, $3::boolean, $4::boolean, $5::text[], $6::text)", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, opts.AllowOutOfOrder, opts.AllowMissing, texts, c.scope()).Scan(&searchPath); err != nil {
 		if connectionLost(holder, err) {
 			// Not committed: the server rolls the holder's transaction back.
 			return res, &ConnectionLostError{Op: op, Err: err}
@@ -68,7 +71,7 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 		route.emit(Progress{Version: m.Version, Name: m.Name, Index: index, Total: route.total, At: time.Now()})
 	}
 	start := time.Now()
-	run := nontxRun{m: m, sql: m.SQL, down: m.Down, direction: "up", stmts: stmts}
+	run := nontxRun{m: m, sql: m.SQL, down: m.Down, direction: "up", stmts: stmts, searchPath: searchPath}
 	if err := c.runStatements(ctx, holder, tx, run, route, op); err != nil {
 		return res, err
 	}
@@ -77,8 +80,8 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 	if opts.Progress != nil {
 		route.emit(Progress{Version: m.Version, Name: m.Name, Total: route.total, Done: true, Duration: res.Duration, At: time.Now()})
 	}
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2::bigint, $3::interval, $4::text)", pgx.QueryExecModeSimpleProtocol,
-		string(batch), m.Version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_finish($1::jsonb, $2::bigint, $3::interval, $4::text, $5::text)", pgx.QueryExecModeSimpleProtocol,
+		string(batch), m.Version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo, c.scope()); err != nil {
 		if connectionLost(holder, err) {
 			return res, &ConnectionLostError{Op: op, Version: m.Version, Err: err}
 		}
@@ -100,6 +103,9 @@ type nontxRun struct {
 	sql, down string
 	direction string
 	stmts     []statement
+	// searchPath is what the engine said the statements run with (a
+	// tenant scope), nil: the session's own.
+	searchPath *string
 }
 
 // runStatements runs the statements on a second connection (the executor)
@@ -117,10 +123,16 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 	defer exec.Close(bg)
 	defer attachRoute(exec.PgConn(), route)()
 	record := func(done int, current, failure *string) error {
-		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text, $11::text)",
+		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text, $11::text, $12::text)",
 			pgx.QueryExecModeExec, m.Version, m.Name, m.Checksum, run.sql, nullEmpty(run.down), len(run.stmts), done, current, failure,
-			c.config.ClientInfo, run.direction)
+			c.config.ClientInfo, run.direction, c.scope())
 		return err
+	}
+	if run.searchPath != nil {
+		// The executor is this run's own connection: the setting ends with it.
+		if _, err := exec.Exec(ctx, "select pg_catalog.set_config('search_path', $1::text, false)", pgx.QueryExecModeExec, *run.searchPath); err != nil {
+			return fmt.Errorf("%s: setting the search_path of the statements: %w", op, err)
+		}
 	}
 	for i, st := range run.stmts {
 		text := st.text
@@ -130,7 +142,7 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 			}
 			return engineError(op, err)
 		}
-		dog := watch(ctx, holder, exec)
+		dog := watch(ctx, holder, exec, c.scope())
 		_, err := exec.PgConn().Exec(ctx, st.text).ReadAll()
 		blocked := dog.stop()
 		if err != nil {
@@ -254,8 +266,10 @@ func (c *Client) rollbackNonTransactional(ctx context.Context, holder *pgx.Conn,
 	defer tx.Rollback(bg)
 	// Simple protocol throughout, as for an up (see applyNonTransactional).
 	var down, checksum string
-	if err := tx.QueryRow(ctx, "select pgmig.nontx_down_begin($1::bigint), (select checksum from pgmig.migrate_status() where version = $1::bigint)",
-		pgx.QueryExecModeSimpleProtocol, version).Scan(&down, &checksum); err != nil {
+	var searchPath *string
+	if err := tx.QueryRow(ctx, `select d.down_sql, d.search_path, (select checksum from pgmig.migrate_status($2::text) where version = $1::bigint)
+		from pgmig.nontx_down_begin($1::bigint, NULL, $2::text) as d`,
+		pgx.QueryExecModeSimpleProtocol, version, c.scope()).Scan(&down, &searchPath, &checksum); err != nil {
 		if connectionLost(holder, err) {
 			return res, &ConnectionLostError{Op: op, Err: err}
 		}
@@ -266,7 +280,7 @@ func (c *Client) rollbackNonTransactional(ctx context.Context, holder *pgx.Conn,
 	for i, st := range stmts {
 		texts[i] = st.text
 	}
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_down_begin($1::bigint, $2::text[])", pgx.QueryExecModeSimpleProtocol, version, texts); err != nil {
+	if _, err := tx.Exec(ctx, "select from pgmig.nontx_down_begin($1::bigint, $2::text[], $3::text)", pgx.QueryExecModeSimpleProtocol, version, texts, c.scope()); err != nil {
 		if connectionLost(holder, err) {
 			return res, &ConnectionLostError{Op: op, Err: err}
 		}
@@ -277,15 +291,15 @@ func (c *Client) rollbackNonTransactional(ctx context.Context, holder *pgx.Conn,
 	}
 	start := time.Now()
 	m := &Migration{Version: version, Name: name, SQL: down, Checksum: checksum}
-	if err := c.runStatements(ctx, holder, tx, nontxRun{m: m, sql: down, direction: "down", stmts: stmts}, route, op); err != nil {
+	if err := c.runStatements(ctx, holder, tx, nontxRun{m: m, sql: down, direction: "down", stmts: stmts, searchPath: searchPath}, route, op); err != nil {
 		return res, err
 	}
 	res.Duration = time.Since(start)
 	if opts.Progress != nil {
 		route.progress(Progress{Version: version, Name: name, Done: true, Duration: res.Duration, At: time.Now()})
 	}
-	if _, err := tx.Exec(ctx, "select pgmig.nontx_down_finish($1::bigint, $2::interval, $3::text)", pgx.QueryExecModeSimpleProtocol,
-		version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo); err != nil {
+	if _, err := tx.Exec(ctx, "select pgmig.nontx_down_finish($1::bigint, $2::interval, $3::text, $4::text)", pgx.QueryExecModeSimpleProtocol,
+		version, fmt.Sprintf("%d microseconds", res.Duration.Microseconds()), c.config.ClientInfo, c.scope()); err != nil {
 		if connectionLost(holder, err) {
 			return res, &ConnectionLostError{Op: op, Version: version, Err: err}
 		}

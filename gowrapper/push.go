@@ -282,8 +282,8 @@ func (c *Client) HistoryDigest(ctx context.Context) (string, error) {
 }
 
 func (c *Client) historyDigest(ctx context.Context, conn *pgx.Conn) (engine, digest string, err error) {
-	err = conn.QueryRow(ctx, `select pgmig.engine_version(), pgmig.migrate_history_digest()`,
-		pgx.QueryExecModeExec).Scan(&engine, &digest)
+	err = conn.QueryRow(ctx, `select pgmig.engine_version(), pgmig.migrate_history_digest($1::text)`,
+		pgx.QueryExecModeExec, c.scope()).Scan(&engine, &digest)
 	return engine, digest, err
 }
 

@@ -88,8 +88,8 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 	// engine's own PM002 below.
 	rows, err := conn.Query(ctx, `select version, name, label, outcome, applied_at, transactional, commit_after, step, drift, detail, down_differs
 		from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint, allow_out_of_order => $3::boolean,
-		                        allow_missing => $4::boolean, report_drift => true)`,
-		pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing)
+		                        allow_missing => $4::boolean, report_drift => true, scope => $5::text)`,
+		pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing, c.scope())
 	if err != nil {
 		return nil, engineError("planning", err)
 	}
@@ -139,8 +139,8 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 		if !opts.ReportDrift {
 			// The engine's own error, with its message, detail and hint.
 			_, perr := conn.Exec(ctx, `select from pgmig.migrate_plan($1::jsonb, target_version => $2::bigint,
-				allow_out_of_order => $3::boolean, allow_missing => $4::boolean)`,
-				pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing)
+				allow_out_of_order => $3::boolean, allow_missing => $4::boolean, scope => $5::text)`,
+				pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion), opts.AllowOutOfOrder, opts.AllowMissing, c.scope())
 			var pgErr *pgconn.PgError
 			if errors.As(perr, &pgErr) && pgErr.Code == codeDrift {
 				drift.PgError = pgErr
@@ -181,6 +181,20 @@ type StatusResult struct {
 	InProgress *HistoryEntry `json:"in_progress,omitempty"`
 	// Version is the newest applied (or baselined) version (0: none).
 	Version int64 `json:"version"`
+	// Scope is Config.Scope: the tenant schema this status is of ("": the
+	// database's own migrations).
+	Scope string `json:"schema,omitempty"`
+	// Tenants: in the default scope's status, every tenant schema with a
+	// history and where it stands (migrate_scopes()).
+	Tenants []ScopeState `json:"tenants,omitempty"`
+}
+
+// ScopeState is where one tenant schema stands.
+type ScopeState struct {
+	Schema        string    `json:"schema"`
+	Version       int64     `json:"version"`
+	Migrations    int64     `json:"migrations"`
+	LastAppliedAt time.Time `json:"last_applied_at"`
 }
 
 // Status reads migrate_status(): the history, and who is migrating now.
@@ -198,7 +212,7 @@ func (c *Client) Status(ctx context.Context) (*StatusResult, error) {
 		return nil, fmt.Errorf("reading status: %w", err)
 	}
 	rows, err := conn.Query(ctx, `select version, name, label, state, applied_at, applied_by, client, duration, checksum, detail
-		from pgmig.migrate_status()`, pgx.QueryExecModeExec)
+		from pgmig.migrate_status($1::text)`, pgx.QueryExecModeExec, c.scope())
 	if err != nil {
 		return nil, engineError("reading status", err)
 	}
@@ -228,6 +242,17 @@ func (c *Client) Status(ctx context.Context) (*StatusResult, error) {
 	}
 	// Newest first whatever order the engine returns rows in.
 	sort.SliceStable(res.History, func(i, j int) bool { return res.History[i].Version > res.History[j].Version })
+	res.Scope = c.config.Scope
+	if res.Scope == "" {
+		rows, err := conn.Query(ctx, `select scope, version, migrations, last_applied_at from pgmig.migrate_scopes() where scope <> ''`,
+			pgx.QueryExecModeExec)
+		if err != nil {
+			return nil, engineError("reading status", err)
+		}
+		if res.Tenants, err = pgx.CollectRows(rows, pgx.RowToStructByPos[ScopeState]); err != nil {
+			return nil, engineError("reading status", err)
+		}
+	}
 	return res, nil
 }
 
@@ -268,7 +293,7 @@ func (c *Client) LockHolder(ctx context.Context) (*LockHolder, error) {
 	var role, app, addr, state, query pgtype.Text
 	var since pgtype.Timestamptz
 	err = conn.QueryRow(ctx, `select pid, role, application_name, host(client_addr), since, state, query
-		from pgmig.migrate_lock_holder()`, pgx.QueryExecModeExec).Scan(&pid, &role, &app, &addr, &since, &state, &query)
+		from pgmig.migrate_lock_holder($1::text)`, pgx.QueryExecModeExec, c.scope()).Scan(&pid, &role, &app, &addr, &since, &state, &query)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -30,7 +30,7 @@ type watchdog struct {
 }
 
 // watch starts a watchdog over the executor exec; stop it with stop.
-func watch(ctx context.Context, holder, exec *pgx.Conn) *watchdog {
+func watch(ctx context.Context, holder, exec *pgx.Conn, scope any) *watchdog {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w := &watchdog{cancel: cancel, done: make(chan struct{})}
 	cfg := holder.Config().Copy()
@@ -60,8 +60,8 @@ func watch(ctx context.Context, holder, exec *pgx.Conn) *watchdog {
 				}
 			}
 			var reason *string
-			if err := conn.QueryRow(ctx, "select pgmig.nontx_blocked($1::integer)", pgx.QueryExecModeSimpleProtocol,
-				int64(pid)).Scan(&reason); err != nil || reason == nil {
+			if err := conn.QueryRow(ctx, "select pgmig.nontx_blocked($1::integer, $2::text)", pgx.QueryExecModeSimpleProtocol,
+				int64(pid), scope).Scan(&reason); err != nil || reason == nil {
 				continue
 			}
 			w.mu.Lock()

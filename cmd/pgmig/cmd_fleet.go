@@ -33,45 +33,66 @@ var (
 	flagContinueOnError = &flagDef{name: "continue-on-error", config: "continue_on_error",
 		usage: "with --targets/--targets-query: keep starting databases after one failed (default: let the running ones finish, start no more)",
 		set:   boolSetter(func(o *options, b bool) { o.continueOnError = b })}
+	flagSchemasQuery = &flagDef{name: "schemas-query", arg: "SQL", config: "schemas_query",
+		usage: "push to every tenant schema this query returns, run read-only on each database (one column: schema names); each gets --schema's treatment",
+		set:   func(o *options, v string) error { o.schemasQuery = v; return nil }}
 	flagInstall = &flagDef{name: "install", config: "install",
 		usage: "with --targets/--targets-query: install the engine where it is missing (or older than this pgmig)",
 		set:   boolSetter(func(o *options, b bool) { o.install = b })}
-	fleetFlags = []*flagDef{flagTargets, flagTargetsQuery, flagParallel, flagCanary, flagContinueOnError, flagInstall}
+	fleetFlags = []*flagDef{flagTargets, flagTargetsQuery, flagSchemasQuery, flagParallel, flagCanary, flagContinueOnError, flagInstall}
 )
 
-func (o *options) fleet() bool { return o.targets != "" || o.targetsQuery != "" }
+func (o *options) fleet() bool { return o.targets != "" || o.targetsQuery != "" || o.schemasQuery != "" }
 
 func validatePush(inv *invocation) error {
 	o := inv.opts
 	if o.targets != "" && o.targetsQuery != "" {
 		return usagef("give one of --targets and --targets-query")
 	}
+	if o.schemasQuery != "" && o.schema != "" {
+		return usagef("give one of --schema and --schemas-query")
+	}
 	if !o.fleet() {
 		for _, name := range []string{"canary", "continue-on-error", "install"} {
 			if src := o.sources[name]; strings.HasPrefix(src, "flag ") {
-				return usagef("--%s needs --targets or --targets-query", name)
+				return usagef("--%s needs --targets, --targets-query or --schemas-query", name)
 			}
 		}
 	}
 	return nil
 }
 
-// targets reads the fleet's databases.
+// fleetTargets reads the fleet's databases (--targets, --targets-query, else
+// --database), then, with --schemas-query, the tenant schemas of each.
 func (inv *invocation) fleetTargets(ctx context.Context) ([]pgmig.Target, error) {
 	o := inv.opts
-	if o.targets != "" {
+	var ts []pgmig.Target
+	var err error
+	switch {
+	case o.targets != "":
 		f, err := os.Open(o.targets)
 		if err != nil {
 			return nil, usagef("--targets: %v", err)
 		}
 		defer f.Close()
-		ts, err := pgmig.ParseTargets(f, o.targets, os.Getenv)
-		if err != nil {
+		if ts, err = pgmig.ParseTargets(f, o.targets, os.Getenv); err != nil {
 			return nil, usagef("--targets %v", err)
 		}
+	case o.targetsQuery != "":
+		if ts, err = pgmig.TargetsFromQuery(ctx, o.database, o.targetsQuery); err != nil {
+			return nil, err
+		}
+	default:
+		t, err := pgmig.TargetOf(o.database)
+		if err != nil {
+			return nil, usagef("--database: %v", err)
+		}
+		ts = []pgmig.Target{t}
+	}
+	if o.schemasQuery == "" {
 		return ts, nil
 	}
-	return pgmig.TargetsFromQuery(ctx, o.database, o.targetsQuery)
+	return pgmig.ScopesFromQuery(ctx, ts, o.schemasQuery, o.parallel)
 }
 
 func runFleet(ctx context.Context, inv *invocation) (result, error) {
@@ -89,7 +110,7 @@ func runFleet(ctx context.Context, inv *invocation) (result, error) {
 		return nil, err
 	}
 	if len(targets) == 0 {
-		return nil, usagef("no targets: %s lists no database", map[bool]string{true: "--targets " + o.targets, false: "--targets-query"}[o.targets != ""])
+		return nil, usagef("no targets: %s", map[bool]string{true: "--targets " + o.targets + " lists no database", false: "the query returned no rows"}[o.targets != ""])
 	}
 	live := newFleetProgress(inv.out, len(targets), o.parallel)
 	fopts := &pgmig.FleetOpts{

@@ -81,7 +81,7 @@ func init() {
 			help: "Installs the pgmig engine into the database, or upgrades it to the version built into this binary. " +
 				"Idempotent: installing the same version again changes nothing. --print writes the install SQL to stdout " +
 				"instead, for managed databases: paste it into the console, or run it with psql -f.",
-			flags: flagsOf([]*flagDef{flagPrint}, connFlags, []*flagDef{unreadDir}, outputFlags),
+			flags: flagsOf([]*flagDef{flagPrint, flagDatabase, flagAPISchema}, []*flagDef{unreadDir}, outputFlags),
 			run:   runInstall,
 		},
 		{
@@ -240,7 +240,7 @@ func init() {
 				"migrations changes nothing; with others it is refused (exit 4: a staged release never changes). --list " +
 				"shows every staged release and what became of it (pending, running, applied, failed, interrupted). " +
 				"See docs/admin-tooling.md, also for a role that may stage but not run.",
-			flags:    flagsOf([]*flagDef{flagLabel, flagList, flagBatchTarget}, fileFlags, connFlags, outputFlags),
+			flags:    flagsOf([]*flagDef{flagLabel, flagList, flagBatchTarget}, fileFlags, []*flagDef{flagDatabase}, outputFlags),
 			validate: validateStage,
 			run:      runStage,
 		},
@@ -250,7 +250,7 @@ func init() {
 			help: "Prints every setting as the other commands would see it, and where its value came from: a flag, an " +
 				"environment variable, the config file (file:line) or the default. Passwords are masked. Connects to nothing.",
 			flags: flagsOf([]*flagDef{flagLockTimeout.withDefault("per command"), flagSegmentSize, flagAllowOutOfOrder,
-				flagAllowMissing, flagTernTable, flagWaitTimeout}, fileFlags, connFlags, outputFlags),
+				flagAllowMissing, flagTernTable, flagWaitTimeout, flagAPISchema}, fileFlags, connFlags, outputFlags),
 			run: runConfig,
 		},
 		{

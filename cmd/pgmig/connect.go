@@ -9,7 +9,7 @@ import (
 
 // engineConfig is the library configuration the flags ask for.
 func (inv *invocation) engineConfig() *pgmig.Config {
-	return &pgmig.Config{Schema: inv.opts.schema}
+	return &pgmig.Config{Schema: inv.opts.apiSchema, Scope: inv.opts.schema}
 }
 
 // connect opens the connection the flags ask for; the invocation closes

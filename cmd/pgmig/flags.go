@@ -19,7 +19,8 @@ import (
 type options struct {
 	config          string
 	database        string
-	schema          string
+	schema          string // tenant scope
+	apiSchema       string // install: the API schema
 	dir             string
 	format          string
 	data            map[string]string
@@ -48,6 +49,7 @@ type options struct {
 	list                     bool
 	// fleet (cmd_fleet.go)
 	targets, targetsQuery string
+	schemasQuery          string
 	parallel, canary      int
 	continueOnError       bool
 	install               bool
@@ -123,9 +125,12 @@ var (
 		defHelp: "the config file's [database], else libpq's PG* variables and ~/.pgpass",
 		env:     []string{"DATABASE_URL"},
 		set:     func(o *options, v string) error { o.database = v; return nil }}
-	flagSchema = &flagDef{name: "schema", arg: "NAME", def: "public", config: "schema",
-		usage: "API schema the engine was installed with (install: where to put the API functions)",
+	flagSchema = &flagDef{name: "schema", arg: "NAME", config: "schema", defHelp: "none: the database's own migrations",
+		usage: "tenant schema: the migrations run inside it (created if missing), with a history and a lock of its own (docs/fleet.md)",
 		set:   func(o *options, v string) error { o.schema = v; return nil }}
+	flagAPISchema = &flagDef{name: "api-schema", arg: "NAME", def: "public", config: "api_schema",
+		usage: "where to put the API functions for unqualified calls (the schema must exist; they are always in schema pgmig too)",
+		set:   func(o *options, v string) error { o.apiSchema = v; return nil }}
 	flagDir = &flagDef{name: "dir", arg: "DIR", def: ".", config: "dir",
 		usage: "migrations directory",
 		set:   func(o *options, v string) error { o.dir = v; return nil }}

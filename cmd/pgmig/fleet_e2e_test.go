@@ -140,3 +140,48 @@ func targetFor(outcomes map[string]string, db string) string {
 	}
 	return db
 }
+
+// TestCLITenants: --schema for one tenant, --schemas-query for all of them,
+// status per tenant and the tenants' summary, and the old meaning of
+// --schema (the API schema) refused with a hint.
+func TestCLITenants(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"001_users.sql": "create table users (id int);\n",
+		"002_email.sql": "alter table users add column email text;\n",
+	})
+	db := pgtest.NewDB(t)
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx, "create table public.tenants (name text, active boolean)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "insert into public.tenants values ('acme', true), ('globex', true), ('initech', true), ('gone', false)"); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"DATABASE_URL=" + db.URL}
+
+	pgmigRun(t, dir, env, "push", "--schema", "acme").must(t, exitOK, "Applied 2 migrations")
+	pgmigRun(t, dir, env, "status", "--schema", "acme").must(t, exitOK, "schema acme is at version 2", "Nothing pending.")
+	r := pgmigRun(t, dir, env, "push", "--schemas-query", "select name from public.tenants where active order by name", "--json")
+	r.must(t, exitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0]+lines[1]+lines[2], `"schema":"acme","outcome":"up_to_date"`) ||
+		!strings.Contains(lines[3], `"targets":3,"applied":2,"up_to_date":1`) {
+		t.Fatalf("--schemas-query --json:\n%s", r.stdout)
+	}
+	for _, s := range []string{"acme", "globex", "initech"} {
+		var n int
+		if err := conn.QueryRow(ctx, "select count(*) from information_schema.columns where table_schema = $1 and table_name = 'users'", s).Scan(&n); err != nil || n != 2 {
+			t.Fatalf("%s.users has %d columns (%v), want 2", s, n, err)
+		}
+	}
+	pgmigRun(t, dir, env, "status").must(t, exitOK, "Tenant schemas: 3 with a history, at version 2", "the database is at version 0")
+
+	// --schema used to name the API schema: refused, saying what changed.
+	r = pgmigRun(t, dir, env, "push", "--schema", "public")
+	r.must(t, exitValidation)
+	r.stderrHas(t, "holds pgmig's API functions", "--api-schema")
+	pgmigRun(t, dir, env, "push", "--schema", "acme", "--schemas-query", "select 1").must(t, exitUsage)
+}

@@ -51,7 +51,12 @@ func newConfigResult(inv *invocation) configResult {
 		db = "(none: libpq's PG* variables and defaults)"
 	}
 	add(flagDatabase, db)
-	add(flagSchema, o.schema)
+	schema := o.schema
+	if schema == "" {
+		schema = "(none: the database's own migrations)"
+	}
+	add(flagSchema, schema)
+	add(flagAPISchema, o.apiSchema)
 	add(flagDir, o.dir)
 	format := o.format
 	if format == "" {

@@ -197,8 +197,23 @@ func (r statusResult) text(o *output) {
 			unfinished = append(unfinished, h)
 		}
 	}
-	fmt.Fprintf(o.stdout, "Engine %s; the database is at version %d (%s applied).\n",
-		st.EngineVersion, st.Version, plural(len(st.History)-len(unfinished), "migration", "migrations"))
+	what := "the database"
+	if st.Scope != "" {
+		what = "schema " + st.Scope
+	}
+	fmt.Fprintf(o.stdout, "Engine %s; %s is at version %d (%s applied).\n",
+		st.EngineVersion, what, st.Version, plural(len(st.History)-len(unfinished), "migration", "migrations"))
+	if n := len(st.Tenants); n > 0 {
+		lo, hi := st.Tenants[0].Version, st.Tenants[0].Version
+		for _, s := range st.Tenants {
+			lo, hi = min(lo, s.Version), max(hi, s.Version)
+		}
+		versions := fmt.Sprintf("version %d", lo)
+		if lo != hi {
+			versions = fmt.Sprintf("versions %d to %d", lo, hi)
+		}
+		fmt.Fprintf(o.stdout, "Tenant schemas: %d with a history, at %s (`pgmig status --schema NAME` shows one).\n", n, versions)
+	}
 	for _, h := range unfinished {
 		what := "was interrupted (its client died or was killed)"
 		switch h.State {

@@ -314,6 +314,166 @@ BEGIN
     END IF;
 END
 $pgmig$;
+-- Scopes (added in 0.2.0): schema per tenant. The same migrations applied inside tenant schema
+-- S have a history of their own — the rows of pgmig.history with scope = S — and a lock of
+-- their own, so that tenants never wait for each other. The default scope ('') is the
+-- database's own migrations, as before.
+--
+-- The lock of a scope: the default scope takes LOCK TABLE pgmig.history IN EXCLUSIVE MODE, as
+-- always. A tenant scope takes LOCK TABLE pgmig.history IN ROW EXCLUSIVE MODE (which does not
+-- conflict with itself, and does conflict with the default scope's EXCLUSIVE lock) and then
+-- locks its own row of pgmig.scope with SELECT ... FOR UPDATE. Both are transaction locks,
+-- taken before the history is read, released at commit; other tenants' rows are not touched.
+-- So the default scope and the tenants exclude each other, and tenants exclude only a migrator
+-- of the same tenant. Locking a row needs UPDATE on pgmig.scope: a role without privileges on
+-- pgmig's tables cannot hold up a tenant's migrations (an advisory lock would let anyone).
+-- Who holds a row lock is not visible from SQL when it was taken in a subtransaction (as the
+-- engine does, to catch its lock timeout): so the holder also takes a shared transaction-level
+-- advisory lock on the scope's key (_scope_key), a marker only — it never waits, excludes
+-- nobody, and is released with the transaction — that names it in pg_locks.
+ALTER TABLE pgmig.history ADD COLUMN IF NOT EXISTS scope text NOT NULL DEFAULT '';
+ALTER TABLE pgmig.nontx_run ADD COLUMN IF NOT EXISTS scope text NOT NULL DEFAULT '';
+ALTER TABLE pgmig.audit ADD COLUMN IF NOT EXISTS scope text NOT NULL DEFAULT '';
+COMMENT ON COLUMN pgmig.history.scope IS 'the tenant schema this migration was applied in; '''' for the database''s own migrations';
+
+DO $pgmig$
+DECLARE
+    t text;
+BEGIN
+    -- A version is applied once per scope: the primary keys become (scope, version).
+    FOREACH t IN ARRAY ARRAY['history', 'nontx_run'] LOOP
+        IF (SELECT array_agg(a.attname::text ORDER BY k.ord)
+              FROM pg_catalog.pg_constraint AS c
+              CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+              JOIN pg_catalog.pg_attribute AS a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+             WHERE c.conrelid = pg_catalog.to_regclass('pgmig.' || t) AND c.contype = 'p') = ARRAY['version'] THEN
+            EXECUTE pg_catalog.format('ALTER TABLE pgmig.%I DROP CONSTRAINT %I, ADD CONSTRAINT %I PRIMARY KEY (scope, version)',
+                                      t, t || '_pkey', t || '_pkey');
+        END IF;
+    END LOOP;
+END
+$pgmig$;
+
+DO $pgmig$
+DECLARE
+    r record;
+BEGIN
+    IF pg_catalog.to_regclass('pgmig.scope') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    CREATE TABLE pgmig.scope (
+        name       text        NOT NULL PRIMARY KEY CHECK (name <> '' AND octet_length(name) <= 63),
+        created_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+        created_by text        NOT NULL DEFAULT CURRENT_USER
+    );
+    COMMENT ON TABLE pgmig.scope IS 'One row per tenant scope: its lock (SELECT ... FOR UPDATE by the scope''s migrators).';
+    REVOKE ALL ON pgmig.scope FROM PUBLIC;
+    -- Upgrading: whoever could write the history can lock a scope.
+    FOR r IN SELECT DISTINCT a.grantee::pg_catalog.regrole::text AS grantee
+             FROM pg_catalog.pg_class AS c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+             WHERE c.oid = 'pgmig.history'::pg_catalog.regclass AND a.privilege_type = 'INSERT'
+               AND a.grantee <> 0 AND a.grantee <> c.relowner LOOP
+        EXECUTE pg_catalog.format('GRANT SELECT, INSERT, UPDATE ON pgmig.scope TO %s', r.grantee);
+    END LOOP;
+END
+$pgmig$;
+
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'scope' AND NOT attisdropped) THEN
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE scope text;   -- '' or the tenant schema
+    END IF;
+END
+$pgmig$;
+
+-- The scope a caller asked for, checked: '' (the default scope) for NULL or '', else the tenant
+-- schema's name exactly as given (case matters, as in "Tenant"). Raises PM001 for a name that
+-- cannot be a tenant schema: pgmig's, the system's, or a schema holding pgmig's API functions
+-- (the API schema is chosen at install; a scope names where migrations create their objects).
+CREATE OR REPLACE FUNCTION pgmig._scope(p_scope text)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_scope IS NULL OR p_scope = '' THEN
+        RETURN '';
+    END IF;
+    IF octet_length(p_scope) > 63 OR p_scope IN ('pgmig', 'information_schema') OR p_scope LIKE 'pg\_%' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: %s cannot be a tenant scope: %s', quote_literal(p_scope),
+                             CASE WHEN octet_length(p_scope) > 63 THEN 'a schema name has at most 63 bytes'
+                                  ELSE 'it is pgmig''s or the system''s schema' END);
+    END IF;
+    IF EXISTS (SELECT FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+               WHERE n.nspname = p_scope AND p.proname = 'migrate_apply'
+                 AND p.proowner = (SELECT s.nspowner FROM pg_namespace AS s WHERE s.nspname = 'pgmig')) THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: schema %I holds pgmig''s API functions; it cannot be a tenant scope', p_scope),
+            HINT = 'A scope names the tenant schema the migrations create their objects in. The schema of the API functions '
+                || 'is chosen at install (pgmig install --api-schema); calls do not need it (call pgmig.migrate_run).';
+    END IF;
+    RETURN p_scope;
+END
+$fn$;
+
+-- The marker key of a scope's lock holder (see above): a 64-bit hash, shown in pg_locks as
+-- classid (high 32 bits) and objid (low 32 bits) of an advisory lock with objsubid 1.
+CREATE OR REPLACE FUNCTION pgmig._scope_key(p_scope text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$ SELECT hashtextextended('pgmig scope lock: ' || p_scope, 0) $fn$;
+
+-- The sessions that hold the marker of scope p_scope ('' has none: its lock is a table lock).
+CREATE OR REPLACE FUNCTION pgmig._scope_holders(p_scope text)
+RETURNS SETOF integer
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT l.pid
+FROM pg_locks AS l, pgmig._scope_key(p_scope) AS k(key)
+WHERE p_scope <> '' AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+  AND l.classid::bigint = (k.key >> 32) & 4294967295 AND l.objid::bigint = k.key & 4294967295
+$fn$;
+
+-- How a scope is named in messages: '' for the default scope, else ' in scope "S"'.
+CREATE OR REPLACE FUNCTION pgmig._in_scope(p_scope text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN coalesce(p_scope, '') = '' THEN '' ELSE format(' in scope %I', p_scope) END
+$fn$;
+
+-- The search_path the migrations of a scope run with: the tenant schema first, so that what
+-- they create lands there, then the caller's (functions of extensions in public, say).
+CREATE OR REPLACE FUNCTION pgmig._scope_path(p_scope text, p_caller_path text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN coalesce(p_scope, '') = '' THEN p_caller_path
+            ELSE concat_ws(', ', quote_ident(p_scope), nullif(p_caller_path, '')) END
+$fn$;
+
+-- Before the first migration of a scope whose schema does not exist yet: create it (as the
+-- caller, who needs CREATE on the database), under the scope's lock.
+CREATE OR REPLACE FUNCTION pgmig._create_scope_schema(p_scope text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_scope <> '' AND to_regnamespace(quote_ident(p_scope)) IS NULL THEN
+        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', p_scope);
+    END IF;
+END
+$fn$;
 -- The version is substituted by `make sql` from pgmig.control's default_version.
 CREATE OR REPLACE FUNCTION pgmig.engine_version()
 RETURNS text
@@ -554,11 +714,11 @@ SELECT (e->>'version')::bigint,
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
 
--- The batch joined with the history as of the calling statement's snapshot (the engine calls
--- it only after it holds the history lock). One row per batch entry ('pending' or
--- 'already_applied') and one per applied version absent from the batch ('ahead' when newer
--- than every batch entry, else 'missing'), in version order.
-CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
+-- The batch joined with the history of scope p_scope as of the calling statement's snapshot
+-- (the engine calls it only after it holds the scope's lock). One row per batch entry
+-- ('pending' or 'already_applied') and one per applied version absent from the batch ('ahead'
+-- when newer than every batch entry, else 'missing'), in version order.
+CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb, p_scope text)
 RETURNS SETOF pgmig.plan_entry
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -572,13 +732,13 @@ SELECT * FROM (
     SELECT b.version, b.name, b.label,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
            b.sql, b.down_sql, b.transactional, b.commit_after, b.checksum, h.name, h.checksum, h.applied_at
-    FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
+    FROM b LEFT JOIN pgmig.history AS h ON h.scope = p_scope AND h.version = b.version
   UNION ALL
     SELECT h.version, h.name, h.label,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
            NULL, NULL, h.transactional, false, h.checksum, h.name, h.checksum, h.applied_at
     FROM pgmig.history AS h
-    WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
+    WHERE h.scope = p_scope AND NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows
 ORDER BY 1
 $fn$;
@@ -590,13 +750,13 @@ $fn$;
 -- _read_plan computes whether this finds anything with one flag from the same rules: a rule
 -- added here must be added there (TestDrift has a case for each).
 CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
-                                                 p_allow_missing boolean)
+                                                 p_allow_missing boolean, p_scope text)
 RETURNS TABLE (version bigint, kind text, problem text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 WITH p AS MATERIALIZED (
-    SELECT * FROM pgmig._plan_rows(p_batch)
+    SELECT * FROM pgmig._plan_rows(p_batch, p_scope)
 ), newest_applied AS (
     SELECT max(p.version) AS v FROM p WHERE p.outcome <> 'pending'
 )
@@ -642,26 +802,37 @@ $fn$;
 -- session; sessions of other roles show NULL query/client_addr unless the caller has
 -- pg_read_all_stats (PostgreSQL's rule, docs "The Cumulative Statistics System").
 -- A prepared transaction holding the lock has no backend (pid IS NULL in pg_locks).
-CREATE OR REPLACE FUNCTION pgmig._lock_holder()
+-- p_scope '' (the default scope): whoever holds a lock on pgmig.history that conflicts with
+-- EXCLUSIVE, tenant migrators included (14_scope.sql). A tenant scope: the holder of its row
+-- of pgmig.scope (named by its marker, see 14_scope.sql), and a default-scope migrator, which
+-- excludes every tenant.
+CREATE OR REPLACE FUNCTION pgmig._lock_holder(p_scope text)
 RETURNS TABLE (pid integer, role text, application_name text, client_addr inet,
                since timestamptz, state text, query text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT l.pid, a.usename::text, a.application_name, a.client_addr,
+WITH holders AS (
+    SELECT l.pid
+    FROM pg_locks AS l
+    WHERE l.locktype = 'relation'
+      AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+      AND l.relation = 'pgmig.history'::regclass
+      AND l.granted
+      AND (l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+           OR (p_scope = '' AND l.mode = 'RowExclusiveLock' AND l.pid IS DISTINCT FROM pg_backend_pid()))
+  UNION
+    SELECT h.pid FROM pgmig._scope_holders(p_scope) AS h(pid)
+)
+SELECT h.pid, a.usename::text, a.application_name, a.client_addr,
        coalesce(a.xact_start, a.backend_start), a.state, a.query
-FROM pg_locks AS l
-LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
-WHERE l.locktype = 'relation'
-  AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
-  AND l.relation = 'pgmig.history'::regclass
-  AND l.granted
-  AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-ORDER BY l.pid
+FROM holders AS h
+LEFT JOIN pg_stat_activity AS a ON a.pid = h.pid
+ORDER BY h.pid
 $fn$;
 
 -- One line per holder, for error details.
-CREATE OR REPLACE FUNCTION pgmig._lock_holder_text()
+CREATE OR REPLACE FUNCTION pgmig._lock_holder_text(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -674,7 +845,7 @@ SELECT string_agg(
                           h.since, date_trunc('second', clock_timestamp() - h.since),
                           coalesce(h.state, '?'), coalesce(left(h.query, 200), '?'))
          END, E'\n')
-FROM pgmig._lock_holder() AS h
+FROM pgmig._lock_holder(p_scope) AS h
 $fn$;
 
 -- The lock protocol. Every migrator takes LOCK TABLE pgmig.history IN EXCLUSIVE MODE in the
@@ -707,22 +878,28 @@ AS $fn$ SELECT interval '200 milliseconds' $fn$;
 -- session that nontx_begin named, which it does from the moment it holds the lock, before the
 -- first row is written. The session is looked up in this database's pg_stat_activity rather
 -- than through pg_locks: pg_locks copies the whole shared lock table, which the holder of a
--- large batch fills with thousands of entries, and waiters look once per slice.
-CREATE OR REPLACE FUNCTION pgmig._nontx_running()
+-- large batch fills with thousands of entries, and waiters look once per slice. Which runs
+-- matter: those whose holder a waiter of p_scope could queue behind — every scope's for the
+-- default scope (its EXCLUSIVE lock waits for every tenant's), the default scope's and its
+-- own for a tenant.
+CREATE OR REPLACE FUNCTION pgmig._nontx_running(p_scope text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running' AND (p_scope = '' OR r.scope IN ('', p_scope)))
     OR EXISTS (SELECT FROM pg_stat_activity AS a
                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                 AND a.application_name LIKE 'pgmig: non-transactional migration %')
+                 AND a.application_name LIKE 'pgmig: non-transactional migration %'
+                 AND (p_scope = '' OR a.application_name NOT LIKE '% in scope %'
+                      OR a.application_name LIKE '%' || pgmig._in_scope(p_scope)))
 $fn$;
 
--- One attempt at the history lock: NOWAIT when p_wait is NULL, else queued for at most p_wait.
--- True when this transaction holds the lock afterwards. The session's lock_timeout is put back
--- for the rest of the transaction (the migrations' own lock waits).
-CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval)
+-- One attempt at the lock of scope p_scope (see 14_scope.sql): NOWAIT when p_wait is NULL,
+-- else queued for at most p_wait. True when this transaction holds the lock afterwards. The
+-- session's lock_timeout is put back for the rest of the transaction (the migrations' own lock
+-- waits).
+CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval, p_scope text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -731,12 +908,25 @@ DECLARE
     v_saved text := current_setting('lock_timeout');
 BEGIN
     BEGIN
-        IF p_wait IS NULL THEN
+        IF p_scope = '' AND p_wait IS NULL THEN
             LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
-        ELSE
+        ELSIF p_scope = '' THEN
             -- lock_timeout 0 would mean "forever": ask for at least 1 ms.
             PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM p_wait) * 1000))::bigint::text || 'ms', true);
             LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_saved, true);
+        ELSE
+            -- A tenant: the table in ROW EXCLUSIVE mode, then the scope's row (created on the
+            -- first run; a racer's INSERT waits for ours, then finds the row). NOWAIT is 1 ms
+            -- here: INSERT ... ON CONFLICT has no NOWAIT.
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM coalesce(p_wait, interval '0')) * 1000))::bigint::text || 'ms', true);
+            LOCK TABLE pgmig.history IN ROW EXCLUSIVE MODE;
+            PERFORM FROM pgmig.scope AS s WHERE s.name = p_scope FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO pgmig.scope (name) VALUES (p_scope) ON CONFLICT DO NOTHING;
+                PERFORM FROM pgmig.scope AS s WHERE s.name = p_scope FOR UPDATE;
+            END IF;
+            PERFORM pg_try_advisory_xact_lock_shared(pgmig._scope_key(p_scope));
             PERFORM set_config('lock_timeout', v_saved, true);
         END IF;
         RETURN true;
@@ -763,7 +953,7 @@ END
 $fn$;
 
 -- PM003: the lock was not granted in time. p_how says how long it waited.
-CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
+CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -771,8 +961,8 @@ AS $fn$
 BEGIN
     RAISE EXCEPTION USING
         ERRCODE = 'PM003',
-        MESSAGE = format('pgmig: another migrator holds the migration lock (%s)', p_how),
-        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+        MESSAGE = format('pgmig: another migrator holds the migration lock%s (%s)', pgmig._in_scope(p_scope), p_how),
+        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope),
                  'a session this role cannot see (grant pg_read_all_stats to see it)'),
         HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
 END
@@ -804,7 +994,7 @@ $fn$;
 -- before the statement_timeout would cancel the queued LOCK (57014, a failure instead of a
 -- retry). Raises PM003 when the statement has no time left to wait in: the session's
 -- statement_timeout, not the lock timeout, ends the wait then, and the error says so.
-CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval)
+CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval, p_scope text)
 RETURNS interval
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -819,7 +1009,7 @@ BEGIN
             ERRCODE = 'PM003',
             MESSAGE = format('pgmig: another migrator holds the migration lock, and this statement reached the session''s statement_timeout (%s) waiting for it',
                              current_setting('statement_timeout')),
-            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope),
                      'a session this role cannot see (grant pg_read_all_stats to see it)'),
             HINT = 'A whole CALL migrate_run(...) is one statement: the session''s statement_timeout bounds the wait for the lock and the migrations together. '
                 || 'Run migrations with a longer (or no) statement_timeout, e.g. SET statement_timeout = 0 in the migration session.';
@@ -834,9 +1024,11 @@ $fn$;
 -- outside any transaction, and call again in a new transaction with the waiting_since and
 -- attempt it returned. p_lock_timeout: NULL = the session's lock_timeout (0 there: no limit),
 -- 0 = do not wait. Raises PM003 naming the holder when the time is up.
+-- p_scope: the tenant scope ('' or NULL: the default scope).
 CREATE OR REPLACE FUNCTION pgmig.lock_wait(p_lock_timeout interval DEFAULT NULL,
                                            p_waiting_since timestamptz DEFAULT NULL,
                                            p_attempt integer DEFAULT 0,
+                                           p_scope text DEFAULT NULL,
                                            OUT acquired boolean, OUT retry_after interval,
                                            OUT waiting_since timestamptz, OUT attempt integer)
 LANGUAGE plpgsql VOLATILE
@@ -845,32 +1037,33 @@ AS $fn$
 DECLARE
     v_left interval;
     v_delay interval;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     waiting_since := coalesce(p_waiting_since, clock_timestamp());
     attempt := coalesce(p_attempt, 0) + 1;
     retry_after := interval '0';
-    acquired := pgmig._lock_attempt(NULL);
+    acquired := pgmig._lock_attempt(NULL, v_scope);
     IF acquired THEN
         RETURN;
     END IF;
     IF p_lock_timeout = interval '0' THEN
-        PERFORM pgmig._raise_lock_timeout('did not wait');
+        PERFORM pgmig._raise_lock_timeout('did not wait', v_scope);
     END IF;
     v_left := pgmig._lock_time_left(p_lock_timeout, waiting_since);
     IF v_left <= interval '0' THEN
-        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')), v_scope);
     END IF;
-    IF pgmig._nontx_running() THEN
+    IF pgmig._nontx_running(v_scope) THEN
         -- Wait outside any statement: 5 ms doubling to 200 ms, with jitter.
         v_delay := least(pgmig._lock_slice(), interval '5 milliseconds' * power(2, least(attempt - 1, 6)));
         retry_after := least(v_delay + v_delay * random(), coalesce(v_left, v_delay * 2));
         RETURN;
     END IF;
-    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left));
+    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left, v_scope), v_scope);
 END
 $fn$;
-COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
+COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer, text)
     IS 'pgmig client protocol: one attempt at the history lock; see docs/sql-api.md, "Client protocol"';
 
 -- Takes the history lock inside one statement (migrate_apply and the other functions),
@@ -878,7 +1071,7 @@ COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
 -- not wait), in slices. Inside a statement there is no way to let go of the snapshot between
 -- slices, so while a non-transactional migration runs it raises PM003 at once instead of
 -- waiting (migrate_run and pgmig push wait for it without a snapshot).
-CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
+CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -889,28 +1082,28 @@ DECLARE
 BEGIN
     PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     LOOP
-        IF pgmig._lock_attempt(NULL) THEN
+        IF pgmig._lock_attempt(NULL, p_scope) THEN
             RETURN;
         END IF;
         IF p_lock_timeout = interval '0' THEN
-            PERFORM pgmig._raise_lock_timeout('did not wait');
+            PERFORM pgmig._raise_lock_timeout('did not wait', p_scope);
         END IF;
-        IF pgmig._nontx_running() THEN
+        IF pgmig._nontx_running(p_scope) THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM003',
                 MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
-                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
-                                                                     r.statements_done + 1, r.statements), '; ')
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope), 'a session this role cannot see')
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s)%s, statement %s of %s', r.version, r.name,
+                                                                     pgmig._in_scope(r.scope), r.statements_done + 1, r.statements), '; ')
                                              FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
                 HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. '
                     || 'Retry when it has finished, or use CALL migrate_run(...) or pgmig push, which wait for it without a snapshot.';
         END IF;
         v_left := pgmig._lock_time_left(p_lock_timeout, v_since);
         IF v_left <= interval '0' THEN
-            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')), p_scope);
         END IF;
-        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left)) THEN
+        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left, p_scope), p_scope) THEN
             RETURN;
         END IF;
     END LOOP;
@@ -1093,7 +1286,7 @@ $fn$;
 -- comes first, its DETAIL listing each version and kind for programs (notices 'json'/'none').
 CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
                                                   p_allow_missing boolean, p_outcome text,
-                                                  p_data boolean DEFAULT false)
+                                                  p_data boolean, p_scope text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -1107,7 +1300,7 @@ BEGIN
     SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version),
            jsonb_agg(jsonb_build_object('version', d.version, 'kind', d.kind) ORDER BY d.version, d.kind)
       INTO v_count, v_versions, v_detail, v_data
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing, p_scope) AS d;
     IF v_count > 0 AND p_data THEN
         RAISE WARNING USING
             ERRCODE = 'PM002',
@@ -1117,8 +1310,8 @@ BEGIN
     IF v_count > 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)%s', v_versions,
-                             coalesce('; ' || p_outcome, '')),
+            MESSAGE = format('pgmig: the batch does not match the applied history%s (versions %s)%s', pgmig._in_scope(p_scope),
+                             v_versions, coalesce('; ' || p_outcome, '')),
             DETAIL = v_detail,
             HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
                 || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
@@ -1175,22 +1368,23 @@ $fn$;
 -- The prelude of every operation that changes the history: a transaction that can see fresh
 -- history after the lock (PM004 otherwise), the lock (PM003 on timeout), and no interrupted
 -- non-transactional migration waiting for an operator (PM009).
-CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval)
+CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM pgmig._assert_can_migrate(p_what);
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._lock_history(p_lock_timeout, p_scope);
+    PERFORM pgmig._assert_no_interrupted(p_scope);
 END
 $fn$;
 
 -- The one way rows get into pgmig.history. p_client_application is the caller's
 -- application_name as it was before any migration ran (a migration could change it).
 CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
-                                                 p_client_info text, p_client_application text)
+                                                 p_client_info text, p_client_application text,
+                                                 p_scope text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -1198,10 +1392,10 @@ AS $fn$
 DECLARE
     v_count bigint;
 BEGIN
-    INSERT INTO pgmig.history (version, name, label, checksum, sql, down_sql, transactional, kind,
+    INSERT INTO pgmig.history (scope, version, name, label, checksum, sql, down_sql, transactional, kind,
                                applied_at, applied_by, login_role, client_application,
                                client_addr, client_info, backend_pid, duration, engine_version)
-    SELECT r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
+    SELECT p_scope, r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
            r.applied_at, current_user, session_user, p_client_application,
            inet_client_addr(), p_client_info, coalesce(r.backend_pid, pg_backend_pid()),
            coalesce(r.duration, interval '0'), pgmig.engine_version()
@@ -1212,13 +1406,13 @@ END
 $fn$;
 
 -- The one way rows get into pgmig.audit.
-CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb)
+CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb, p_scope text)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-VALUES (p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
+INSERT INTO pgmig.audit (scope, action, version, client_application, client_addr, client_info, details)
+VALUES (p_scope, p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
 $fn$;
 
 -- The plan, read once under the lock: every batch entry and applied version in version order
@@ -1229,7 +1423,7 @@ $fn$;
 -- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
 -- and the commit_after points.
 CREATE OR REPLACE FUNCTION pgmig._read_plan(p_batch jsonb, p_target bigint, p_allow_out_of_order boolean,
-                                            p_allow_missing boolean,
+                                            p_allow_missing boolean, p_scope text,
                                             OUT plan pgmig.plan_entry[], OUT drift boolean, OUT to_apply bigint,
                                             OUT manifest_only text, OUT non_transactional text, OUT ahead text,
                                             OUT commit_points text)
@@ -1252,7 +1446,7 @@ SELECT array_agg((p.version, p.name, p.label,
        string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
        string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
 FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
-      FROM pgmig._plan_rows(p_batch) AS r) AS p
+      FROM pgmig._plan_rows(p_batch, p_scope) AS r) AS p
 $fn$;
 
 -- Executes the migrations of p_plan marked 'pending', from index p_from, in the caller's
@@ -1305,6 +1499,7 @@ BEGIN
     IF p_ctx.lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
     END IF;
+    PERFORM pgmig._create_scope_schema(p_ctx.scope);
     BEGIN
         i := p_from;
         WHILE i <= v_count LOOP
@@ -1397,7 +1592,7 @@ BEGIN
               FROM unnest(p_plan) WITH ORDINALITY AS e
               JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
              WHERE t.d IS NOT NULL;
-            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application)::text;
+            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
@@ -1544,11 +1739,12 @@ END
 $fn$;
 
 -- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
--- p_default_budget, 0 means none.
+-- p_default_budget, 0 means none. p_scope is checked already (_scope): the migrations of a
+-- tenant scope run with its schema first in their search_path.
 CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
                                                p_client_info text, p_notices text, p_lock_budget integer,
                                                p_default_budget integer, p_max_per_transaction integer,
-                                               p_run_mode boolean, p_capture_failure boolean)
+                                               p_run_mode boolean, p_capture_failure boolean, p_scope text)
 RETURNS pgmig.call_context
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -1556,7 +1752,8 @@ AS $fn$
 DECLARE
     v_ctx pgmig.call_context;
 BEGIN
-    v_ctx.caller_path := p_caller_path;
+    v_ctx.caller_path := pgmig._scope_path(p_scope, p_caller_path);
+    v_ctx.scope := p_scope;
     v_ctx.caller_role := p_caller_role;
     v_ctx.settings := pgmig._settings();
     v_ctx.client_info := p_client_info;
@@ -1652,7 +1849,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_dry_run            boolean,
     p_client_info        text,
     p_lock_budget        integer,
-    p_notices            text)
+    p_notices            text,
+    p_scope              text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -1671,38 +1869,40 @@ DECLARE
     v_digest      text;
     v_batch_start timestamptz;
     v_quiet       text;   -- client_min_messages to put back after notices => 'none'
+    v_scope       text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_apply');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
+    v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 NULL, NULL, false, false);
+                                 NULL, NULL, false, false, v_scope);
     v_quiet := pgmig._quiet(p_notices);
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
+    PERFORM pgmig._assert_no_interrupted(v_scope);
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
     -- Racing migrators of the same batch: the history digest equal to the batch's proves
     -- that exactly these migrations are applied, unchanged; nothing else to read.
-    v_digest := pgmig._history_digest();
+    v_digest := pgmig._history_digest(v_scope);
     IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
         RETURN QUERY
             SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
-            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
             ORDER BY b.version;
         PERFORM pgmig._unquiet(v_quiet);
         PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
         RETURN;
     END IF;
 
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
     IF v_plan.drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data, v_scope);
     END IF;
     PERFORM pgmig._assert_runnable(v_plan.manifest_only, v_plan.non_transactional, v_plan.ahead, p_dry_run,
         'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '
@@ -1769,7 +1969,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_notices                text,
     p_details                boolean,
     INOUT p_result           jsonb,
-    p_capture_failure        boolean DEFAULT false)
+    p_capture_failure        boolean DEFAULT false,
+    p_scope                  text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -1796,6 +1997,7 @@ DECLARE
     v_entry       pgmig.plan_entry;
     v_budget_stops integer := 0;    -- transactions ended at the lock budget
     v_failed      jsonb;            -- p_capture_failure: the failing migration and its error
+    v_scope       text;
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -1820,49 +2022,50 @@ BEGIN
 
     PERFORM pgmig._assert_can_migrate('migrate_run');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
+    v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure);
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
     LOOP
         -- The lock, waiting as lock_wait decides: queued in slices, or, while a
         -- non-transactional migration runs, between transactions without a snapshot.
-        SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, NULL, 0);
+        SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, NULL, 0, v_scope);
         WHILE NOT v_wait.acquired LOOP
             ROLLBACK AND CHAIN;
             IF v_wait.retry_after > interval '0' THEN
                 PERFORM pg_catalog.pg_sleep(extract(epoch FROM v_wait.retry_after));
                 COMMIT AND CHAIN;
             END IF;
-            SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, v_wait.waiting_since, v_wait.attempt);
+            SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, v_wait.waiting_since, v_wait.attempt, v_scope);
         END LOOP;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pgmig._quiet(p_notices);
-        PERFORM pgmig._assert_no_interrupted();
+        PERFORM pgmig._assert_no_interrupted(v_scope);
 
         -- The plan: read on the first transaction, and again whenever the history is not
         -- exactly as this call left it at its last commit (another migrator got the lock in
         -- between, or an operator rolled back, repaired...).
         IF v_first THEN
-            v_mark := pgmig._history_digest();
+            v_mark := pgmig._history_digest(v_scope);
             IF v_mark <> pgmig._empty_digest() AND v_mark = pgmig._batch_digest(p_batch) THEN
                 -- Racing migrators of the same batch: exactly these migrations are applied,
                 -- unchanged; nothing else to read (the plan only for the details).
                 IF p_details THEN
-                    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+                    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
                     v_plan_array := v_plan.plan;
                 END IF;
                 EXIT;
             END IF;
         END IF;
-        IF v_first OR v_mark IS DISTINCT FROM pgmig._history_mark() THEN
-            SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+        IF v_first OR v_mark IS DISTINCT FROM pgmig._history_mark(v_scope) THEN
+            SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
             IF v_plan.drift THEN
                 PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing,
                     CASE WHEN v_txn = 0 THEN 'nothing was applied'
                          ELSE format('nothing more was applied (%s migrations committed earlier by this call stay applied)', v_ctx.committed) END,
-                    v_ctx.data);
+                    v_ctx.data, v_scope);
             END IF;
             IF v_first THEN
                 PERFORM pgmig._assert_runnable(v_plan.manifest_only,
@@ -1913,7 +2116,7 @@ BEGIN
         v_pos := v_run.next_index;
         -- A migration's plain SET survives COMMIT: put back what _execute_as_caller does not.
         PERFORM pgmig._restore_settings(v_ctx.settings);
-        v_mark := pgmig._history_mark();
+        v_mark := pgmig._history_mark(v_scope);
         COMMIT AND CHAIN;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pgmig._quiet(p_notices);
@@ -1944,7 +2147,7 @@ BEGIN
         'transactions', v_txn,
         'lock_budget', v_ctx.lock_budget,
         'lock_budget_stops', v_budget_stops,
-        'version', (SELECT max(h.version) FROM pgmig.history AS h),
+        'version', (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = v_scope),
         'ahead', coalesce((SELECT jsonb_agg(x.version ORDER BY x.version) FROM unnest(v_plan_array) AS x WHERE x.outcome = 'ahead'), '[]'),
         'stopped', v_stopped,
         'failed', v_failed,
@@ -1993,14 +2196,16 @@ $fn$;
 -- A cheap mark of the history's state: changes whenever anyone else changes the history
 -- (a row added or removed changes the count or the newest version; a rollback, repair,
 -- baseline or resolve also writes an audit row). migrate_run compares it across its commits
--- to know whether its plan still holds.
-CREATE OR REPLACE FUNCTION pgmig._history_mark()
+-- to know whether its plan still holds. Per scope (other tenants' changes do not matter).
+CREATE OR REPLACE FUNCTION pgmig._history_mark(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history), (SELECT max(version) FROM pgmig.history),
-                 (SELECT max(id) FROM pgmig.audit), (SELECT count(*) FROM pgmig.nontx_run))
+SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history AS h WHERE h.scope = p_scope),
+                 (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = p_scope),
+                 (SELECT max(a.id) FROM pgmig.audit AS a WHERE a.scope = p_scope),
+                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope))
 $fn$;
 -- Staged releases: migrate_stage stores a validated batch under a label (pgmig.staged);
 -- CALL migrate_run_staged(label) applies it later exactly as CALL migrate_run(batch) would, from
@@ -2119,9 +2324,9 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch for staged release %s is empty; nothing was staged', p_label);
     END IF;
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, NULL, false, false);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, NULL, false, false, '');
     IF v_plan.drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, false, false, 'nothing was staged');
+        PERFORM pgmig._assert_no_drift(p_batch, false, false, 'nothing was staged', false, '');
     END IF;
     IF v_plan.manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -2290,7 +2495,7 @@ BEGIN
             jsonb_build_object('label', p_label, 'state', 'applied', 'applied', 0), pgmig._notices_mode(v_notices));
         p_result := jsonb_build_object('label', p_label, 'state', 'applied', 'applied', 0,
                                        'applied_at', v_rel.applied_at, 'applied_by', v_rel.applied_by,
-                                       'version', (SELECT max(h.version) FROM pgmig.history AS h));
+                                       'version', (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = ''));
         PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
         RETURN;
     END IF;
@@ -2299,10 +2504,10 @@ BEGIN
     -- error can be recorded (see the top of this file). Without the lock: _run makes them again
     -- under it.
     BEGIN
-        PERFORM pgmig._assert_no_interrupted();
-        SELECT * INTO v_plan FROM pgmig._read_plan(v_rel.batch, NULL, false, false);
+        PERFORM pgmig._assert_no_interrupted('');
+        SELECT * INTO v_plan FROM pgmig._read_plan(v_rel.batch, NULL, false, false, '');
         IF v_plan.drift THEN
-            PERFORM pgmig._assert_no_drift(v_rel.batch, false, false, 'nothing was applied');
+            PERFORM pgmig._assert_no_drift(v_rel.batch, false, false, 'nothing was applied', false, '');
         END IF;
         IF v_plan.manifest_only IS NOT NULL THEN
             RAISE EXCEPTION USING
@@ -2340,7 +2545,7 @@ BEGIN
     -- _run takes the caller's search_path for the migrations from the session as it finds it.
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
     CALL pgmig._run(v_rel.batch, v_no_target, p_lock_timeout, v_false, v_false, v_false, v_info, v_no_limit,
-                    v_no_limit, v_false, v_notices, v_false, v_result, v_true);
+                    v_no_limit, v_false, v_notices, v_false, v_result, v_true, '');
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     v_applied := coalesce((v_result->>'applied')::integer, 0);
@@ -2421,8 +2626,6 @@ CROSS JOIN LATERAL (
 ORDER BY s.staged_at DESC, s.label
 $fn$;
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolean,boolean)', NULL); END $pgmig$;
-DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
-    'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)'); END $pgmig$;
 
 -- What migrate_apply / migrate_run would do with this batch and these options, without taking
 -- the lock: the same plan (_read_plan) against the committed history as of now. Cheap enough
@@ -2439,7 +2642,8 @@ CREATE OR REPLACE FUNCTION pgmig._plan(
     p_target_version     bigint,
     p_allow_out_of_order boolean,
     p_allow_missing      boolean,
-    p_report_drift       boolean)
+    p_report_drift       boolean,
+    p_scope              text)
 RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
                transactional boolean, commit_after boolean, step integer, drift text, detail text,
                down_differs boolean)
@@ -2454,25 +2658,26 @@ DECLARE
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
     PERFORM pgmig._assert_well_formed(p_batch);
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
     IF v_plan.drift AND NOT p_report_drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL, false, v_scope);
     END IF;
     IF v_plan.drift THEN
         SELECT jsonb_object_agg(x.version::text, jsonb_build_object('kinds', x.kinds, 'problems', x.problems))
           INTO v_drift
           FROM (SELECT d.version, string_agg(d.kind, ',' ORDER BY d.kind) AS kinds,
                        string_agg(d.problem, '; ' ORDER BY d.kind) AS problems
-                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
+                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing, v_scope) AS d
                 GROUP BY d.version) AS x;
     END IF;
     -- Applied versions whose down SQL in the batch is not the recorded one (a down section
     -- added or fixed after the migration was applied): migrate_repair records it.
     SELECT coalesce(jsonb_object_agg(b.version::text, true), '{}'::jsonb) INTO v_downs
-      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
      WHERE b.down_sql IS NOT NULL AND b.down_sql IS DISTINCT FROM h.down_sql;
     FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
         version := v_entry.version;
@@ -2511,8 +2716,9 @@ $fn$;
 -- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
 -- (and the migration it is applying, with how long it has been at it), and one row per
 -- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
--- EXCLUSIVE does not block: status never waits for a running migration.
-CREATE OR REPLACE FUNCTION pgmig._status()
+-- EXCLUSIVE does not block: status never waits for a running migration. p_scope is checked
+-- already (_scope).
+CREATE OR REPLACE FUNCTION pgmig._status(p_scope text)
 RETURNS TABLE (version bigint, name text, label text, state text, applied_at timestamptz, applied_by text,
                client text, duration interval, checksum text, detail text)
 LANGUAGE sql STABLE
@@ -2523,6 +2729,7 @@ SELECT * FROM (
            nullif(concat_ws(' ', h.client_application, host(h.client_addr), h.client_info), ''),
            h.duration, h.checksum, NULL::text
     FROM pgmig.history AS h
+    WHERE h.scope = p_scope
     ORDER BY h.version
 ) AS applied
 UNION ALL
@@ -2530,7 +2737,7 @@ UNION ALL
 -- failed, or interrupted (the client died).
 SELECT r.version, r.name, NULL::text,
        CASE WHEN r.state = 'failed' THEN 'failed'
-            WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            WHEN EXISTS (SELECT FROM pgmig._lock_holder(p_scope)) THEN 'running'
             -- The client is gone but its statement still runs (a concurrent index build
             -- goes on until it notices the closed connection, or to the end).
             WHEN EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active') THEN 'orphaned'
@@ -2540,6 +2747,7 @@ SELECT r.version, r.name, NULL::text,
               CASE WHEN r.current_statement IS NOT NULL THEN '; at: ' || left(r.current_statement, 200) ELSE '' END,
               CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
 FROM pgmig.nontx_run AS r
+WHERE r.scope = p_scope
 UNION ALL
 -- The engine names the migration it is applying in the holder's application_name
 -- ('pgmig: applying <version> @<epoch ms> <the caller's application_name>', see _execute_plan).
@@ -2551,7 +2759,7 @@ SELECT m.version, NULL::text, NULL::text, 'in_progress', l.since, l.role,
                  THEN format('applying version %s for %s; pid %s', m.version,
                              date_trunc('milliseconds', clock_timestamp() - m.started), l.pid)
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
-FROM pgmig._lock_holder() AS l
+FROM pgmig._lock_holder(p_scope) AS l
 LEFT JOIN LATERAL (
     SELECT x[1]::bigint AS version, to_timestamp(x[2]::bigint / 1000.0) AS started, x[3] AS app
     FROM regexp_match(l.application_name, '^pgmig: applying ([0-9]+) @([0-9]+) ?(.*)$') AS x
@@ -2563,7 +2771,7 @@ $fn$;
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
 -- to do" case at every service start). Any difference means: call the engine.
-CREATE OR REPLACE FUNCTION pgmig._history_digest()
+CREATE OR REPLACE FUNCTION pgmig._history_digest(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -2571,6 +2779,7 @@ AS $fn$
 SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
                                                     '' ORDER BY h.version), ''), 'UTF8')), 'hex')
 FROM pgmig.history AS h
+WHERE h.scope = p_scope
 $fn$;
 
 -- The digest of an empty history (sha256 of nothing).
@@ -2595,7 +2804,7 @@ AS $fn$ SELECT 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 -- reports it so.
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
                                            p_dry_run boolean, p_client_info text, p_notices text,
-                                           p_stop_before_nontx boolean)
+                                           p_stop_before_nontx boolean, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -2619,8 +2828,10 @@ DECLARE
     v_notices     text;
     v_nontx       text;
     v_stop        bigint;   -- the newest non-transactional version in the range
+    v_scope       text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_scope := pgmig._scope(p_scope);
     v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
     v_notices := pgmig._notices_mode(p_notices);
@@ -2629,13 +2840,13 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
     END IF;
-    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'));
+    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'), v_scope);
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
                FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '')
       INTO v_total, v_missing
-      FROM pgmig.history AS h WHERE h.version > p_to_version;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version;
     IF v_missing IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM007',
@@ -2645,7 +2856,7 @@ BEGIN
     END IF;
     SELECT string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version DESC), max(h.version)
       INTO v_nontx, v_stop
-      FROM pgmig.history AS h WHERE h.version > p_to_version AND NOT h.transactional;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version AND NOT h.transactional;
     IF v_nontx IS NOT NULL AND NOT p_dry_run AND NOT p_stop_before_nontx THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
@@ -2657,7 +2868,7 @@ BEGIN
     END IF;
 
     BEGIN
-        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
+        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version ORDER BY h.version DESC LOOP
             version    := r.version;
             name       := r.name;
             applied_at := r.applied_at;
@@ -2676,7 +2887,7 @@ BEGIN
                                   jsonb_build_object('event', 'rolling_back', 'version', r.version, 'name', r.name,
                                                      'index', v_done, 'total', v_total), v_notices);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
+            PERFORM pgmig._execute_as_caller(r.down_sql, pgmig._scope_path(v_scope, v_caller_path), v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
             PERFORM pgmig._notice('PM000', format('pgmig: rolled back version %s in %s', r.version, v_duration),
                                   jsonb_build_object('event', 'rolled_back', 'version', r.version, 'name', r.name,
@@ -2685,7 +2896,7 @@ BEGIN
 
             v_phase := 'recording';
             PERFORM pgmig._forget_applied(r.version, p_client_info,
-                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text));
+                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text), v_scope);
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
@@ -2725,7 +2936,7 @@ $fn$;
 -- (kind 'baseline') without running them, with the batch's checksums (manifest entries are
 -- enough). Refuses when the history already has versions above p_version.
 CREATE OR REPLACE FUNCTION pgmig._baseline(p_batch jsonb, p_version bigint, p_lock_timeout interval,
-                                           p_client_info text)
+                                           p_client_info text, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path TO pg_catalog, pg_temp
@@ -2735,6 +2946,7 @@ DECLARE
     v_above    text;
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
+    v_scope    text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
     IF p_version IS NULL OR p_version < 1 THEN
@@ -2747,10 +2959,10 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
     END IF;
-    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout);
+    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout, v_scope);
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
-      FROM pgmig.history AS h WHERE h.version > p_version;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_version;
     IF v_above IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
@@ -2758,19 +2970,20 @@ BEGIN
             HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
     END IF;
     -- Recorded versions at or below the baseline must still match the batch.
-    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
+    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded', false, v_scope);
 
     v_count := pgmig._record_history(
         ARRAY(SELECT (p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, p.transactional,
                       v_now, interval '0', NULL)::pgmig.history_entry
-              FROM pgmig._plan_rows(p_batch) AS p
+              FROM pgmig._plan_rows(p_batch, v_scope) AS p
               WHERE p.outcome = 'pending' AND p.version <= p_version),
-        'baseline', p_client_info, current_setting('application_name'));
+        'baseline', p_client_info, current_setting('application_name'), v_scope);
 
     PERFORM pgmig._audit('baseline', p_version, p_client_info,
             jsonb_build_object('recorded', v_count,
                                'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
-                                            WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
+                                            WHERE h.scope = v_scope AND h.kind = 'baseline' AND h.applied_at = v_now)),
+            v_scope);
     RAISE NOTICE USING
         ERRCODE = 'PM012',
         MESSAGE = format('pgmig: baselined at version %s: recorded %s migration%s without running them',
@@ -2781,6 +2994,7 @@ BEGIN
                CASE WHEN h.kind = 'baseline' AND h.applied_at = v_now THEN 'baselined' ELSE 'already_applied' END,
                NULL::interval, h.applied_at
         FROM pgmig.history AS h
+        WHERE h.scope = v_scope
         UNION ALL
         SELECT p.version, p.name, 'pending', NULL::interval, NULL::timestamptz
         FROM pgmig._batch_rows(p_batch) AS p
@@ -2793,22 +3007,23 @@ $fn$;
 -- the history become the batch's, with the old values kept in pgmig.audit. p_versions NULL
 -- means every applied version whose checksum or name differs from the batch.
 CREATE OR REPLACE FUNCTION pgmig._repair(p_batch jsonb, p_versions bigint[], p_lock_timeout interval,
-                                         p_client_info text)
+                                         p_client_info text, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_bad text;
-    r     record;
+    v_bad   text;
+    r       record;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._begin('migrate_repair', p_lock_timeout);
+    PERFORM pgmig._begin('migrate_repair', p_lock_timeout, v_scope);
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
-     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch) AS p
+     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch, v_scope) AS p
                        WHERE p.version = v AND p.outcome = 'already_applied');
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -2818,8 +3033,8 @@ BEGIN
 
     FOR r IN
         SELECT p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, h AS old
-        FROM pgmig._plan_rows(p_batch) AS p
-        JOIN pgmig.history AS h ON h.version = p.version
+        FROM pgmig._plan_rows(p_batch, v_scope) AS p
+        JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = p.version
         WHERE p.outcome = 'already_applied'
           AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name
                OR p.label IS DISTINCT FROM h.label
@@ -2835,14 +3050,15 @@ BEGIN
                label    = r.label,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
-         WHERE h.version = r.version;
+         WHERE h.scope = v_scope AND h.version = r.version;
         PERFORM set_config('pgmig.maintenance', '', true);
         PERFORM pgmig._audit('repair', r.version, p_client_info,
                 jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'label', (r.old).label, 'checksum', (r.old).checksum,
                                                              'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
                                    'new', jsonb_build_object('name', r.name, 'label', r.label, 'checksum', r.checksum,
                                                              'sql', coalesce(r.sql, (r.old).sql),
-                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
+                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))),
+                v_scope);
         RAISE NOTICE USING
             ERRCODE = 'PM000',
             MESSAGE = format('pgmig: repaired version %s: %s', r.version, r.name);
@@ -2863,9 +3079,10 @@ $fn$;
 -- concurrent index build (CREATE INDEX CONCURRENTLY waits only for transactions that hold a
 -- snapshot or a lock on its table). Protocol, as `pgmig push` runs it (docs/sql-api.md):
 --
---   holder:   BEGIN; LOCK TABLE pgmig.history IN EXCLUSIVE MODE;   -- waits without a snapshot
---             SELECT pgmig.nontx_begin(batch, version);
---   executor: for each statement i of n:
+--   holder:   BEGIN; SELECT * FROM pgmig.lock_wait(...);            -- waits without a snapshot
+--             SELECT pgmig.nontx_begin(batch, version);             -- the statements' search_path
+--   executor: SET search_path to what nontx_begin returned, if anything (a tenant scope);
+--             for each statement i of n:
 --               SELECT pgmig.nontx_progress(version, ..., done => i-1, current => stmt_i);
 --               <stmt_i>                        -- at top level, autocommit
 --             SELECT pgmig.nontx_progress(version, ..., done => n, current => NULL);
@@ -2880,7 +3097,8 @@ $fn$;
 -- statements all completed (the executor recorded the last one done, and then the holder went
 -- away before recording it: a killed client, a timeout, a lost connection) is applied: it is
 -- recorded as such, audited, and reported in a NOTICE, instead of blocking every migrator.
-CREATE OR REPLACE FUNCTION pgmig._assert_no_interrupted()
+-- Only runs of scope p_scope matter (under its lock).
+CREATE OR REPLACE FUNCTION pgmig._assert_no_interrupted(p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -2891,11 +3109,11 @@ DECLARE
     v_orphan  integer;
 BEGIN
     FOR r IN SELECT * FROM pgmig.nontx_run AS x
-             WHERE x.state = 'running' AND x.statements_done = x.statements ORDER BY x.version LOOP
+             WHERE x.scope = p_scope AND x.state = 'running' AND x.statements_done = x.statements ORDER BY x.version LOOP
         IF r.direction = 'down' THEN
             PERFORM pgmig._forget_applied(r.version, r.client_info,
-                                          jsonb_build_object('completed_run', to_jsonb(r), 'non_transactional', true));
-            DELETE FROM pgmig.nontx_run AS x WHERE x.version = r.version;
+                                          jsonb_build_object('completed_run', to_jsonb(r), 'non_transactional', true), p_scope);
+            DELETE FROM pgmig.nontx_run AS x WHERE x.scope = p_scope AND x.version = r.version;
             RAISE NOTICE USING
                 ERRCODE = 'PM009',
                 MESSAGE = format('pgmig: the rollback of non-transactional migration %s (%s) had completed all %s statements when its client went away; recorded it as rolled back',
@@ -2905,16 +3123,16 @@ BEGIN
         PERFORM pgmig._record_history(
             ARRAY[(r.version, r.name, NULL, r.checksum, r.sql, r.down_sql, false, r.started_at,
                    r.updated_at - r.started_at, r.pid)::pgmig.history_entry],
-            'applied', r.client_info, current_setting('application_name'));
-        DELETE FROM pgmig.nontx_run AS x WHERE x.version = r.version;
+            'applied', r.client_info, current_setting('application_name'), p_scope);
+        DELETE FROM pgmig.nontx_run AS x WHERE x.scope = p_scope AND x.version = r.version;
         PERFORM pgmig._audit('resolve', r.version, r.client_info,
-                             jsonb_build_object('action', 'completed', 'run', to_jsonb(r)));
+                             jsonb_build_object('action', 'completed', 'run', to_jsonb(r)), p_scope);
         RAISE NOTICE USING
             ERRCODE = 'PM009',
             MESSAGE = format('pgmig: non-transactional migration %s (%s) had completed all %s statements when its client went away; recorded it as applied',
                              r.version, r.name, r.statements);
     END LOOP;
-    SELECT * INTO r FROM pgmig.nontx_run ORDER BY version LIMIT 1;
+    SELECT * INTO r FROM pgmig.nontx_run AS x WHERE x.scope = p_scope ORDER BY x.version LIMIT 1;
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -2923,10 +3141,10 @@ BEGIN
     SELECT a.pid INTO v_orphan FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active';
     RAISE EXCEPTION USING
         ERRCODE = 'PM009',
-        MESSAGE = format('pgmig: %snon-transactional migration %s (%s) was %s after %s of %s statements, before it was recorded; '
+        MESSAGE = format('pgmig: %snon-transactional migration %s (%s)%s was %s after %s of %s statements, before it was recorded; '
                          'every migrator refuses to go on until it is resolved, and this call applied nothing',
                          CASE WHEN r.direction = 'down' THEN 'the rollback of ' ELSE '' END,
-                         r.version, r.name, CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
+                         r.version, r.name, pgmig._in_scope(p_scope), CASE r.state WHEN 'failed' THEN 'stopped by an error' ELSE 'interrupted' END,
                          r.statements_done, r.statements),
         DETAIL = concat_ws(E'\n',
             CASE WHEN r.statements_done = 0 THEN 'No statement completed.'
@@ -2940,9 +3158,10 @@ BEGIN
             CASE WHEN v_invalid IS NOT NULL
                  THEN format('Invalid indexes (left by a failed concurrent build, to be dropped or rebuilt; an index still being built concurrently is invalid until the build ends): %s.', v_invalid) END),
         HINT = format('Check what the completed statements did. Then either undo them (e.g. DROP INDEX CONCURRENTLY the invalid index) '
-                      'and run: select migrate_resolve(%s, ''retry'') to run the migration again from its first statement; '
-                      'or finish it by hand and run: select migrate_resolve(%s, ''applied'') to record it as applied.',
-                      r.version, r.version);
+                      'and run: select migrate_resolve(%s, ''retry''%s) to run the migration again from its first statement; '
+                      'or finish it by hand and run: select migrate_resolve(%s, ''applied''%s) to record it as applied.',
+                      r.version, CASE WHEN p_scope <> '' THEN ', scope => ' || quote_literal(p_scope) ELSE '' END,
+                      r.version, CASE WHEN p_scope <> '' THEN ', scope => ' || quote_literal(p_scope) ELSE '' END);
 END
 $fn$;
 
@@ -2950,37 +3169,45 @@ $fn$;
 -- that p_version is the next thing to do: pending, non-transactional, nothing pending below.
 -- p_statements, when given, are the migration's statements as the client will run them: one
 -- that could never finish while this transaction holds the history lock is refused up front
--- (see _nontx_statement_problem), before anything runs.
+-- (see _nontx_statement_problem), before anything runs. p_scope: the tenant scope ('' or NULL:
+-- the default scope). Returns the search_path the executor must run the statements with (the
+-- tenant schema first, then the caller's), or NULL: leave it as it is.
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig.nontx_begin(jsonb,bigint,interval,boolean,boolean,text[])', 'text'); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig.nontx_begin(p_batch jsonb, p_version bigint,
                                              p_lock_timeout interval DEFAULT NULL,
                                              p_allow_out_of_order boolean DEFAULT false,
                                              p_allow_missing boolean DEFAULT false,
-                                             p_statements text[] DEFAULT NULL)
-RETURNS void
+                                             p_statements text[] DEFAULT NULL,
+                                             p_scope text DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    -- read before pinning search_path (see _apply)
+    v_caller_path text := pg_catalog.current_setting('search_path');
     v_versions text;
     v_problem  text;
     i          integer;
     r          record;
+    v_scope    text;
 BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_scope := pgmig._scope(p_scope);
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._lock_history(p_lock_timeout);
+    PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
     -- Tell would-be waiters, from the moment the lock is ours, that queueing behind it from
     -- inside a statement would stall the coming index build (_lock_history checks this). The
     -- progress rows come later; application_name is visible to every role at once, and
     -- is_local ends it with this transaction.
-    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s%s', p_version, pgmig._in_scope(v_scope)), true);
     -- The holder sits idle in its transaction for as long as the statements take: a
     -- database-level idle_in_transaction_session_timeout must not end it (and with it the
     -- lock) half-way. Local: ends with this transaction.
     PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
-    PERFORM pgmig._assert_no_interrupted();
-    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied');
-    SELECT * INTO r FROM pgmig._plan_rows(p_batch) AS p WHERE p.version = p_version;
+    PERFORM pgmig._assert_no_interrupted(v_scope);
+    PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', false, v_scope);
+    SELECT * INTO r FROM pgmig._plan_rows(p_batch, v_scope) AS p WHERE p.version = p_version;
     IF NOT FOUND OR r.outcome <> 'pending' OR r.transactional OR r.sql IS NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
@@ -2989,7 +3216,7 @@ BEGIN
                                   WHEN r.sql IS NULL THEN 'no SQL' ELSE 'it is transactional' END);
     END IF;
     SELECT string_agg(p.version::text, ', ' ORDER BY p.version) INTO v_versions
-      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'pending' AND p.version < p_version;
+      FROM pgmig._plan_rows(p_batch, v_scope) AS p WHERE p.outcome = 'pending' AND p.version < p_version;
     IF v_versions IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
@@ -3008,6 +3235,9 @@ BEGIN
                     || 'Name the tables (VACUUM t1, t2; ANALYZE t1), and leave pgmig''s objects alone.';
         END IF;
     END LOOP;
+    PERFORM pgmig._create_scope_schema(v_scope);
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    RETURN CASE WHEN v_scope <> '' THEN pgmig._scope_path(v_scope, v_caller_path) END;
 END
 $fn$;
 
@@ -3055,7 +3285,7 @@ $fn$;
 -- description of the wait when the executor (p_executor_pid) waits for a lock held by the
 -- session holding the history lock — the migration's own holder, so the wait could never end —
 -- else NULL.
-CREATE OR REPLACE FUNCTION pgmig.nontx_blocked(p_executor_pid integer)
+CREATE OR REPLACE FUNCTION pgmig.nontx_blocked(p_executor_pid integer, p_scope text DEFAULT NULL)
 RETURNS text
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -3063,11 +3293,11 @@ AS $fn$
 SELECT format('pid %s waits for a lock held by pid %s, which holds pgmig''s history lock for this migration (%s)',
               p_executor_pid, b.pid, coalesce(a.wait_event_type || ': ' || a.wait_event, 'waiting'))
 FROM unnest(pg_blocking_pids(p_executor_pid)) AS b(pid)
-JOIN pgmig._lock_holder() AS h ON h.pid = b.pid
+JOIN pgmig._lock_holder(pgmig._scope(p_scope)) AS h ON h.pid = b.pid
 LEFT JOIN pg_stat_activity AS a ON a.pid = p_executor_pid
 LIMIT 1
 $fn$;
-COMMENT ON FUNCTION pgmig.nontx_blocked(integer)
+COMMENT ON FUNCTION pgmig.nontx_blocked(integer, text)
     IS 'pgmig client protocol: is the executor waiting for its own holder? see docs/sql-api.md, "Client protocol"';
 
 -- Executor, in autocommit, before each statement and once after the last: how far it got.
@@ -3078,19 +3308,20 @@ CREATE OR REPLACE FUNCTION pgmig.nontx_progress(p_version bigint, p_name text, p
                                                 p_statements integer, p_done integer,
                                                 p_current text, p_error text DEFAULT NULL,
                                                 p_client_info text DEFAULT NULL,
-                                                p_direction text DEFAULT 'up')
+                                                p_direction text DEFAULT 'up',
+                                                p_scope text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-INSERT INTO pgmig.nontx_run AS r (version, name, checksum, sql, down_sql, statements, statements_done,
+INSERT INTO pgmig.nontx_run AS r (scope, version, name, checksum, sql, down_sql, statements, statements_done,
                                   current_statement, state, error, started_at, updated_at, pid,
                                   by_role, client_info, direction)
-VALUES (p_version, p_name, p_checksum, p_sql, p_down_sql, p_statements, p_done, p_current,
+VALUES (pgmig._scope(p_scope), p_version, p_name, p_checksum, p_sql, p_down_sql, p_statements, p_done, p_current,
         CASE WHEN p_error IS NULL THEN 'running' ELSE 'failed' END, p_error,
         clock_timestamp(), clock_timestamp(), pg_backend_pid(), current_user, p_client_info,
         coalesce(p_direction, 'up'))
-ON CONFLICT (version) DO UPDATE
+ON CONFLICT (scope, version) DO UPDATE
    SET statements_done   = excluded.statements_done,
        current_statement = excluded.current_statement,
        state             = excluded.state,
@@ -3102,18 +3333,19 @@ $fn$;
 -- Holder, after the executor reported every statement done: record the migration in the
 -- history and forget the run, then the client commits (which releases the lock).
 CREATE OR REPLACE FUNCTION pgmig.nontx_finish(p_batch jsonb, p_version bigint, p_duration interval,
-                                              p_client_info text DEFAULT NULL)
+                                              p_client_info text DEFAULT NULL, p_scope text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    b   record;
-    run record;
+    b       record;
+    run     record;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
-    PERFORM pgmig._assert_holds_lock('nontx_finish', 'nontx_begin');
+    PERFORM pgmig._assert_holds_lock('nontx_finish', 'nontx_begin', v_scope);
     SELECT * INTO b FROM pgmig._batch_rows(p_batch) AS x WHERE x.version = p_version;
-    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
     IF b.version IS NULL OR run.version IS NULL OR run.statements_done <> run.statements
        OR run.state <> 'running' OR run.checksum <> b.checksum THEN
         RAISE EXCEPTION USING
@@ -3122,8 +3354,8 @@ BEGIN
     END IF;
     PERFORM pgmig._record_history(
         ARRAY[(b.version, b.name, b.label, b.checksum, b.sql, b.down_sql, false, run.started_at, p_duration, run.pid)::pgmig.history_entry],
-        'applied', p_client_info, current_setting('application_name'));
-    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+        'applied', p_client_info, current_setting('application_name'), v_scope);
+    DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
 END
 $fn$;
 
@@ -3131,14 +3363,15 @@ $fn$;
 -- operator has undone what completed; the next push runs it from its first statement),
 -- 'applied' records it as applied (the operator finished it by hand). Audited.
 CREATE OR REPLACE FUNCTION pgmig._resolve(p_version bigint, p_action text, p_lock_timeout interval,
-                                          p_client_info text)
+                                          p_client_info text, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    run record;
+    run     record;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_resolve');
     IF p_action IS NULL OR p_action NOT IN ('retry', 'applied') THEN
@@ -3146,25 +3379,25 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: action must be ''retry'' or ''applied'', got %s', coalesce(quote_literal(p_action), 'NULL'));
     END IF;
-    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
-    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'), v_scope);
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
-            MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s', p_version);
+            MESSAGE = format('pgmig: no interrupted non-transactional migration with version %s%s', p_version, pgmig._in_scope(v_scope));
     END IF;
     -- For a rollback ('down' run), 'applied' means the operator finished the down by hand: the
     -- version is rolled back; 'retry' leaves it applied, for the next rollback to run its down.
     IF p_action = 'applied' AND run.direction = 'down' THEN
-        PERFORM pgmig._forget_applied(run.version, p_client_info, jsonb_build_object('resolved_run', to_jsonb(run), 'non_transactional', true));
+        PERFORM pgmig._forget_applied(run.version, p_client_info, jsonb_build_object('resolved_run', to_jsonb(run), 'non_transactional', true), v_scope);
     ELSIF p_action = 'applied' THEN
         PERFORM pgmig._record_history(
             ARRAY[(run.version, run.name, NULL, run.checksum, run.sql, run.down_sql, false, run.started_at,
                    clock_timestamp() - run.started_at, NULL)::pgmig.history_entry],
-            'applied', p_client_info, current_setting('application_name'));
+            'applied', p_client_info, current_setting('application_name'), v_scope);
     END IF;
-    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
-    PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
+    DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
+    PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)), v_scope);
     version    := run.version;
     name       := run.name;
     outcome    := CASE WHEN run.direction = 'down' THEN CASE p_action WHEN 'applied' THEN 'rolled_back' ELSE 'already_applied' END
@@ -3180,23 +3413,30 @@ $fn$;
 -- (pgmig.nontx_run with direction 'down'; PM009 when interrupted; migrate_resolve). Holder, in
 -- its open transaction after lock_wait: checks that p_version is applied, non-transactional,
 -- the newest applied version, with down SQL; p_statements are the down's statements as the
--- client will run them (checked like an up's). Returns the down SQL to run.
-CREATE OR REPLACE FUNCTION pgmig.nontx_down_begin(p_version bigint, p_statements text[] DEFAULT NULL)
-RETURNS text
+-- client will run them (checked like an up's). Returns the down SQL to run, and the search_path
+-- to run it with (NULL: leave it as it is; a tenant scope: its schema first).
+DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig.nontx_down_begin(bigint,text[])', 'record'); END $pgmig$;
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_begin(p_version bigint, p_statements text[] DEFAULT NULL,
+                                                  p_scope text DEFAULT NULL,
+                                                  OUT down_sql text, OUT search_path text)
 LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
+    v_caller_path text := pg_catalog.current_setting('search_path');
     h         record;
     v_newer   text;
     v_problem text;
     i         integer;
+    v_scope   text;
 BEGIN
-    PERFORM pgmig._begin('nontx_down_begin', interval '0');
-    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s', p_version), true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_scope := pgmig._scope(p_scope);
+    PERFORM pgmig._begin('nontx_down_begin', interval '0', v_scope);
+    PERFORM set_config('application_name', format('pgmig: non-transactional migration %s%s', p_version, pgmig._in_scope(v_scope)), true);
     PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
-    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
-    SELECT string_agg(x.version::text, ', ' ORDER BY x.version) INTO v_newer FROM pgmig.history AS x WHERE x.version > p_version;
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.scope = v_scope AND x.version = p_version;
+    SELECT string_agg(x.version::text, ', ' ORDER BY x.version) INTO v_newer FROM pgmig.history AS x
+     WHERE x.scope = v_scope AND x.version > p_version;
     IF h.version IS NULL OR h.transactional OR v_newer IS NOT NULL
        OR h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '' THEN
         RAISE EXCEPTION USING
@@ -3217,38 +3457,42 @@ BEGIN
                 DETAIL = 'The statement: ' || left(p_statements[i], 500);
         END IF;
     END LOOP;
-    RETURN h.down_sql;
+    down_sql := h.down_sql;
+    search_path := CASE WHEN v_scope <> '' THEN pgmig._scope_path(v_scope, v_caller_path) END;
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
 $fn$;
 
 -- Holder, after the executor reported every statement of the down done: the version is rolled
 -- back (its history row goes to the audit, as migrate_rollback does), then the client commits.
-CREATE OR REPLACE FUNCTION pgmig.nontx_down_finish(p_version bigint, p_duration interval, p_client_info text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION pgmig.nontx_down_finish(p_version bigint, p_duration interval, p_client_info text DEFAULT NULL,
+                                                   p_scope text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    run record;
-    h   record;
+    run     record;
+    h       record;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
-    PERFORM pgmig._assert_holds_lock('nontx_down_finish', 'nontx_down_begin');
-    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
-    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    PERFORM pgmig._assert_holds_lock('nontx_down_finish', 'nontx_down_begin', v_scope);
+    SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.scope = v_scope AND x.version = p_version;
     IF run.version IS NULL OR h.version IS NULL OR run.direction <> 'down' OR run.statements_done <> run.statements
        OR run.state <> 'running' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the down SQL of non-transactional migration %s has not completed all its statements; not recorded', p_version);
     END IF;
-    PERFORM pgmig._forget_applied(p_version, p_client_info, jsonb_build_object('duration', p_duration::text, 'non_transactional', true));
-    DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
+    PERFORM pgmig._forget_applied(p_version, p_client_info, jsonb_build_object('duration', p_duration::text, 'non_transactional', true), v_scope);
+    DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
 END
 $fn$;
 
 -- The one way an applied version leaves the history when it is rolled back: the row goes to
 -- the audit with p_details.
-CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb)
+CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -3256,25 +3500,26 @@ AS $fn$
 DECLARE
     h record;
 BEGIN
-    SELECT * INTO h FROM pgmig.history AS x WHERE x.version = p_version;
+    SELECT * INTO h FROM pgmig.history AS x WHERE x.scope = p_scope AND x.version = p_version;
     PERFORM set_config('pgmig.maintenance', 'on', true);
-    DELETE FROM pgmig.history AS x WHERE x.version = p_version;
+    DELETE FROM pgmig.history AS x WHERE x.scope = p_scope AND x.version = p_version;
     PERFORM set_config('pgmig.maintenance', '', true);
-    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)));
+    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)), p_scope);
 END
 $fn$;
 
--- Raises PM004 unless this transaction holds the history lock (p_what is the function that
--- needs it, p_begin the one that should have taken it).
-CREATE OR REPLACE FUNCTION pgmig._assert_holds_lock(p_what text, p_begin text)
+-- Raises PM004 unless this transaction holds the lock of scope p_scope (p_what is the function
+-- that needs it, p_begin the one that should have taken it).
+CREATE OR REPLACE FUNCTION pgmig._assert_holds_lock(p_what text, p_begin text, p_scope text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_locks AS l
-                   WHERE l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
-                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock') THEN
+                   WHERE p_scope = '' AND l.locktype = 'relation' AND l.relation = 'pgmig.history'::regclass
+                     AND l.pid = pg_backend_pid() AND l.granted AND l.mode = 'ExclusiveLock')
+       AND NOT (pg_backend_pid() IN (SELECT h.pid FROM pgmig._scope_holders(p_scope) AS h(pid))) THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM004',
             MESSAGE = format('pgmig: %s must run in the transaction that called %s (it does not hold the history lock)', p_what, p_begin);
@@ -3312,10 +3557,10 @@ VALUES
     ('migrate_apply', 'f',
      'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
-     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text''',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text',
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text'', scope text DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''))',
+     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''), $10)',
      'VOLATILE',
      'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'),
     ('migrate_run', 'p',
@@ -3323,57 +3568,62 @@ VALUES
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
      'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, max_per_transaction integer DEFAULT NULL, '
      'stop_before_non_transactional boolean DEFAULT false, notices text DEFAULT ''text'', details boolean DEFAULT false, '
-     'INOUT result jsonb DEFAULT NULL',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,jsonb',
+     'scope text DEFAULT NULL, INOUT result jsonb DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,text,jsonb',
      NULL,
      'BEGIN CALL pgmig._run(batch, target_version, lock_timeout, coalesce(allow_out_of_order, false), coalesce(allow_missing, false), '
      'coalesce(dry_run, false), client_info, lock_budget, max_per_transaction, coalesce(stop_before_non_transactional, false), '
-     'coalesce(notices, ''text''), coalesce(details, false), result); END',
+     'coalesce(notices, ''text''), coalesce(details, false), result, false, scope); END',
      NULL,
      'pgmig: apply a whole batch in one statement, committing by itself at commit_after markers and near the lock budget'),
     ('migrate_plan', 'f',
      'batch jsonb, target_version bigint DEFAULT NULL, allow_out_of_order boolean DEFAULT false, '
-     'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false',
-     'jsonb,bigint,boolean,boolean,boolean',
+     'allow_missing boolean DEFAULT false, report_drift boolean DEFAULT false, scope text DEFAULT NULL',
+     'jsonb,bigint,boolean,boolean,boolean,text',
      'TABLE(version bigint, name text, label text, outcome text, applied_at timestamp with time zone, transactional boolean, commit_after boolean, step integer, drift text, detail text, down_differs boolean)',
-     'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false))',
+     'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false), $6)',
      'STABLE',
      'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
-    ('migrate_status', 'f', '', '',
+    ('migrate_status', 'f', 'scope text DEFAULT NULL', 'text',
      'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)',
-     'SELECT * FROM pgmig._status()', 'STABLE',
+     'SELECT * FROM pgmig._status(pgmig._scope($1))', 'STABLE',
      'pgmig: the migration history, plus who is migrating right now'),
-    ('migrate_lock_holder', 'f', '', '',
+    ('migrate_lock_holder', 'f', 'scope text DEFAULT NULL', 'text',
      'TABLE(pid integer, role text, application_name text, client_addr inet, since timestamp with time zone, state text, query text)',
-     'SELECT * FROM pgmig._lock_holder()', 'STABLE',
+     'SELECT * FROM pgmig._lock_holder(pgmig._scope($1))', 'STABLE',
      'pgmig: the session holding the migration lock, if any'),
-    ('migrate_history_digest', 'f', '', '', 'text',
-     'SELECT pgmig._history_digest()', 'STABLE',
+    ('migrate_history_digest', 'f', 'scope text DEFAULT NULL', 'text', 'text',
+     'SELECT pgmig._history_digest(pgmig._scope($1))', 'STABLE',
      'pgmig: sha256 over "version<TAB>name<TAB>checksum<LF>" of every applied migration, in version order'),
+    ('migrate_scopes', 'f', '', '',
+     'TABLE(scope text, version bigint, migrations bigint, last_applied_at timestamp with time zone)',
+     'SELECT h.scope, max(h.version), count(*), max(h.applied_at) FROM pgmig.history AS h GROUP BY h.scope ORDER BY h.scope',
+     'STABLE',
+     'pgmig: every scope with a history (the default scope is ''''; tenant scopes by schema name), where it stands'),
     ('migrate_rollback', 'f',
      'to_version bigint, lock_timeout interval DEFAULT NULL, dry_run boolean DEFAULT false, client_info text DEFAULT NULL, '
-     'notices text DEFAULT ''text'', stop_before_non_transactional boolean DEFAULT false',
-     'bigint,interval,boolean,text,text,boolean',
+     'notices text DEFAULT ''text'', stop_before_non_transactional boolean DEFAULT false, scope text DEFAULT NULL',
+     'bigint,interval,boolean,text,text,boolean,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''), coalesce($6, false))', 'VOLATILE',
+     'SELECT * FROM pgmig._rollback($1, $2, coalesce($3, false), $4, coalesce($5, ''text''), coalesce($6, false), $7)', 'VOLATILE',
      'pgmig: run the recorded down SQL of every version above to_version, newest first, in one transaction'),
     ('migrate_baseline', 'f',
-     'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
-     'jsonb,bigint,interval,text',
+     'batch jsonb, version bigint, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL, scope text DEFAULT NULL',
+     'jsonb,bigint,interval,text,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._baseline($1, $2, $3, $4)', 'VOLATILE',
+     'SELECT * FROM pgmig._baseline($1, $2, $3, $4, $5)', 'VOLATILE',
      'pgmig: record the batch''s versions up to version as applied without running them'),
     ('migrate_repair', 'f',
-     'batch jsonb, versions bigint[] DEFAULT NULL, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
-     'jsonb,bigint[],interval,text',
+     'batch jsonb, versions bigint[] DEFAULT NULL, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL, scope text DEFAULT NULL',
+     'jsonb,bigint[],interval,text,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._repair($1, $2, $3, $4)', 'VOLATILE',
+     'SELECT * FROM pgmig._repair($1, $2, $3, $4, $5)', 'VOLATILE',
      'pgmig: accept deliberate edits of applied migrations (checksum, name, label, down SQL), audited'),
     ('migrate_resolve', 'f',
-     'version bigint, action text, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL',
-     'bigint,text,interval,text',
+     'version bigint, action text, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL, scope text DEFAULT NULL',
+     'bigint,text,interval,text,text',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._resolve($1, $2, $3, $4)', 'VOLATILE',
+     'SELECT * FROM pgmig._resolve($1, $2, $3, $4, $5)', 'VOLATILE',
      'pgmig: after an interrupted non-transactional migration: retry it, or record it as applied'),
     -- Staged releases (56_stage.sql, docs/admin-tooling.md).
     ('migrate_stage', 'f',
@@ -3554,9 +3804,10 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA pgmig FROM PUBLIC;
 -- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
 -- version adds there, and a role that could run migrate_apply can run the API routines this
--- install adds beside it (0.2.0: migrate_run, the same job in one statement, and the staged
--- releases); a routine that existed before keeps exactly its own grants, so that roles kept
--- apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted to PUBLIC.
+-- install adds beside it (0.2.0: migrate_run, the same job in one statement, the staged
+-- releases, migrate_scopes...); a routine that existed before keeps exactly its own grants, so
+-- that roles kept apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted
+-- to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;
@@ -3579,10 +3830,8 @@ BEGIN
         SELECT DISTINCT p.oid::pg_catalog.regprocedure AS sig, g.grantee
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        LEFT JOIN (VALUES ('migrate_run', 'migrate_apply'), ('migrate_stage', 'migrate_apply'),
-                          ('migrate_run_staged', 'migrate_apply'), ('migrate_staged', 'migrate_apply'))
-               AS same(name, as_name)
-          ON same.name = p.proname
+        LEFT JOIN (SELECT 'migrate_apply'::text AS as_name) AS same
+          ON p.proname LIKE 'migrate\_%'
          AND NOT v_existed @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', n.nspname, 'name', p.proname))
         JOIN granted AS g
           ON g.name IN (p.proname, same.as_name) AND (g.schema_name = n.nspname OR p.proname LIKE 'migrate\_%')

@@ -26,11 +26,11 @@ SELECT (e->>'version')::bigint,
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
 
--- The batch joined with the history as of the calling statement's snapshot (the engine calls
--- it only after it holds the history lock). One row per batch entry ('pending' or
--- 'already_applied') and one per applied version absent from the batch ('ahead' when newer
--- than every batch entry, else 'missing'), in version order.
-CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb)
+-- The batch joined with the history of scope p_scope as of the calling statement's snapshot
+-- (the engine calls it only after it holds the scope's lock). One row per batch entry
+-- ('pending' or 'already_applied') and one per applied version absent from the batch ('ahead'
+-- when newer than every batch entry, else 'missing'), in version order.
+CREATE OR REPLACE FUNCTION pgmig._plan_rows(p_batch jsonb, p_scope text)
 RETURNS SETOF pgmig.plan_entry
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -44,13 +44,13 @@ SELECT * FROM (
     SELECT b.version, b.name, b.label,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
            b.sql, b.down_sql, b.transactional, b.commit_after, b.checksum, h.name, h.checksum, h.applied_at
-    FROM b LEFT JOIN pgmig.history AS h ON h.version = b.version
+    FROM b LEFT JOIN pgmig.history AS h ON h.scope = p_scope AND h.version = b.version
   UNION ALL
     SELECT h.version, h.name, h.label,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
            NULL, NULL, h.transactional, false, h.checksum, h.name, h.checksum, h.applied_at
     FROM pgmig.history AS h
-    WHERE NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
+    WHERE h.scope = p_scope AND NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows
 ORDER BY 1
 $fn$;
@@ -62,13 +62,13 @@ $fn$;
 -- _read_plan computes whether this finds anything with one flag from the same rules: a rule
 -- added here must be added there (TestDrift has a case for each).
 CREATE OR REPLACE FUNCTION pgmig._drift_problems(p_batch jsonb, p_allow_out_of_order boolean,
-                                                 p_allow_missing boolean)
+                                                 p_allow_missing boolean, p_scope text)
 RETURNS TABLE (version bigint, kind text, problem text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 WITH p AS MATERIALIZED (
-    SELECT * FROM pgmig._plan_rows(p_batch)
+    SELECT * FROM pgmig._plan_rows(p_batch, p_scope)
 ), newest_applied AS (
     SELECT max(p.version) AS v FROM p WHERE p.outcome <> 'pending'
 )

@@ -2,26 +2,37 @@
 -- session; sessions of other roles show NULL query/client_addr unless the caller has
 -- pg_read_all_stats (PostgreSQL's rule, docs "The Cumulative Statistics System").
 -- A prepared transaction holding the lock has no backend (pid IS NULL in pg_locks).
-CREATE OR REPLACE FUNCTION pgmig._lock_holder()
+-- p_scope '' (the default scope): whoever holds a lock on pgmig.history that conflicts with
+-- EXCLUSIVE, tenant migrators included (14_scope.sql). A tenant scope: the holder of its row
+-- of pgmig.scope (named by its marker, see 14_scope.sql), and a default-scope migrator, which
+-- excludes every tenant.
+CREATE OR REPLACE FUNCTION pgmig._lock_holder(p_scope text)
 RETURNS TABLE (pid integer, role text, application_name text, client_addr inet,
                since timestamptz, state text, query text)
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT l.pid, a.usename::text, a.application_name, a.client_addr,
+WITH holders AS (
+    SELECT l.pid
+    FROM pg_locks AS l
+    WHERE l.locktype = 'relation'
+      AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+      AND l.relation = 'pgmig.history'::regclass
+      AND l.granted
+      AND (l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+           OR (p_scope = '' AND l.mode = 'RowExclusiveLock' AND l.pid IS DISTINCT FROM pg_backend_pid()))
+  UNION
+    SELECT h.pid FROM pgmig._scope_holders(p_scope) AS h(pid)
+)
+SELECT h.pid, a.usename::text, a.application_name, a.client_addr,
        coalesce(a.xact_start, a.backend_start), a.state, a.query
-FROM pg_locks AS l
-LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
-WHERE l.locktype = 'relation'
-  AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
-  AND l.relation = 'pgmig.history'::regclass
-  AND l.granted
-  AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
-ORDER BY l.pid
+FROM holders AS h
+LEFT JOIN pg_stat_activity AS a ON a.pid = h.pid
+ORDER BY h.pid
 $fn$;
 
 -- One line per holder, for error details.
-CREATE OR REPLACE FUNCTION pgmig._lock_holder_text()
+CREATE OR REPLACE FUNCTION pgmig._lock_holder_text(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -34,7 +45,7 @@ SELECT string_agg(
                           h.since, date_trunc('second', clock_timestamp() - h.since),
                           coalesce(h.state, '?'), coalesce(left(h.query, 200), '?'))
          END, E'\n')
-FROM pgmig._lock_holder() AS h
+FROM pgmig._lock_holder(p_scope) AS h
 $fn$;
 
 -- The lock protocol. Every migrator takes LOCK TABLE pgmig.history IN EXCLUSIVE MODE in the
@@ -67,22 +78,28 @@ AS $fn$ SELECT interval '200 milliseconds' $fn$;
 -- session that nontx_begin named, which it does from the moment it holds the lock, before the
 -- first row is written. The session is looked up in this database's pg_stat_activity rather
 -- than through pg_locks: pg_locks copies the whole shared lock table, which the holder of a
--- large batch fills with thousands of entries, and waiters look once per slice.
-CREATE OR REPLACE FUNCTION pgmig._nontx_running()
+-- large batch fills with thousands of entries, and waiters look once per slice. Which runs
+-- matter: those whose holder a waiter of p_scope could queue behind — every scope's for the
+-- default scope (its EXCLUSIVE lock waits for every tenant's), the default scope's and its
+-- own for a tenant.
+CREATE OR REPLACE FUNCTION pgmig._nontx_running(p_scope text)
 RETURNS boolean
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running')
+SELECT EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.state = 'running' AND (p_scope = '' OR r.scope IN ('', p_scope)))
     OR EXISTS (SELECT FROM pg_stat_activity AS a
                WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
-                 AND a.application_name LIKE 'pgmig: non-transactional migration %')
+                 AND a.application_name LIKE 'pgmig: non-transactional migration %'
+                 AND (p_scope = '' OR a.application_name NOT LIKE '% in scope %'
+                      OR a.application_name LIKE '%' || pgmig._in_scope(p_scope)))
 $fn$;
 
--- One attempt at the history lock: NOWAIT when p_wait is NULL, else queued for at most p_wait.
--- True when this transaction holds the lock afterwards. The session's lock_timeout is put back
--- for the rest of the transaction (the migrations' own lock waits).
-CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval)
+-- One attempt at the lock of scope p_scope (see 14_scope.sql): NOWAIT when p_wait is NULL,
+-- else queued for at most p_wait. True when this transaction holds the lock afterwards. The
+-- session's lock_timeout is put back for the rest of the transaction (the migrations' own lock
+-- waits).
+CREATE OR REPLACE FUNCTION pgmig._lock_attempt(p_wait interval, p_scope text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -91,12 +108,25 @@ DECLARE
     v_saved text := current_setting('lock_timeout');
 BEGIN
     BEGIN
-        IF p_wait IS NULL THEN
+        IF p_scope = '' AND p_wait IS NULL THEN
             LOCK TABLE pgmig.history IN EXCLUSIVE MODE NOWAIT;
-        ELSE
+        ELSIF p_scope = '' THEN
             -- lock_timeout 0 would mean "forever": ask for at least 1 ms.
             PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM p_wait) * 1000))::bigint::text || 'ms', true);
             LOCK TABLE pgmig.history IN EXCLUSIVE MODE;
+            PERFORM set_config('lock_timeout', v_saved, true);
+        ELSE
+            -- A tenant: the table in ROW EXCLUSIVE mode, then the scope's row (created on the
+            -- first run; a racer's INSERT waits for ours, then finds the row). NOWAIT is 1 ms
+            -- here: INSERT ... ON CONFLICT has no NOWAIT.
+            PERFORM set_config('lock_timeout', greatest(1, ceil(extract(epoch FROM coalesce(p_wait, interval '0')) * 1000))::bigint::text || 'ms', true);
+            LOCK TABLE pgmig.history IN ROW EXCLUSIVE MODE;
+            PERFORM FROM pgmig.scope AS s WHERE s.name = p_scope FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO pgmig.scope (name) VALUES (p_scope) ON CONFLICT DO NOTHING;
+                PERFORM FROM pgmig.scope AS s WHERE s.name = p_scope FOR UPDATE;
+            END IF;
+            PERFORM pg_try_advisory_xact_lock_shared(pgmig._scope_key(p_scope));
             PERFORM set_config('lock_timeout', v_saved, true);
         END IF;
         RETURN true;
@@ -123,7 +153,7 @@ END
 $fn$;
 
 -- PM003: the lock was not granted in time. p_how says how long it waited.
-CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text)
+CREATE OR REPLACE FUNCTION pgmig._raise_lock_timeout(p_how text, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -131,8 +161,8 @@ AS $fn$
 BEGIN
     RAISE EXCEPTION USING
         ERRCODE = 'PM003',
-        MESSAGE = format('pgmig: another migrator holds the migration lock (%s)', p_how),
-        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+        MESSAGE = format('pgmig: another migrator holds the migration lock%s (%s)', pgmig._in_scope(p_scope), p_how),
+        DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope),
                  'a session this role cannot see (grant pg_read_all_stats to see it)'),
         HINT = 'Wait for it to finish and run again: already applied migrations are skipped. migrate_status() shows who is migrating.';
 END
@@ -164,7 +194,7 @@ $fn$;
 -- before the statement_timeout would cancel the queued LOCK (57014, a failure instead of a
 -- retry). Raises PM003 when the statement has no time left to wait in: the session's
 -- statement_timeout, not the lock timeout, ends the wait then, and the error says so.
-CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval)
+CREATE OR REPLACE FUNCTION pgmig._lock_slice_now(p_left interval, p_scope text)
 RETURNS interval
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -179,7 +209,7 @@ BEGIN
             ERRCODE = 'PM003',
             MESSAGE = format('pgmig: another migrator holds the migration lock, and this statement reached the session''s statement_timeout (%s) waiting for it',
                              current_setting('statement_timeout')),
-            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(),
+            DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope),
                      'a session this role cannot see (grant pg_read_all_stats to see it)'),
             HINT = 'A whole CALL migrate_run(...) is one statement: the session''s statement_timeout bounds the wait for the lock and the migrations together. '
                 || 'Run migrations with a longer (or no) statement_timeout, e.g. SET statement_timeout = 0 in the migration session.';
@@ -194,9 +224,11 @@ $fn$;
 -- outside any transaction, and call again in a new transaction with the waiting_since and
 -- attempt it returned. p_lock_timeout: NULL = the session's lock_timeout (0 there: no limit),
 -- 0 = do not wait. Raises PM003 naming the holder when the time is up.
+-- p_scope: the tenant scope ('' or NULL: the default scope).
 CREATE OR REPLACE FUNCTION pgmig.lock_wait(p_lock_timeout interval DEFAULT NULL,
                                            p_waiting_since timestamptz DEFAULT NULL,
                                            p_attempt integer DEFAULT 0,
+                                           p_scope text DEFAULT NULL,
                                            OUT acquired boolean, OUT retry_after interval,
                                            OUT waiting_since timestamptz, OUT attempt integer)
 LANGUAGE plpgsql VOLATILE
@@ -205,32 +237,33 @@ AS $fn$
 DECLARE
     v_left interval;
     v_delay interval;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     waiting_since := coalesce(p_waiting_since, clock_timestamp());
     attempt := coalesce(p_attempt, 0) + 1;
     retry_after := interval '0';
-    acquired := pgmig._lock_attempt(NULL);
+    acquired := pgmig._lock_attempt(NULL, v_scope);
     IF acquired THEN
         RETURN;
     END IF;
     IF p_lock_timeout = interval '0' THEN
-        PERFORM pgmig._raise_lock_timeout('did not wait');
+        PERFORM pgmig._raise_lock_timeout('did not wait', v_scope);
     END IF;
     v_left := pgmig._lock_time_left(p_lock_timeout, waiting_since);
     IF v_left <= interval '0' THEN
-        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+        PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')), v_scope);
     END IF;
-    IF pgmig._nontx_running() THEN
+    IF pgmig._nontx_running(v_scope) THEN
         -- Wait outside any statement: 5 ms doubling to 200 ms, with jitter.
         v_delay := least(pgmig._lock_slice(), interval '5 milliseconds' * power(2, least(attempt - 1, 6)));
         retry_after := least(v_delay + v_delay * random(), coalesce(v_left, v_delay * 2));
         RETURN;
     END IF;
-    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left));
+    acquired := pgmig._lock_attempt(pgmig._lock_slice_now(v_left, v_scope), v_scope);
 END
 $fn$;
-COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
+COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer, text)
     IS 'pgmig client protocol: one attempt at the history lock; see docs/sql-api.md, "Client protocol"';
 
 -- Takes the history lock inside one statement (migrate_apply and the other functions),
@@ -238,7 +271,7 @@ COMMENT ON FUNCTION pgmig.lock_wait(interval, timestamptz, integer)
 -- not wait), in slices. Inside a statement there is no way to let go of the snapshot between
 -- slices, so while a non-transactional migration runs it raises PM003 at once instead of
 -- waiting (migrate_run and pgmig push wait for it without a snapshot).
-CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval)
+CREATE OR REPLACE FUNCTION pgmig._lock_history(p_lock_timeout interval, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -249,28 +282,28 @@ DECLARE
 BEGIN
     PERFORM pgmig._assert_lock_timeout(p_lock_timeout);
     LOOP
-        IF pgmig._lock_attempt(NULL) THEN
+        IF pgmig._lock_attempt(NULL, p_scope) THEN
             RETURN;
         END IF;
         IF p_lock_timeout = interval '0' THEN
-            PERFORM pgmig._raise_lock_timeout('did not wait');
+            PERFORM pgmig._raise_lock_timeout('did not wait', p_scope);
         END IF;
-        IF pgmig._nontx_running() THEN
+        IF pgmig._nontx_running(p_scope) THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM003',
                 MESSAGE = 'pgmig: another migrator is running a non-transactional migration; not waiting for it from inside a statement',
-                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(), 'a session this role cannot see')
-                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s), statement %s of %s', r.version, r.name,
-                                                                     r.statements_done + 1, r.statements), '; ')
+                DETAIL = 'held by ' || coalesce(pgmig._lock_holder_text(p_scope), 'a session this role cannot see')
+                      || coalesce(E'\nrunning: ' || (SELECT string_agg(format('version %s (%s)%s, statement %s of %s', r.version, r.name,
+                                                                     pgmig._in_scope(r.scope), r.statements_done + 1, r.statements), '; ')
                                              FROM pgmig.nontx_run AS r WHERE r.state = 'running'), ''),
                 HINT = 'Waiting inside a statement would hold a snapshot that its CREATE INDEX CONCURRENTLY must wait for. '
                     || 'Retry when it has finished, or use CALL migrate_run(...) or pgmig push, which wait for it without a snapshot.';
         END IF;
         v_left := pgmig._lock_time_left(p_lock_timeout, v_since);
         IF v_left <= interval '0' THEN
-            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')));
+            PERFORM pgmig._raise_lock_timeout('waited ' || coalesce(p_lock_timeout::text, 'lock_timeout = ' || current_setting('lock_timeout')), p_scope);
         END IF;
-        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left)) THEN
+        IF pgmig._lock_attempt(pgmig._lock_slice_now(v_left, p_scope), p_scope) THEN
             RETURN;
         END IF;
     END LOOP;

@@ -34,7 +34,7 @@ $fn$;
 -- comes first, its DETAIL listing each version and kind for programs (notices 'json'/'none').
 CREATE OR REPLACE FUNCTION pgmig._assert_no_drift(p_batch jsonb, p_allow_out_of_order boolean,
                                                   p_allow_missing boolean, p_outcome text,
-                                                  p_data boolean DEFAULT false)
+                                                  p_data boolean, p_scope text)
 RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -48,7 +48,7 @@ BEGIN
     SELECT count(*), string_agg(DISTINCT d.version::text, ', '), string_agg(d.problem, E'\n' ORDER BY d.version),
            jsonb_agg(jsonb_build_object('version', d.version, 'kind', d.kind) ORDER BY d.version, d.kind)
       INTO v_count, v_versions, v_detail, v_data
-      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d;
+      FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing, p_scope) AS d;
     IF v_count > 0 AND p_data THEN
         RAISE WARNING USING
             ERRCODE = 'PM002',
@@ -58,8 +58,8 @@ BEGIN
     IF v_count > 0 THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
-            MESSAGE = format('pgmig: the batch does not match the applied history (versions %s)%s', v_versions,
-                             coalesce('; ' || p_outcome, '')),
+            MESSAGE = format('pgmig: the batch does not match the applied history%s (versions %s)%s', pgmig._in_scope(p_scope),
+                             v_versions, coalesce('; ' || p_outcome, '')),
             DETAIL = v_detail,
             HINT = 'An applied migration must not be edited, renamed or removed: restore it, or record a deliberate edit with migrate_repair. '
                 || 'Pending migrations older than the newest applied one need allow_out_of_order => true.';
@@ -116,22 +116,23 @@ $fn$;
 -- The prelude of every operation that changes the history: a transaction that can see fresh
 -- history after the lock (PM004 otherwise), the lock (PM003 on timeout), and no interrupted
 -- non-transactional migration waiting for an operator (PM009).
-CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval)
+CREATE OR REPLACE FUNCTION pgmig._begin(p_what text, p_lock_timeout interval, p_scope text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     PERFORM pgmig._assert_can_migrate(p_what);
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._lock_history(p_lock_timeout, p_scope);
+    PERFORM pgmig._assert_no_interrupted(p_scope);
 END
 $fn$;
 
 -- The one way rows get into pgmig.history. p_client_application is the caller's
 -- application_name as it was before any migration ran (a migration could change it).
 CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
-                                                 p_client_info text, p_client_application text)
+                                                 p_client_info text, p_client_application text,
+                                                 p_scope text)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -139,10 +140,10 @@ AS $fn$
 DECLARE
     v_count bigint;
 BEGIN
-    INSERT INTO pgmig.history (version, name, label, checksum, sql, down_sql, transactional, kind,
+    INSERT INTO pgmig.history (scope, version, name, label, checksum, sql, down_sql, transactional, kind,
                                applied_at, applied_by, login_role, client_application,
                                client_addr, client_info, backend_pid, duration, engine_version)
-    SELECT r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
+    SELECT p_scope, r.version, r.name, r.label, r.checksum, r.sql, r.down_sql, r.transactional, p_kind,
            r.applied_at, current_user, session_user, p_client_application,
            inet_client_addr(), p_client_info, coalesce(r.backend_pid, pg_backend_pid()),
            coalesce(r.duration, interval '0'), pgmig.engine_version()
@@ -153,13 +154,13 @@ END
 $fn$;
 
 -- The one way rows get into pgmig.audit.
-CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb)
+CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb, p_scope text)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-VALUES (p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
+INSERT INTO pgmig.audit (scope, action, version, client_application, client_addr, client_info, details)
+VALUES (p_scope, p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
 $fn$;
 
 -- The plan, read once under the lock: every batch entry and applied version in version order
@@ -170,7 +171,7 @@ $fn$;
 -- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
 -- and the commit_after points.
 CREATE OR REPLACE FUNCTION pgmig._read_plan(p_batch jsonb, p_target bigint, p_allow_out_of_order boolean,
-                                            p_allow_missing boolean,
+                                            p_allow_missing boolean, p_scope text,
                                             OUT plan pgmig.plan_entry[], OUT drift boolean, OUT to_apply bigint,
                                             OUT manifest_only text, OUT non_transactional text, OUT ahead text,
                                             OUT commit_points text)
@@ -193,7 +194,7 @@ SELECT array_agg((p.version, p.name, p.label,
        string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
        string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
 FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
-      FROM pgmig._plan_rows(p_batch) AS r) AS p
+      FROM pgmig._plan_rows(p_batch, p_scope) AS r) AS p
 $fn$;
 
 -- Executes the migrations of p_plan marked 'pending', from index p_from, in the caller's
@@ -246,6 +247,7 @@ BEGIN
     IF p_ctx.lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
     END IF;
+    PERFORM pgmig._create_scope_schema(p_ctx.scope);
     BEGIN
         i := p_from;
         WHILE i <= v_count LOOP
@@ -338,7 +340,7 @@ BEGIN
               FROM unnest(p_plan) WITH ORDINALITY AS e
               JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
              WHERE t.d IS NOT NULL;
-            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application)::text;
+            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
@@ -485,11 +487,12 @@ END
 $fn$;
 
 -- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
--- p_default_budget, 0 means none.
+-- p_default_budget, 0 means none. p_scope is checked already (_scope): the migrations of a
+-- tenant scope run with its schema first in their search_path.
 CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
                                                p_client_info text, p_notices text, p_lock_budget integer,
                                                p_default_budget integer, p_max_per_transaction integer,
-                                               p_run_mode boolean, p_capture_failure boolean)
+                                               p_run_mode boolean, p_capture_failure boolean, p_scope text)
 RETURNS pgmig.call_context
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -497,7 +500,8 @@ AS $fn$
 DECLARE
     v_ctx pgmig.call_context;
 BEGIN
-    v_ctx.caller_path := p_caller_path;
+    v_ctx.caller_path := pgmig._scope_path(p_scope, p_caller_path);
+    v_ctx.scope := p_scope;
     v_ctx.caller_role := p_caller_role;
     v_ctx.settings := pgmig._settings();
     v_ctx.client_info := p_client_info;
@@ -593,7 +597,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_dry_run            boolean,
     p_client_info        text,
     p_lock_budget        integer,
-    p_notices            text)
+    p_notices            text,
+    p_scope              text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -612,38 +617,40 @@ DECLARE
     v_digest      text;
     v_batch_start timestamptz;
     v_quiet       text;   -- client_min_messages to put back after notices => 'none'
+    v_scope       text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_apply');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
+    v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 NULL, NULL, false, false);
+                                 NULL, NULL, false, false, v_scope);
     v_quiet := pgmig._quiet(p_notices);
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
 
-    PERFORM pgmig._lock_history(p_lock_timeout);
-    PERFORM pgmig._assert_no_interrupted();
+    PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
+    PERFORM pgmig._assert_no_interrupted(v_scope);
 
     -- From here on the history cannot change under us, and (READ COMMITTED) each statement
     -- below sees everything committed before the lock was granted.
     -- Racing migrators of the same batch: the history digest equal to the batch's proves
     -- that exactly these migrations are applied, unchanged; nothing else to read.
-    v_digest := pgmig._history_digest();
+    v_digest := pgmig._history_digest(v_scope);
     IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
         RETURN QUERY
             SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
-            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
             ORDER BY b.version;
         PERFORM pgmig._unquiet(v_quiet);
         PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
         RETURN;
     END IF;
 
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
     IF v_plan.drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data);
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was applied', v_ctx.data, v_scope);
     END IF;
     PERFORM pgmig._assert_runnable(v_plan.manifest_only, v_plan.non_transactional, v_plan.ahead, p_dry_run,
         'From SQL: apply the migrations below it (target_version => the one before), then run its statements yourself '

@@ -31,7 +31,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_notices                text,
     p_details                boolean,
     INOUT p_result           jsonb,
-    p_capture_failure        boolean DEFAULT false)
+    p_capture_failure        boolean DEFAULT false,
+    p_scope                  text DEFAULT NULL)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -58,6 +59,7 @@ DECLARE
     v_entry       pgmig.plan_entry;
     v_budget_stops integer := 0;    -- transactions ended at the lock budget
     v_failed      jsonb;            -- p_capture_failure: the failing migration and its error
+    v_scope       text;
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -82,49 +84,50 @@ BEGIN
 
     PERFORM pgmig._assert_can_migrate('migrate_run');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
+    v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure);
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
 
     LOOP
         -- The lock, waiting as lock_wait decides: queued in slices, or, while a
         -- non-transactional migration runs, between transactions without a snapshot.
-        SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, NULL, 0);
+        SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, NULL, 0, v_scope);
         WHILE NOT v_wait.acquired LOOP
             ROLLBACK AND CHAIN;
             IF v_wait.retry_after > interval '0' THEN
                 PERFORM pg_catalog.pg_sleep(extract(epoch FROM v_wait.retry_after));
                 COMMIT AND CHAIN;
             END IF;
-            SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, v_wait.waiting_since, v_wait.attempt);
+            SELECT * INTO v_wait FROM pgmig.lock_wait(p_lock_timeout, v_wait.waiting_since, v_wait.attempt, v_scope);
         END LOOP;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pgmig._quiet(p_notices);
-        PERFORM pgmig._assert_no_interrupted();
+        PERFORM pgmig._assert_no_interrupted(v_scope);
 
         -- The plan: read on the first transaction, and again whenever the history is not
         -- exactly as this call left it at its last commit (another migrator got the lock in
         -- between, or an operator rolled back, repaired...).
         IF v_first THEN
-            v_mark := pgmig._history_digest();
+            v_mark := pgmig._history_digest(v_scope);
             IF v_mark <> pgmig._empty_digest() AND v_mark = pgmig._batch_digest(p_batch) THEN
                 -- Racing migrators of the same batch: exactly these migrations are applied,
                 -- unchanged; nothing else to read (the plan only for the details).
                 IF p_details THEN
-                    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+                    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
                     v_plan_array := v_plan.plan;
                 END IF;
                 EXIT;
             END IF;
         END IF;
-        IF v_first OR v_mark IS DISTINCT FROM pgmig._history_mark() THEN
-            SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+        IF v_first OR v_mark IS DISTINCT FROM pgmig._history_mark(v_scope) THEN
+            SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
             IF v_plan.drift THEN
                 PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing,
                     CASE WHEN v_txn = 0 THEN 'nothing was applied'
                          ELSE format('nothing more was applied (%s migrations committed earlier by this call stay applied)', v_ctx.committed) END,
-                    v_ctx.data);
+                    v_ctx.data, v_scope);
             END IF;
             IF v_first THEN
                 PERFORM pgmig._assert_runnable(v_plan.manifest_only,
@@ -175,7 +178,7 @@ BEGIN
         v_pos := v_run.next_index;
         -- A migration's plain SET survives COMMIT: put back what _execute_as_caller does not.
         PERFORM pgmig._restore_settings(v_ctx.settings);
-        v_mark := pgmig._history_mark();
+        v_mark := pgmig._history_mark(v_scope);
         COMMIT AND CHAIN;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         PERFORM pgmig._quiet(p_notices);
@@ -206,7 +209,7 @@ BEGIN
         'transactions', v_txn,
         'lock_budget', v_ctx.lock_budget,
         'lock_budget_stops', v_budget_stops,
-        'version', (SELECT max(h.version) FROM pgmig.history AS h),
+        'version', (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = v_scope),
         'ahead', coalesce((SELECT jsonb_agg(x.version ORDER BY x.version) FROM unnest(v_plan_array) AS x WHERE x.outcome = 'ahead'), '[]'),
         'stopped', v_stopped,
         'failed', v_failed,
@@ -255,12 +258,14 @@ $fn$;
 -- A cheap mark of the history's state: changes whenever anyone else changes the history
 -- (a row added or removed changes the count or the newest version; a rollback, repair,
 -- baseline or resolve also writes an audit row). migrate_run compares it across its commits
--- to know whether its plan still holds.
-CREATE OR REPLACE FUNCTION pgmig._history_mark()
+-- to know whether its plan still holds. Per scope (other tenants' changes do not matter).
+CREATE OR REPLACE FUNCTION pgmig._history_mark(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history), (SELECT max(version) FROM pgmig.history),
-                 (SELECT max(id) FROM pgmig.audit), (SELECT count(*) FROM pgmig.nontx_run))
+SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history AS h WHERE h.scope = p_scope),
+                 (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = p_scope),
+                 (SELECT max(a.id) FROM pgmig.audit AS a WHERE a.scope = p_scope),
+                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope))
 $fn$;

@@ -115,9 +115,9 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch for staged release %s is empty; nothing was staged', p_label);
     END IF;
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, NULL, false, false);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, NULL, false, false, '');
     IF v_plan.drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, false, false, 'nothing was staged');
+        PERFORM pgmig._assert_no_drift(p_batch, false, false, 'nothing was staged', false, '');
     END IF;
     IF v_plan.manifest_only IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -286,7 +286,7 @@ BEGIN
             jsonb_build_object('label', p_label, 'state', 'applied', 'applied', 0), pgmig._notices_mode(v_notices));
         p_result := jsonb_build_object('label', p_label, 'state', 'applied', 'applied', 0,
                                        'applied_at', v_rel.applied_at, 'applied_by', v_rel.applied_by,
-                                       'version', (SELECT max(h.version) FROM pgmig.history AS h));
+                                       'version', (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = ''));
         PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
         RETURN;
     END IF;
@@ -295,10 +295,10 @@ BEGIN
     -- error can be recorded (see the top of this file). Without the lock: _run makes them again
     -- under it.
     BEGIN
-        PERFORM pgmig._assert_no_interrupted();
-        SELECT * INTO v_plan FROM pgmig._read_plan(v_rel.batch, NULL, false, false);
+        PERFORM pgmig._assert_no_interrupted('');
+        SELECT * INTO v_plan FROM pgmig._read_plan(v_rel.batch, NULL, false, false, '');
         IF v_plan.drift THEN
-            PERFORM pgmig._assert_no_drift(v_rel.batch, false, false, 'nothing was applied');
+            PERFORM pgmig._assert_no_drift(v_rel.batch, false, false, 'nothing was applied', false, '');
         END IF;
         IF v_plan.manifest_only IS NOT NULL THEN
             RAISE EXCEPTION USING
@@ -336,7 +336,7 @@ BEGIN
     -- _run takes the caller's search_path for the migrations from the session as it finds it.
     PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
     CALL pgmig._run(v_rel.batch, v_no_target, p_lock_timeout, v_false, v_false, v_false, v_info, v_no_limit,
-                    v_no_limit, v_false, v_notices, v_false, v_result, v_true);
+                    v_no_limit, v_false, v_notices, v_false, v_result, v_true, '');
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     v_applied := coalesce((v_result->>'applied')::integer, 0);

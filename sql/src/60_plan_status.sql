@@ -1,6 +1,4 @@
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolean,boolean)', NULL); END $pgmig$;
-DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._status()',
-    'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)'); END $pgmig$;
 
 -- What migrate_apply / migrate_run would do with this batch and these options, without taking
 -- the lock: the same plan (_read_plan) against the committed history as of now. Cheap enough
@@ -17,7 +15,8 @@ CREATE OR REPLACE FUNCTION pgmig._plan(
     p_target_version     bigint,
     p_allow_out_of_order boolean,
     p_allow_missing      boolean,
-    p_report_drift       boolean)
+    p_report_drift       boolean,
+    p_scope              text)
 RETURNS TABLE (version bigint, name text, label text, outcome text, applied_at timestamptz,
                transactional boolean, commit_after boolean, step integer, drift text, detail text,
                down_differs boolean)
@@ -32,25 +31,26 @@ DECLARE
     v_entry pgmig.plan_entry;
     v_step  integer := 1;
     v_open  boolean := false;   -- the current step has a pending migration
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
     PERFORM pgmig._assert_well_formed(p_batch);
-    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing);
+    SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
     IF v_plan.drift AND NOT p_report_drift THEN
-        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL);
+        PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, NULL, false, v_scope);
     END IF;
     IF v_plan.drift THEN
         SELECT jsonb_object_agg(x.version::text, jsonb_build_object('kinds', x.kinds, 'problems', x.problems))
           INTO v_drift
           FROM (SELECT d.version, string_agg(d.kind, ',' ORDER BY d.kind) AS kinds,
                        string_agg(d.problem, '; ' ORDER BY d.kind) AS problems
-                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing) AS d
+                FROM pgmig._drift_problems(p_batch, p_allow_out_of_order, p_allow_missing, v_scope) AS d
                 GROUP BY d.version) AS x;
     END IF;
     -- Applied versions whose down SQL in the batch is not the recorded one (a down section
     -- added or fixed after the migration was applied): migrate_repair records it.
     SELECT coalesce(jsonb_object_agg(b.version::text, true), '{}'::jsonb) INTO v_downs
-      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.version = b.version
+      FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
      WHERE b.down_sql IS NOT NULL AND b.down_sql IS DISTINCT FROM h.down_sql;
     FOREACH v_entry IN ARRAY coalesce(v_plan.plan, '{}') LOOP
         version := v_entry.version;
@@ -89,8 +89,9 @@ $fn$;
 -- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
 -- (and the migration it is applying, with how long it has been at it), and one row per
 -- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
--- EXCLUSIVE does not block: status never waits for a running migration.
-CREATE OR REPLACE FUNCTION pgmig._status()
+-- EXCLUSIVE does not block: status never waits for a running migration. p_scope is checked
+-- already (_scope).
+CREATE OR REPLACE FUNCTION pgmig._status(p_scope text)
 RETURNS TABLE (version bigint, name text, label text, state text, applied_at timestamptz, applied_by text,
                client text, duration interval, checksum text, detail text)
 LANGUAGE sql STABLE
@@ -101,6 +102,7 @@ SELECT * FROM (
            nullif(concat_ws(' ', h.client_application, host(h.client_addr), h.client_info), ''),
            h.duration, h.checksum, NULL::text
     FROM pgmig.history AS h
+    WHERE h.scope = p_scope
     ORDER BY h.version
 ) AS applied
 UNION ALL
@@ -108,7 +110,7 @@ UNION ALL
 -- failed, or interrupted (the client died).
 SELECT r.version, r.name, NULL::text,
        CASE WHEN r.state = 'failed' THEN 'failed'
-            WHEN EXISTS (SELECT FROM pgmig._lock_holder()) THEN 'running'
+            WHEN EXISTS (SELECT FROM pgmig._lock_holder(p_scope)) THEN 'running'
             -- The client is gone but its statement still runs (a concurrent index build
             -- goes on until it notices the closed connection, or to the end).
             WHEN EXISTS (SELECT FROM pg_stat_activity AS a WHERE a.pid = r.pid AND a.pid <> pg_backend_pid() AND a.state = 'active') THEN 'orphaned'
@@ -118,6 +120,7 @@ SELECT r.version, r.name, NULL::text,
               CASE WHEN r.current_statement IS NOT NULL THEN '; at: ' || left(r.current_statement, 200) ELSE '' END,
               CASE WHEN r.error IS NOT NULL THEN '; error: ' || r.error ELSE '' END)
 FROM pgmig.nontx_run AS r
+WHERE r.scope = p_scope
 UNION ALL
 -- The engine names the migration it is applying in the holder's application_name
 -- ('pgmig: applying <version> @<epoch ms> <the caller's application_name>', see _execute_plan).
@@ -129,7 +132,7 @@ SELECT m.version, NULL::text, NULL::text, 'in_progress', l.since, l.role,
                  THEN format('applying version %s for %s; pid %s', m.version,
                              date_trunc('milliseconds', clock_timestamp() - m.started), l.pid)
             ELSE format('pid %s (%s): %s', l.pid, coalesce(l.state, '?'), coalesce(left(l.query, 200), '?')) END
-FROM pgmig._lock_holder() AS l
+FROM pgmig._lock_holder(p_scope) AS l
 LEFT JOIN LATERAL (
     SELECT x[1]::bigint AS version, to_timestamp(x[2]::bigint / 1000.0) AS started, x[3] AS app
     FROM regexp_match(l.application_name, '^pgmig: applying ([0-9]+) @([0-9]+) ?(.*)$') AS x
@@ -141,7 +144,7 @@ $fn$;
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
 -- to do" case at every service start). Any difference means: call the engine.
-CREATE OR REPLACE FUNCTION pgmig._history_digest()
+CREATE OR REPLACE FUNCTION pgmig._history_digest(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -149,6 +152,7 @@ AS $fn$
 SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
                                                     '' ORDER BY h.version), ''), 'UTF8')), 'hex')
 FROM pgmig.history AS h
+WHERE h.scope = p_scope
 $fn$;
 
 -- The digest of an empty history (sha256 of nothing).

@@ -15,7 +15,7 @@
 -- reports it so.
 CREATE OR REPLACE FUNCTION pgmig._rollback(p_to_version bigint, p_lock_timeout interval,
                                            p_dry_run boolean, p_client_info text, p_notices text,
-                                           p_stop_before_nontx boolean)
+                                           p_stop_before_nontx boolean, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -39,8 +39,10 @@ DECLARE
     v_notices     text;
     v_nontx       text;
     v_stop        bigint;   -- the newest non-transactional version in the range
+    v_scope       text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_scope := pgmig._scope(p_scope);
     v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
     v_notices := pgmig._notices_mode(p_notices);
@@ -49,13 +51,13 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
     END IF;
-    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'));
+    PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'), v_scope);
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
                FILTER (WHERE h.down_sql IS NULL OR btrim(h.down_sql, E' \t\r\n\f\x0b') = '')
       INTO v_total, v_missing
-      FROM pgmig.history AS h WHERE h.version > p_to_version;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version;
     IF v_missing IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM007',
@@ -65,7 +67,7 @@ BEGIN
     END IF;
     SELECT string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version DESC), max(h.version)
       INTO v_nontx, v_stop
-      FROM pgmig.history AS h WHERE h.version > p_to_version AND NOT h.transactional;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version AND NOT h.transactional;
     IF v_nontx IS NOT NULL AND NOT p_dry_run AND NOT p_stop_before_nontx THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
@@ -77,7 +79,7 @@ BEGIN
     END IF;
 
     BEGIN
-        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.version > p_to_version ORDER BY h.version DESC LOOP
+        FOR r IN SELECT h.* FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_to_version ORDER BY h.version DESC LOOP
             version    := r.version;
             name       := r.name;
             applied_at := r.applied_at;
@@ -96,7 +98,7 @@ BEGIN
                                   jsonb_build_object('event', 'rolling_back', 'version', r.version, 'name', r.name,
                                                      'index', v_done, 'total', v_total), v_notices);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
+            PERFORM pgmig._execute_as_caller(r.down_sql, pgmig._scope_path(v_scope, v_caller_path), v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
             PERFORM pgmig._notice('PM000', format('pgmig: rolled back version %s in %s', r.version, v_duration),
                                   jsonb_build_object('event', 'rolled_back', 'version', r.version, 'name', r.name,
@@ -105,7 +107,7 @@ BEGIN
 
             v_phase := 'recording';
             PERFORM pgmig._forget_applied(r.version, p_client_info,
-                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text));
+                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text), v_scope);
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
@@ -145,7 +147,7 @@ $fn$;
 -- (kind 'baseline') without running them, with the batch's checksums (manifest entries are
 -- enough). Refuses when the history already has versions above p_version.
 CREATE OR REPLACE FUNCTION pgmig._baseline(p_batch jsonb, p_version bigint, p_lock_timeout interval,
-                                           p_client_info text)
+                                           p_client_info text, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path TO pg_catalog, pg_temp
@@ -155,6 +157,7 @@ DECLARE
     v_above    text;
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
+    v_scope    text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
     IF p_version IS NULL OR p_version < 1 THEN
@@ -167,10 +170,10 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
     END IF;
-    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout);
+    PERFORM pgmig._begin('migrate_baseline', p_lock_timeout, v_scope);
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
-      FROM pgmig.history AS h WHERE h.version > p_version;
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_version;
     IF v_above IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM002',
@@ -178,19 +181,20 @@ BEGIN
             HINT = 'A baseline adopts a database that pgmig has not migrated yet; this one already has history past that point.';
     END IF;
     -- Recorded versions at or below the baseline must still match the batch.
-    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded');
+    PERFORM pgmig._assert_no_drift(p_batch, true, true, 'nothing was recorded', false, v_scope);
 
     v_count := pgmig._record_history(
         ARRAY(SELECT (p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, p.transactional,
                       v_now, interval '0', NULL)::pgmig.history_entry
-              FROM pgmig._plan_rows(p_batch) AS p
+              FROM pgmig._plan_rows(p_batch, v_scope) AS p
               WHERE p.outcome = 'pending' AND p.version <= p_version),
-        'baseline', p_client_info, current_setting('application_name'));
+        'baseline', p_client_info, current_setting('application_name'), v_scope);
 
     PERFORM pgmig._audit('baseline', p_version, p_client_info,
             jsonb_build_object('recorded', v_count,
                                'versions', (SELECT jsonb_agg(h.version ORDER BY h.version) FROM pgmig.history AS h
-                                            WHERE h.kind = 'baseline' AND h.applied_at = v_now)));
+                                            WHERE h.scope = v_scope AND h.kind = 'baseline' AND h.applied_at = v_now)),
+            v_scope);
     RAISE NOTICE USING
         ERRCODE = 'PM012',
         MESSAGE = format('pgmig: baselined at version %s: recorded %s migration%s without running them',
@@ -201,6 +205,7 @@ BEGIN
                CASE WHEN h.kind = 'baseline' AND h.applied_at = v_now THEN 'baselined' ELSE 'already_applied' END,
                NULL::interval, h.applied_at
         FROM pgmig.history AS h
+        WHERE h.scope = v_scope
         UNION ALL
         SELECT p.version, p.name, 'pending', NULL::interval, NULL::timestamptz
         FROM pgmig._batch_rows(p_batch) AS p
@@ -213,22 +218,23 @@ $fn$;
 -- the history become the batch's, with the old values kept in pgmig.audit. p_versions NULL
 -- means every applied version whose checksum or name differs from the batch.
 CREATE OR REPLACE FUNCTION pgmig._repair(p_batch jsonb, p_versions bigint[], p_lock_timeout interval,
-                                         p_client_info text)
+                                         p_client_info text, p_scope text)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_bad text;
-    r     record;
+    v_bad   text;
+    r       record;
+    v_scope text := pgmig._scope(p_scope);
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
-    PERFORM pgmig._begin('migrate_repair', p_lock_timeout);
+    PERFORM pgmig._begin('migrate_repair', p_lock_timeout, v_scope);
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
-     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch) AS p
+     WHERE NOT EXISTS (SELECT FROM pgmig._plan_rows(p_batch, v_scope) AS p
                        WHERE p.version = v AND p.outcome = 'already_applied');
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING
@@ -238,8 +244,8 @@ BEGIN
 
     FOR r IN
         SELECT p.version, p.name, p.label, p.checksum, p.sql, p.down_sql, h AS old
-        FROM pgmig._plan_rows(p_batch) AS p
-        JOIN pgmig.history AS h ON h.version = p.version
+        FROM pgmig._plan_rows(p_batch, v_scope) AS p
+        JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = p.version
         WHERE p.outcome = 'already_applied'
           AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name
                OR p.label IS DISTINCT FROM h.label
@@ -255,14 +261,15 @@ BEGIN
                label    = r.label,
                sql      = coalesce(r.sql, h.sql),
                down_sql = coalesce(r.down_sql, h.down_sql)
-         WHERE h.version = r.version;
+         WHERE h.scope = v_scope AND h.version = r.version;
         PERFORM set_config('pgmig.maintenance', '', true);
         PERFORM pgmig._audit('repair', r.version, p_client_info,
                 jsonb_build_object('old', jsonb_build_object('name', (r.old).name, 'label', (r.old).label, 'checksum', (r.old).checksum,
                                                              'sql', (r.old).sql, 'down_sql', (r.old).down_sql),
                                    'new', jsonb_build_object('name', r.name, 'label', r.label, 'checksum', r.checksum,
                                                              'sql', coalesce(r.sql, (r.old).sql),
-                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))));
+                                                             'down_sql', coalesce(r.down_sql, (r.old).down_sql))),
+                v_scope);
         RAISE NOTICE USING
             ERRCODE = 'PM000',
             MESSAGE = format('pgmig: repaired version %s: %s', r.version, r.name);

@@ -4,9 +4,10 @@
 -- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
 -- version adds there, and a role that could run migrate_apply can run the API routines this
--- install adds beside it (0.2.0: migrate_run, the same job in one statement, and the staged
--- releases); a routine that existed before keeps exactly its own grants, so that roles kept
--- apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted to PUBLIC.
+-- install adds beside it (0.2.0: migrate_run, the same job in one statement, the staged
+-- releases, migrate_scopes...); a routine that existed before keeps exactly its own grants, so
+-- that roles kept apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted
+-- to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;
@@ -29,10 +30,8 @@ BEGIN
         SELECT DISTINCT p.oid::pg_catalog.regprocedure AS sig, g.grantee
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        LEFT JOIN (VALUES ('migrate_run', 'migrate_apply'), ('migrate_stage', 'migrate_apply'),
-                          ('migrate_run_staged', 'migrate_apply'), ('migrate_staged', 'migrate_apply'))
-               AS same(name, as_name)
-          ON same.name = p.proname
+        LEFT JOIN (SELECT 'migrate_apply'::text AS as_name) AS same
+          ON p.proname LIKE 'migrate\_%'
          AND NOT v_existed @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', n.nspname, 'name', p.proname))
         JOIN granted AS g
           ON g.name IN (p.proname, same.as_name) AND (g.schema_name = n.nspname OR p.proname LIKE 'migrate\_%')

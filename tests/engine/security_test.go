@@ -25,7 +25,7 @@ func TestRoleWithoutGrants(t *testing.T) {
 		"select * from pgmig.history",
 		"insert into pgmig.history (version, name, checksum, applied_at, applied_by, login_role, duration, engine_version) " +
 			"values (1, 'x', repeat('0', 64), now(), 'x', 'x', '0', '0')",
-		"select * from pgmig._apply('[]', null, null, false, false, false, null, null)",
+		"select * from pgmig._apply('[]', null, null, false, false, false, null, null, 'text', null)",
 	} {
 		_, err := conn.Exec(ctx, sql)
 		if err == nil {
