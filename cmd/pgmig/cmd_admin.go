@@ -23,7 +23,7 @@ var (
 	flagOutput = &flagDef{name: "output", arg: "FILE", defHelp: "stdout",
 		usage: "write the script to FILE (written whole or not at all)",
 		set:   func(o *options, v string) error { o.output = v; return nil }}
-	flagO = &flagDef{name: "o", arg: "FILE", usage: "same as --output", set: flagOutput.set}
+	flagO          = &flagDef{name: "o", arg: "FILE", usage: "same as --output", set: flagOutput.set}
 	flagWithEngine = &flagDef{name: "with-engine",
 		usage: "make the script install or upgrade the pgmig engine first (never downgrades)",
 		set:   boolSetter(func(o *options, b bool) { o.withEngine = b })}

@@ -42,7 +42,9 @@ var (
 	fleetFlags = []*flagDef{flagTargets, flagTargetsQuery, flagSchemasQuery, flagParallel, flagCanary, flagContinueOnError, flagInstall}
 )
 
-func (o *options) fleet() bool { return o.targets != "" || o.targetsQuery != "" || o.schemasQuery != "" }
+func (o *options) fleet() bool {
+	return o.targets != "" || o.targetsQuery != "" || o.schemasQuery != ""
+}
 
 func validatePush(inv *invocation) error {
 	o := inv.opts
