@@ -260,11 +260,11 @@ type BlockedError struct {
 // PM017 data). Fields other roles' sessions hide from this role
 // (pg_read_all_stats) are empty.
 type Blocker struct {
-	PID         int        `json:"pid"`
-	Application string     `json:"application,omitempty"`
-	Role        string     `json:"role,omitempty"`
-	ClientAddr  string     `json:"client_addr,omitempty"`
-	State       string     `json:"state,omitempty"`
+	PID         int    `json:"pid"`
+	Application string `json:"application,omitempty"`
+	Role        string `json:"role,omitempty"`
+	ClientAddr  string `json:"client_addr,omitempty"`
+	State       string `json:"state,omitempty"`
 	// Since is when its transaction started; StateSince when it entered
 	// State.
 	Since      *time.Time `json:"since,omitempty"`
