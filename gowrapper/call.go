@@ -142,6 +142,12 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 		m = migrationByVersion(migrations, failure.Version)
 		committed += failure.Committed
 	}
+	if v, ok := route.running(); m == nil && pgErr.Code == codeQueryCanceled && ok {
+		// Cancelled (statement_timeout, a cancel request): PL/pgSQL cannot
+		// catch that, so no PM010 came; the last progress notice named the
+		// migration that was running.
+		m = migrationByVersion(migrations, v)
+	}
 	if m == nil && !strings.HasPrefix(pgErr.Code, "PM") {
 		// No PM010 data reached us (a connection without HandleNotice, or a
 		// session that filters warnings): the migration whose SQL the

@@ -98,6 +98,7 @@ const (
 	codeBlocked         = "PM017"
 
 	codeLockNotAvailable = "55P03" // PostgreSQL's lock_not_available: lock_timeout expired
+	codeQueryCanceled    = "57014" // statement_timeout, or a cancel request
 
 	codeOutOfSharedMemory     = "53200" // PostgreSQL's out_of_memory class: lock table full
 	codeInsufficientPrivilege = "42501"

@@ -45,9 +45,9 @@ SELECT jsonb_build_object(
 $fn$;
 
 -- What the migration that ran since p_probe did: {"wal_bytes", "relations": [{"relation",
--- "kind", "lock", "modes", "created", "dropped", "rewritten", "size_bytes"}, ...]}, one entry per
--- relation it locked or rewrote: "modes" are the lock modes it added (strongest first), "lock"
--- the strongest mode the transaction holds on the relation once it ran — which is what other
+-- "kind", "lock_mode", "new_modes", "created", "dropped", "rewritten", "size_bytes"}, ...]}, one
+-- entry per relation it locked or rewrote: "new_modes" are the lock modes it added (strongest
+-- first), "lock_mode" the strongest mode the transaction holds on the relation once it ran — which is what other
 -- sessions faced while it ran, also when an earlier migration of the batch took it (the batch
 -- is one transaction, so the rehearsal's is too) — and "size_bytes" the size of a rewritten
 -- relation's new storage. The WAL is the server's insert position before and after: other
@@ -99,7 +99,7 @@ SELECT jsonb_build_object(
                             WHEN 'I' THEN 'partitioned index' WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
                             WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'composite type'
                             ELSE d.kind END,
-        'lock', d.lock, 'modes', coalesce(to_jsonb(d.modes), '[]'::jsonb),
+        'lock_mode', d.lock, 'new_modes', coalesce(to_jsonb(d.modes), '[]'::jsonb),
         'created', d.created, 'dropped', d.dropped, 'rewritten', d.rewritten,
         'size_bytes', CASE WHEN d.rewritten AND NOT d.dropped THEN pg_table_size(d.oid) END))
         ORDER BY d.name), '[]'::jsonb))
