@@ -284,7 +284,8 @@ type Blocker struct {
 	Transaction string `json:"transaction,omitempty"`
 }
 
-// String is "pid 4242 (reporting, idle in transaction for 40s)".
+// String is "pid 4242 (reporting, idle in transaction 40s)": the age is
+// its transaction's.
 func (b Blocker) String() string {
 	if b.Prepared {
 		return fmt.Sprintf("a prepared transaction (%s)", b.Transaction)
@@ -297,7 +298,7 @@ func (b Blocker) String() string {
 	if state == "" {
 		state = "state not visible"
 	}
-	parts = append(parts, state+" for "+shortDuration(b.Age))
+	parts = append(parts, state+" "+shortDuration(b.Age))
 	return fmt.Sprintf("pid %d (%s)", b.PID, strings.Join(parts, ", "))
 }
 
@@ -317,8 +318,8 @@ func shortDuration(d time.Duration) string {
 }
 
 // Describe is "002_add_col.sql blocked on "orders" by pid 4242 (reporting,
-// idle in transaction for 40s)": the migration, the relation and the
-// oldest blocker.
+// idle in transaction 40s)": the migration, the relation and the oldest
+// blocker.
 func (e *BlockedError) Describe() string {
 	what := e.File
 	if what == "" {

@@ -230,7 +230,7 @@ func TestBlockedErrorNamesBlocker(t *testing.T) {
 		!slices.Contains(bl.Modes, "AccessShareLock") || !bl.Granted || bl.Since == nil || bl.Query != "select count(*) from orders" {
 		t.Errorf("blocker: %+v", bl)
 	}
-	want := fmt.Sprintf(`002_add_col.sql blocked on "orders" by pid %d (reporting, idle in transaction for `, b.pid)
+	want := fmt.Sprintf(`002_add_col.sql blocked on "orders" by pid %d (reporting, idle in transaction `, b.pid)
 	if got := blocked.Describe(); len(got) < len(want) || got[:len(want)] != want {
 		t.Errorf("Describe() = %q, want it to start with %q", got, want)
 	}

@@ -91,12 +91,17 @@ type WaitTimeoutError struct {
 	State   WaitState
 	Version int64 // WaitOpts.Version (0: digest mode)
 	Waited  time.Duration
-	Err     error // the context's error
+	// Unreachable, for a caller that kept trying to connect (pgmig wait):
+	// the database could not be reached at all; the last connection error.
+	Unreachable error
+	Err         error // the context's error
 }
 
 func (e *WaitTimeoutError) Error() string {
 	var what string
 	switch {
+	case e.Unreachable != nil:
+		what = fmt.Sprintf("the database could not be reached: %v", e.Unreachable)
 	case !e.State.EngineInstalled:
 		what = "the pgmig engine is not installed in the database yet"
 	case e.Version > 0:

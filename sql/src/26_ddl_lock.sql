@@ -196,7 +196,7 @@ SELECT CASE WHEN p_seconds IS NULL THEN '?'
 $fn$;
 
 -- One blocker of a _lock_blockers report in a few words: "pid 4242 (reporting, idle in
--- transaction for 40s)".
+-- transaction 40s)", the age its transaction's.
 CREATE OR REPLACE FUNCTION pgmig._blocker_text(p_blocker jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE
@@ -204,7 +204,7 @@ SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT CASE WHEN (p_blocker->>'prepared')::boolean
             THEN format('a prepared transaction (%s; see pg_prepared_xacts)', coalesce(p_blocker->>'transaction', '?'))
-            ELSE format('pid %s (%s%s for %s)', p_blocker->>'pid',
+            ELSE format('pid %s (%s%s %s)', p_blocker->>'pid',
                         coalesce(nullif(p_blocker->>'application', '') || ', ', ''),
                         coalesce(p_blocker->>'state', 'state not visible'),
                         pgmig._duration_text((p_blocker->>'seconds')::numeric))

@@ -108,7 +108,7 @@ func TestDDLLockTimeout(t *testing.T) {
 	// For people (notices 'text'): the DETAIL lists the blockers.
 	_, err = apply(ctx, conn, b, "ddl_lock_timeout => '100ms'")
 	pgErr = pgError(t, err, "PM017")
-	if !strings.Contains(pgErr.Detail, fmt.Sprintf("blocked on orders by pid %d (reporting, idle in transaction for ", pid)) ||
+	if !strings.Contains(pgErr.Detail, fmt.Sprintf("blocked on orders by pid %d (reporting, idle in transaction ", pid)) ||
 		!strings.Contains(pgErr.Detail, "AccessShareLock") || !strings.Contains(pgErr.Hint, "lock-timeout") {
 		t.Errorf("text DETAIL/HINT: %s / %s", pgErr.Detail, pgErr.Hint)
 	}
