@@ -102,7 +102,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // lockScenario: while a session holds a lock on table "accounts" for
 // hold, push a migration that alters it; four readers query the table all
 // along. Returns the readers' latencies and the push's result.
-func lockScenario(t *testing.T, hold time.Duration, opts *pgmig.PushOpts) ([]time.Duration, *pgmig.PushResult, error, *pgtest.DB) {
+func lockScenario(t *testing.T, hold time.Duration, opts *pgmig.PushOpts) ([]time.Duration, *pgmig.PushResult, *pgtest.DB, error) {
 	t.Helper()
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
@@ -128,7 +128,7 @@ func lockScenario(t *testing.T, hold time.Duration, opts *pgmig.PushOpts) ([]tim
 	res, err := client.Push(ctx, ms, opts)
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
-	return collect(), res, err, db
+	return collect(), res, db, err
 }
 
 // TestDDLLockTimeoutSparesReaders is issue 14's property: while another
@@ -144,7 +144,7 @@ func TestDDLLockTimeoutSparesReaders(t *testing.T) {
 
 	// (The two runs one after the other, not in parallel: on a shared
 	// machine each one's readers would slow the other's.)
-	without, res, err, _ := lockScenario(t, hold, nil)
+	without, res, _, err := lockScenario(t, hold, nil)
 	if err != nil {
 		t.Fatalf("push without a DDL lock timeout: %v", err)
 	}
@@ -153,7 +153,7 @@ func TestDDLLockTimeoutSparesReaders(t *testing.T) {
 	}
 
 	var retries []pgmig.RetryAttempt
-	with, res, err, db := lockScenario(t, hold, &pgmig.PushOpts{
+	with, res, db, err := lockScenario(t, hold, &pgmig.PushOpts{
 		DDLLockTimeout: timeout, Retries: 30, RetryMaxWait: time.Second,
 		OnRetry: func(a pgmig.RetryAttempt) { retries = append(retries, a) },
 	})

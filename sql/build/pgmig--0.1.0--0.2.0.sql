@@ -434,9 +434,8 @@ DECLARE
     v_names   text[];
     v_name    text;
     v_rel     regclass;
-    v_oids    oid[] := '{}';
-    v_shown   text[] := '{}';
-    v_ignored text;
+    v_oids    oid[] := '{}'::oid[];
+    v_shown   text[] := '{}'::text[];
     v_result  jsonb;
 BEGIN
     -- Every identifier or schema-qualified name in the text (quoted or not). Words that are not
@@ -450,7 +449,7 @@ BEGIN
 
     -- Resolved with the search_path the migration had. Between the two set_config calls only
     -- pg_catalog-qualified calls and casts: the caller's path may lead to hostile operators.
-    v_ignored := pg_catalog.set_config('search_path', p_caller_path, true);
+    PERFORM pg_catalog.set_config('search_path', p_caller_path, true);
     FOREACH v_name IN ARRAY coalesce(v_names, '{}'::text[]) LOOP
         v_rel := pg_catalog.to_regclass(v_name);
         IF v_rel IS NOT NULL THEN
@@ -458,7 +457,7 @@ BEGIN
             v_shown := pg_catalog.array_append(v_shown, v_rel::text);
         END IF;
     END LOOP;
-    v_ignored := pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     WITH RECURSIVE named AS (
         SELECT DISTINCT ON (n.oid) n.oid, n.shown, n.ord
@@ -2467,11 +2466,11 @@ DECLARE
     v_quiet       text;
     v_plan        record;
     v_run         record;
-    v_durations   interval[] := '{}';
-    v_measures    jsonb[] := '{}';
+    v_durations   interval[] := '{}'::interval[];
+    v_measures    jsonb[] := '{}'::jsonb[];
     v_stopped     text;         -- why the rehearsal stopped before the end: 'non_transactional' or 'commit_after'
     v_stop_at     bigint;       -- the version it stopped at (before, or after: commit_after)
-    v_rows        jsonb := '[]';
+    v_rows        jsonb := '[]'::jsonb;
     v_count       integer := 0;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);

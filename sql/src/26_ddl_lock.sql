@@ -92,9 +92,8 @@ DECLARE
     v_names   text[];
     v_name    text;
     v_rel     regclass;
-    v_oids    oid[] := '{}';
-    v_shown   text[] := '{}';
-    v_ignored text;
+    v_oids    oid[] := '{}'::oid[];
+    v_shown   text[] := '{}'::text[];
     v_result  jsonb;
 BEGIN
     -- Every identifier or schema-qualified name in the text (quoted or not). Words that are not
@@ -108,7 +107,7 @@ BEGIN
 
     -- Resolved with the search_path the migration had. Between the two set_config calls only
     -- pg_catalog-qualified calls and casts: the caller's path may lead to hostile operators.
-    v_ignored := pg_catalog.set_config('search_path', p_caller_path, true);
+    PERFORM pg_catalog.set_config('search_path', p_caller_path, true);
     FOREACH v_name IN ARRAY coalesce(v_names, '{}'::text[]) LOOP
         v_rel := pg_catalog.to_regclass(v_name);
         IF v_rel IS NOT NULL THEN
@@ -116,7 +115,7 @@ BEGIN
             v_shown := pg_catalog.array_append(v_shown, v_rel::text);
         END IF;
     END LOOP;
-    v_ignored := pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
     WITH RECURSIVE named AS (
         SELECT DISTINCT ON (n.oid) n.oid, n.shown, n.ord

@@ -133,11 +133,11 @@ DECLARE
     v_quiet       text;
     v_plan        record;
     v_run         record;
-    v_durations   interval[] := '{}';
-    v_measures    jsonb[] := '{}';
+    v_durations   interval[] := '{}'::interval[];
+    v_measures    jsonb[] := '{}'::jsonb[];
     v_stopped     text;         -- why the rehearsal stopped before the end: 'non_transactional' or 'commit_after'
     v_stop_at     bigint;       -- the version it stopped at (before, or after: commit_after)
-    v_rows        jsonb := '[]';
+    v_rows        jsonb := '[]'::jsonb;
     v_count       integer := 0;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
