@@ -322,7 +322,9 @@ func (w *waiter) pause(ctx context.Context, poll time.Duration, listening bool) 
 	}
 	pctx, cancel := context.WithTimeout(ctx, poll)
 	defer cancel()
-	err := w.conn.PgConn().WaitForNotification(pctx)
+	// (pgx.Conn's, not pgconn's: a notification that arrived during the
+	// last look is buffered there and returned at once.)
+	_, err := w.conn.WaitForNotification(pctx)
 	switch {
 	case ctx.Err() != nil:
 		return ctx.Err()

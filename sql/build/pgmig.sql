@@ -460,6 +460,12 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
 
+    -- pg_stat_activity is read once per transaction and kept (the backend status snapshot): the
+    -- engine read it before the migration ran (the lock wait looks at it), so sessions would
+    -- show as they were then — a reader that got its lock a moment ago still "idle", its
+    -- transaction not started. Look afresh.
+    PERFORM pg_stat_clear_snapshot();
+
     WITH RECURSIVE named AS (
         SELECT DISTINCT ON (n.oid) n.oid, n.shown, n.ord
         FROM unnest(v_oids, v_shown) WITH ORDINALITY AS n(oid, shown, ord)
@@ -486,17 +492,21 @@ BEGIN
     ), locks AS (
         SELECT c.shown, c.ord, l.pid, l.granted, l.mode, l.virtualtransaction,
                a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.query,
-               coalesce(a.xact_start, a.backend_start) AS since
+               a.xact_start AS since
         FROM pg_locks AS l
         JOIN candidates AS c ON c.oid = l.relation
         LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
         WHERE l.locktype = 'relation'
           AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
           AND l.pid IS DISTINCT FROM pg_backend_pid()
-          AND (l.pid IS NULL   -- a prepared transaction
-               OR CASE WHEN l.granted THEN coalesce(a.xact_start, a.backend_start) <= v_before
+          -- pg_locks and pg_stat_activity are two looks, a moment apart: a session whose lock
+          -- shows but whose transaction is over (idle now, or in a newer transaction) was a
+          -- reader that went through once the migration let go, not a blocker.
+          AND (l.pid IS NULL                                              -- a prepared transaction
+               OR (a.pid IS NOT NULL AND a.state IS NULL AND a.xact_start IS NULL)  -- details hidden from this role
+               OR CASE WHEN l.granted THEN a.xact_start <= v_before
                        -- queued ahead of the migration (waitstart: PostgreSQL 14+)
-                       ELSE coalesce((to_jsonb(l)->>'waitstart')::timestamptz, a.query_start) <= v_before END)
+                       ELSE a.state <> 'idle' AND coalesce((to_jsonb(l)->>'waitstart')::timestamptz, a.query_start) <= v_before END)
     ), blockers AS (
         SELECT k.shown, min(k.ord) AS ord, k.pid, bool_and(k.granted) AS granted,
                array_agg(DISTINCT k.mode) AS modes, min(k.virtualtransaction) AS vxid,
@@ -505,19 +515,21 @@ BEGIN
                min(k.state_change) AS state_change, min(k.query) AS query, min(k.since) AS since
         FROM locks AS k
         GROUP BY k.shown, k.pid
-        ORDER BY min(k.since) NULLS FIRST, min(k.ord), k.pid
+        ORDER BY min(k.since) NULLS LAST, min(k.ord), k.pid
         LIMIT 20
     )
     SELECT jsonb_build_object(
-               'relation', (SELECT b.shown FROM blockers AS b ORDER BY b.since NULLS FIRST, b.ord, b.pid LIMIT 1),
+               'relation', (SELECT b.shown FROM blockers AS b ORDER BY b.since NULLS LAST, b.ord, b.pid LIMIT 1),
                'blockers', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                    'pid', b.pid, 'relation', b.shown, 'modes', to_jsonb(b.modes), 'granted', b.granted,
                    'prepared', b.pid IS NULL,
                    'application', b.application_name, 'role', b.usename, 'client_addr', b.client_addr,
                    'state', b.state, 'since', b.since, 'state_since', b.state_change,
                    'seconds', round(extract(epoch FROM clock_timestamp() - b.since)::numeric, 1),
-                   'query', left(b.query, 1000), 'transaction', CASE WHEN b.pid IS NULL THEN b.vxid END))
-                   ORDER BY b.since NULLS FIRST, b.ord, b.pid), '[]'::jsonb))
+                   -- (PostgreSQL's placeholder for a session this role may not look into)
+                   'query', left(nullif(b.query, '<insufficient privilege>'), 1000),
+                   'transaction', CASE WHEN b.pid IS NULL THEN b.vxid END))
+                   ORDER BY b.since NULLS LAST, b.ord, b.pid), '[]'::jsonb))
       INTO v_result
       FROM blockers AS b;
     RETURN v_result;

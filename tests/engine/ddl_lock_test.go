@@ -126,6 +126,79 @@ func TestDDLLockTimeout(t *testing.T) {
 	mustApply(t, conn, b, "ddl_lock_timeout => '100ms'")
 }
 
+// TestDDLLockTimeoutSeesSessionsAsTheyAre: pg_stat_activity is read once
+// per transaction and kept; a caller (or the engine's lock wait) that read it
+// before the blocker began must still get the blocker as it is when the
+// timeout expires, not as it was.
+func TestDDLLockTimeoutSeesSessionsAsTheyAre(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	conn := db.Conn(t)
+	if _, err := conn.Exec(ctx, "create table orders (id int primary key)"); err != nil {
+		t.Fatal(err)
+	}
+	blocker := pgtest.Connect(t, pgtest.SetParam(db.URL, "application_name", "reporting"))
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "select count(*) from pg_stat_activity"); err != nil { // the snapshot, while the blocker is idle
+		t.Fatal(err)
+	}
+	btx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer btx.Rollback(ctx)
+	if _, err := btx.Exec(ctx, "select count(*) from orders"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Exec(ctx, "select * from pgmig.migrate_apply($1::jsonb, ddl_lock_timeout => '200ms', notices => 'none')",
+		batch{{Version: 1, Name: "add_col", SQL: "alter table orders add column note text"}}.JSON())
+	pgErr := pgError(t, err, "PM017")
+	var d blockedDetail
+	if err := json.Unmarshal([]byte(pgErr.Detail), &d); err != nil || len(d.Blockers) != 1 {
+		t.Fatalf("DETAIL: %+v %v", d, err)
+	}
+	if b := d.Blockers[0]; b.PID != int(blocker.PgConn().PID()) || b.State != "idle in transaction" || b.Query != "select count(*) from orders" {
+		t.Errorf("the blocker as the engine saw it: %+v; want it idle in transaction after its query", b)
+	}
+}
+
+// TestDDLLockTimeoutHiddenBlocker: a deploy role without pg_read_all_stats
+// cannot see what another role's session runs; the blocker is still named
+// by its pid (PostgreSQL hides the rest), not dropped.
+func TestDDLLockTimeoutHiddenBlocker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := pgtest.NewDB(t)
+	role := pgtest.CreateRole(t, "")
+	admin := db.Conn(t)
+	r := pgx.Identifier{role}.Sanitize()
+	if _, err := admin.Exec(ctx, "grant usage on schema pgmig to "+r+"; grant select, insert, update, delete on all tables in schema pgmig to "+r+
+		"; grant execute on all routines in schema pgmig to "+r+"; grant create, usage on schema public to "+r); err != nil {
+		t.Fatal(err)
+	}
+	deploy := pgtest.Connect(t, db.URLAs(role, pgtest.RolePassword))
+	if _, err := deploy.Exec(ctx, "create table orders (id int); grant select on orders to public"); err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := holdLock(t, db, "select count(*) from orders") // as the superuser
+	_, err := deploy.Exec(ctx, "select * from pgmig.migrate_apply($1::jsonb, ddl_lock_timeout => '200ms', notices => 'none')",
+		batch{{Version: 1, Name: "add_col", SQL: "alter table orders add column note text"}}.JSON())
+	pgErr := pgError(t, err, "PM017")
+	var d blockedDetail
+	if err := json.Unmarshal([]byte(pgErr.Detail), &d); err != nil || d.Relation != "orders" || len(d.Blockers) != 1 ||
+		d.Blockers[0].PID != pid || d.Blockers[0].Query != "" {
+		t.Fatalf("DETAIL as a role without pg_read_all_stats: %s %v", pgErr.Detail, err)
+	}
+	if !strings.Contains(pgErr.Message, fmt.Sprintf("held by pid %d", pid)) {
+		t.Errorf("message: %s", pgErr.Message)
+	}
+}
+
 // TestDDLLockTimeoutScope: the timeout covers each migration's own
 // statements and nothing else: a migration sees it (or its entry's own
 // "lock_timeout", 0 there meaning none), and afterwards the caller's
