@@ -738,7 +738,7 @@ WITH entries AS (
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
         (CASE WHEN c.commit_type <> 'boolean'
               THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
-        (CASE WHEN jsonb_typeof(c.obj->'lock_timeout') <> 'null' AND pgmig._lock_timeout_ms(c.obj->'lock_timeout') IS NULL
+        (CASE WHEN coalesce(jsonb_typeof(c.obj->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(c.obj->'lock_timeout') IS NULL
               THEN format('"lock_timeout" must be an interval from 0 to 2147483647 milliseconds such as "5s" or "500ms", got %s',
                           left((c.obj->'lock_timeout')::text, 40)) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
