@@ -17,7 +17,9 @@ func validatePlan(inv *invocation) error {
 	if o.rehearse && o.printSQL {
 		return usagef("pgmig plan: --rehearse and --sql are two different answers; ask for one")
 	}
-	if len(o.failOn) > 0 && !o.rehearse {
+	// (fail_on in the config file or PGMIG_FAIL_ON is a team's standing
+	// rule for rehearsals, not a mistake in a plain plan.)
+	if len(o.failOn) > 0 && !o.rehearse && strings.HasPrefix(o.sources[flagFailOn.name], "flag") {
 		return usagef("pgmig plan: --fail-on judges a rehearsal: add --rehearse")
 	}
 	return nil

@@ -199,6 +199,10 @@ func TestCLIPlanRehearseAndSQL(t *testing.T) {
 	if strings.Contains(r.stdout, "001_orders") {
 		t.Errorf("plan --sql shows an applied migration:\n%s", r.stdout)
 	}
+	// A team's rule in the config file: for rehearsals only.
+	writeFiles(t, dir, map[string]string{"pgmig.conf": "[pgmig]\nfail_on = rewrite\n"})
+	pgmigRun(t, dir, env, "plan").must(t, exitOK, "2 migrations would be applied")
+	pgmigRun(t, dir, env, "plan", "--rehearse").must(t, exitValidation, "Forbidden by --fail-on rewrite:")
 	// The output runs as it is.
 	if psql := pgtest.Server(t).PsqlPath(); psql != "" {
 		out, err := exec.Command(psql, "-X", "-v", "ON_ERROR_STOP=1", "-d", db.URL, "-c", r.stdout).CombinedOutput()
