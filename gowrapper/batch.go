@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"time"
 )
 
 // batchEntry is one element of the jsonb batch (docs/sql-api.md).
@@ -22,6 +23,9 @@ type batchEntry struct {
 	// batch is applied in one call (psql).
 	CommitAfter bool   `json:"commit_after,omitempty"`
 	Checksum    string `json:"checksum"`
+	// LockTimeout is Migration.LockTimeout (`---- pgmig: lock-timeout D
+	// ----`) in milliseconds, as the engine's "lock_timeout" key takes it.
+	LockTimeout string `json:"lock_timeout,omitempty"`
 }
 
 // Batch encodes migrations as migrate_apply's batch argument, full SQL
@@ -44,6 +48,9 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 		entries[i] = batchEntry{Version: m.Version, Name: m.Name, Label: m.Label, Transactional: m.Transactional, Checksum: m.Checksum}
 		if withSQL(m) {
 			entries[i].CommitAfter = m.CommitAfter
+			if m.LockTimeout != nil {
+				entries[i].LockTimeout = strconv.FormatInt(ceilMillis(*m.LockTimeout), 10) + "ms"
+			}
 			entries[i].SQL = m.SQL
 			entries[i].Down = m.Down
 		}
@@ -56,6 +63,12 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 		return nil, err
 	}
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+// ceilMillis is d in whole milliseconds, rounded up: lock_timeout counts
+// milliseconds, and a timeout must not round down to 0 (no limit).
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
 // HistoryDigest is what the engine's migrate_history_digest() returns when exactly these

@@ -20,7 +20,8 @@ import (
 const runSQL = `call pgmig.migrate_run($1::jsonb, target_version => $2::bigint, lock_timeout => $3::interval,
 	allow_out_of_order => $4::boolean, allow_missing => $5::boolean, dry_run => $6::boolean,
 	client_info => $7::text, lock_budget => $8::integer, max_per_transaction => $9::integer,
-	stop_before_non_transactional => true, notices => $10::text, details => true, scope => $11::text)`
+	stop_before_non_transactional => true, notices => $10::text, details => true, scope => $11::text,
+	ddl_lock_timeout => $12::interval)`
 
 // runResult is migrate_run's result document.
 type runResult struct {
@@ -64,7 +65,7 @@ func (c *Client) run(ctx context.Context, conn *pgx.Conn, batch []byte, opts *Pu
 	var doc []byte
 	err := conn.QueryRow(ctx, runSQL, pgx.QueryExecModeExec, string(batch), nullZero(opts.TargetVersion),
 		intervalArg(opts.LockTimeout), opts.AllowOutOfOrder, opts.AllowMissing, opts.DryRun,
-		c.config.ClientInfo, budget, perTx, notices, c.scope()).Scan(&doc)
+		c.config.ClientInfo, budget, perTx, notices, c.scope(), durationArg(opts.DDLLockTimeout)).Scan(&doc)
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +90,14 @@ func intervalArg(d time.Duration) any {
 		return nil
 	}
 	return fmt.Sprintf("%d microseconds", d.Microseconds())
+}
+
+// durationArg is d as an interval parameter, 0 included (nil: NULL).
+func durationArg(d time.Duration) any {
+	if d <= 0 {
+		return nil
+	}
+	return fmt.Sprintf("%d milliseconds", ceilMillis(d))
 }
 
 func nullZero(v int64) any {
@@ -117,10 +126,27 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 	if pgErr.Code == codeDrift && drift != nil {
 		return fmt.Errorf("pushing migrations: %w", newDriftError(pgErr, drift))
 	}
+	if pgErr.Code == codeBlocked {
+		// The engine's account of who was in the way, as data (its DETAIL
+		// is JSON: this package always asks for notices 'json' or 'none').
+		if b, berr := newBlockedError([]byte(pgErr.Detail), nil, pgErr); berr == nil {
+			if m := migrationByVersion(migrations, b.Version); m != nil {
+				b.File = m.File
+			}
+			b.Applied += committed
+			return b
+		}
+	}
 	var m *Migration
 	if failure != nil {
 		m = migrationByVersion(migrations, failure.Version)
 		committed += failure.Committed
+	}
+	if v, ok := route.running(); m == nil && pgErr.Code == codeQueryCanceled && ok {
+		// Cancelled (statement_timeout, a cancel request): PL/pgSQL cannot
+		// catch that, so no PM010 came; the last progress notice named the
+		// migration that was running.
+		m = migrationByVersion(migrations, v)
 	}
 	if m == nil && !strings.HasPrefix(pgErr.Code, "PM") {
 		// No PM010 data reached us (a connection without HandleNotice, or a

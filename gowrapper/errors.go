@@ -2,6 +2,7 @@ package pgmig
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -75,6 +77,10 @@ var (
 	// ErrUnsupportedEngine: the installed engine's version is not the one
 	// this wrapper speaks, or the engine refused the server (PM006).
 	ErrUnsupportedEngine = errors.New("unsupported pgmig engine version")
+	// ErrBlocked: a migration waited longer than its DDL lock timeout for a
+	// lock another session held (PM017), and gave up; matched by a
+	// *BlockedError, which names the relation and the sessions in the way.
+	ErrBlocked = errors.New("a migration gave up waiting for a lock (DDL lock timeout)")
 )
 
 // pgmig's own SQLSTATEs (docs/sql-api.md).
@@ -89,6 +95,10 @@ const (
 	codeIrreversible    = "PM007"
 	codeInterrupted     = "PM009"
 	codeMigrationFailed = "PM010"
+	codeBlocked         = "PM017"
+
+	codeLockNotAvailable = "55P03" // PostgreSQL's lock_not_available: lock_timeout expired
+	codeQueryCanceled    = "57014" // statement_timeout, or a cancel request
 
 	codeOutOfSharedMemory     = "53200" // PostgreSQL's out_of_memory class: lock table full
 	codeInsufficientPrivilege = "42501"
@@ -211,6 +221,192 @@ func (e *MigrationError) Unwrap() error { return e.PgError }
 // Is matches ErrLockTableFull for SQLSTATE 53200.
 func (e *MigrationError) Is(target error) bool {
 	return target == ErrLockTableFull && e.Code == codeOutOfSharedMemory
+}
+
+// BlockedError is a migration that waited longer than its DDL lock timeout
+// (PushOpts.DDLLockTimeout, or its own `---- pgmig: lock-timeout D ----`)
+// for a lock, and gave up: the engine's PM017, with its data (never its
+// wording). Nothing of the failing transaction was applied and nothing waits
+// any more; Push retries it when PushOpts.Retries allows. It matches
+// ErrBlocked; Unwrap gives the *pgconn.PgError.
+type BlockedError struct {
+	Version int64
+	Name    string
+	File    string
+	// Relation is the relation the engine found locked by others, as the
+	// migration names it ("orders", "billing.invoices"); "" when no session
+	// held a lock on a relation the migration names any more.
+	Relation string
+	// LockTimeout is the timeout that ran out.
+	LockTimeout time.Duration
+	// Blockers are the sessions that held (or queued for) a lock on the
+	// migration's relations since before it started waiting, oldest first.
+	Blockers []Blocker
+	// Applied: migrations earlier transactions and steps of the push
+	// committed (they stay applied).
+	Applied int
+	// NonTransactional: the statement was one of a non-transactional
+	// migration's (Statement of Statements); the ones before it stay
+	// applied, and pushes refuse (ErrInterrupted) until `pgmig resolve`.
+	// Push does not retry it.
+	NonTransactional      bool
+	Statement, Statements int
+	// Attempts is how many times Push tried (1 + the retries it made);
+	// MaxAttempts how many it would have.
+	Attempts, MaxAttempts int
+	PgError               *pgconn.PgError
+}
+
+// Blocker is a session in a migration's way (BlockedError, the engine's
+// PM017 data). Fields other roles' sessions hide from this role
+// (pg_read_all_stats) are empty.
+type Blocker struct {
+	PID         int    `json:"pid"`
+	Application string `json:"application,omitempty"`
+	Role        string `json:"role,omitempty"`
+	ClientAddr  string `json:"client_addr,omitempty"`
+	State       string `json:"state,omitempty"`
+	// Since is when its transaction started; StateSince when it entered
+	// State.
+	Since      *time.Time `json:"since,omitempty"`
+	StateSince *time.Time `json:"state_since,omitempty"`
+	// Age is how long its transaction had been open when the engine looked.
+	Age   time.Duration `json:"age_ns"`
+	Query string        `json:"query,omitempty"`
+	// Relation and Modes: the lock it held (Granted) or waited for ahead of
+	// the migration.
+	Relation string   `json:"relation"`
+	Modes    []string `json:"modes"`
+	Granted  bool     `json:"granted"`
+	// Prepared: a prepared transaction (no session; see pg_prepared_xacts),
+	// Transaction its virtual transaction id.
+	Prepared    bool   `json:"prepared,omitempty"`
+	Transaction string `json:"transaction,omitempty"`
+}
+
+// String is "pid 4242 (reporting, idle in transaction 40s)": the age is
+// its transaction's.
+func (b Blocker) String() string {
+	if b.Prepared {
+		return fmt.Sprintf("a prepared transaction (%s)", b.Transaction)
+	}
+	var parts []string
+	if b.Application != "" {
+		parts = append(parts, b.Application)
+	}
+	state := b.State
+	if state == "" {
+		state = "state not visible"
+	}
+	parts = append(parts, state+" "+shortDuration(b.Age))
+	return fmt.Sprintf("pid %d (%s)", b.PID, strings.Join(parts, ", "))
+}
+
+// shortDuration is d the way people say it: 40s, 2m05s, 1h02m, 350ms.
+func shortDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	d = d.Round(time.Minute)
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+// Describe is "002_add_col.sql blocked on "orders" by pid 4242 (reporting,
+// idle in transaction 40s)": the migration, the relation and the oldest
+// blocker.
+func (e *BlockedError) Describe() string {
+	what := e.File
+	if what == "" {
+		what = fmt.Sprintf("version %d [%s]", e.Version, e.Name)
+	}
+	if e.NonTransactional {
+		what += fmt.Sprintf(" (statement %d of %d)", e.Statement, e.Statements)
+	}
+	on := "a lock"
+	if e.Relation != "" {
+		on = strconv.Quote(e.Relation)
+	}
+	s := fmt.Sprintf("%s blocked on %s", what, on)
+	if len(e.Blockers) > 0 {
+		s += " by " + e.Blockers[0].String()
+		if n := len(e.Blockers) - 1; n > 0 {
+			s += fmt.Sprintf(" and %d other session(s)", n)
+		}
+	}
+	return s
+}
+
+func (e *BlockedError) Error() string {
+	s := fmt.Sprintf("error applying version %d [%s]: %s: gave up after waiting %s for the lock (DDL lock timeout)",
+		e.Version, e.Name, e.Describe(), shortDuration(e.LockTimeout))
+	if e.Attempts > 1 {
+		s += fmt.Sprintf(", %d attempts", e.Attempts)
+	}
+	return s
+}
+
+func (e *BlockedError) Unwrap() error { return e.PgError }
+
+func (e *BlockedError) Is(target error) bool { return target == ErrBlocked }
+
+// blockedReport is the engine's account of who was in a migration's way:
+// PM017's DETAIL (notices 'json'/'none') or pgmig.lock_blockers().
+type blockedReport struct {
+	Version       int64   `json:"version"`
+	Name          string  `json:"name"`
+	LockTimeoutMS int64   `json:"lock_timeout_ms"`
+	Relation      *string `json:"relation"`
+	Committed     int     `json:"committed"`
+	Blockers      []struct {
+		PID         *int       `json:"pid"`
+		Application string     `json:"application"`
+		Role        string     `json:"role"`
+		ClientAddr  string     `json:"client_addr"`
+		State       string     `json:"state"`
+		Since       *time.Time `json:"since"`
+		StateSince  *time.Time `json:"state_since"`
+		Seconds     float64    `json:"seconds"`
+		Query       string     `json:"query"`
+		Relation    string     `json:"relation"`
+		Modes       []string   `json:"modes"`
+		Granted     bool       `json:"granted"`
+		Prepared    bool       `json:"prepared"`
+		Transaction string     `json:"transaction"`
+	} `json:"blockers"`
+}
+
+// newBlockedError reads the engine's report (JSON) into a *BlockedError
+// for migration m (nil: the report's version and name).
+func newBlockedError(report []byte, m *Migration, pgErr *pgconn.PgError) (*BlockedError, error) {
+	var r blockedReport
+	if err := json.Unmarshal(report, &r); err != nil {
+		return nil, fmt.Errorf("reading the engine's lock-timeout report: %w", err)
+	}
+	e := &BlockedError{Version: r.Version, Name: r.Name, LockTimeout: time.Duration(r.LockTimeoutMS) * time.Millisecond,
+		Applied: r.Committed, PgError: pgErr}
+	if m != nil {
+		e.Version, e.Name, e.File = m.Version, m.Name, m.File
+	}
+	if r.Relation != nil {
+		e.Relation = *r.Relation
+	}
+	for _, b := range r.Blockers {
+		x := Blocker{Application: b.Application, Role: b.Role, ClientAddr: b.ClientAddr, State: b.State,
+			Since: b.Since, StateSince: b.StateSince, Age: time.Duration(b.Seconds * float64(time.Second)),
+			Query: b.Query, Relation: b.Relation, Modes: b.Modes, Granted: b.Granted, Prepared: b.Prepared,
+			Transaction: b.Transaction}
+		if b.PID != nil {
+			x.PID = *b.PID
+		}
+		e.Blockers = append(e.Blockers, x)
+	}
+	return e, nil
 }
 
 // DriftError is the engine's drift report (PM002), every offending version

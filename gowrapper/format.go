@@ -218,6 +218,9 @@ func LoadAll(fsys fs.FS, opts *LoadOpts) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := readLockTimeouts(l.Migrations); err != nil {
+		return nil, err
+	}
 	return l, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"text/template"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -36,9 +37,18 @@ var (
 	// endings) ends the marker too: tern misses it there and runs the file
 	// in a transaction, where its CREATE INDEX CONCURRENTLY fails.
 	disableTxPattern = regexp.MustCompile(`(?m)^---- tern: disable-tx ----\r?$`)
-	// pgmig's own marker, in the same style.
+	// pgmig's own markers, in the same style.
 	commitAfterPattern = regexp.MustCompile(`(?m)^---- pgmig: commit-after ----\r?$`)
+	// lockTimeoutLine finds every line that means to be the lock-timeout
+	// marker, lockTimeoutPattern is what it must look like: a misspelt one
+	// is an error, not a comment that silently changes nothing.
+	lockTimeoutLine    = regexp.MustCompile(`(?m)^---- pgmig: lock-timeout\b.*$`)
+	lockTimeoutPattern = regexp.MustCompile(`^---- pgmig: lock-timeout ([0-9][0-9a-zµ.]*) ----\r?$`)
 )
+
+// maxLockTimeout is the largest value PostgreSQL's lock_timeout holds
+// (2147483647 ms).
+const maxLockTimeout = 2147483647 * time.Millisecond
 
 // byteOrderMark is the UTF-8 encoding of U+FEFF, which some editors write
 // at the start of a file. Files are loaded as if it were not there: sent to
@@ -84,6 +94,11 @@ type Migration struct {
 	// does is committed before the next migration runs (e.g. a new enum
 	// value, unusable in the transaction that added it).
 	CommitAfter bool
+	// LockTimeout is set by a line `---- pgmig: lock-timeout D ----` in the
+	// expanded SQL (D as Go writes durations: 5s, 500ms, 1m30s; 0: no
+	// limit): the DDL lock timeout for this migration's statements,
+	// overriding PushOpts.DDLLockTimeout (see there). nil: no marker.
+	LockTimeout *time.Duration
 
 	// source is the up section as it is in the file, before trimming and
 	// template expansion; lead is what TrimSpace removed from its start.
@@ -330,6 +345,52 @@ func newMigration(f migrationFile, body *fileBody, up, down, sum string, shared 
 // (a cheap search first: the multi-line regexp backtracks over every line).
 func commitAfter(sql string) bool {
 	return strings.Contains(sql, "---- pgmig: commit-after ----") && commitAfterPattern.MatchString(sql)
+}
+
+// readLockTimeout sets m.LockTimeout from its `---- pgmig: lock-timeout D
+// ----` line, if it has one; a malformed or second marker is an ErrMarker
+// naming the line.
+func (m *Migration) readLockTimeout() error {
+	if !strings.Contains(m.SQL, "---- pgmig: lock-timeout") {
+		return nil
+	}
+	for _, at := range lockTimeoutLine.FindAllStringIndex(m.SQL, -1) {
+		line := m.SQL[at[0]:at[1]]
+		where := 0
+		if loc, ok := m.Locate(utf8.RuneCountInString(m.SQL[:at[0]]) + 1); ok {
+			where = loc.Line
+		}
+		fail := func(format string, args ...any) error {
+			if where == 0 {
+				return &LoadError{File: m.File, Err: fmt.Errorf("%w: "+format, append([]any{ErrMarker}, args...)...)}
+			}
+			return lineErr(m.File, where, ErrMarker, format, args...)
+		}
+		if m.LockTimeout != nil {
+			return fail("a second `---- pgmig: lock-timeout D ----` line (one per migration)")
+		}
+		sub := lockTimeoutPattern.FindStringSubmatch(line)
+		if sub == nil {
+			return fail("malformed lock-timeout marker %q: write `---- pgmig: lock-timeout 5s ----` (a duration such as 500ms, 5s, 1m30s; 0 for no limit)",
+				strings.TrimRight(line, "\r"))
+		}
+		d, err := time.ParseDuration(sub[1])
+		if err != nil || d > maxLockTimeout {
+			return fail("lock-timeout %q: want a duration from 0 to %s such as 500ms, 5s or 1m30s", sub[1], maxLockTimeout)
+		}
+		m.LockTimeout = &d
+	}
+	return nil
+}
+
+// readLockTimeouts reads the lock-timeout marker of every migration.
+func readLockTimeouts(migrations []*Migration) error {
+	for _, m := range migrations {
+		if err := m.readLockTimeout(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checksum is Migration.Checksum of up SQL.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // applyNonTransactional runs one non-transactional migration with the
@@ -71,7 +72,10 @@ func (c *Client) applyNonTransactional(ctx context.Context, holder *pgx.Conn, ba
 		route.emit(Progress{Version: m.Version, Name: m.Name, Index: index, Total: route.total, At: time.Now()})
 	}
 	start := time.Now()
-	run := nontxRun{m: m, sql: m.SQL, down: m.Down, direction: "up", stmts: stmts, searchPath: searchPath}
+	run := nontxRun{m: m, sql: m.SQL, down: m.Down, direction: "up", stmts: stmts, searchPath: searchPath, lockTimeout: opts.DDLLockTimeout}
+	if m.LockTimeout != nil {
+		run.lockTimeout = *m.LockTimeout
+	}
 	if err := c.runStatements(ctx, holder, tx, run, route, op); err != nil {
 		return res, err
 	}
@@ -106,6 +110,8 @@ type nontxRun struct {
 	// searchPath is what the engine said the statements run with (a
 	// tenant scope), nil: the session's own.
 	searchPath *string
+	// lockTimeout: the DDL lock timeout for the statements (0: none).
+	lockTimeout time.Duration
 }
 
 // runStatements runs the statements on a second connection (the executor)
@@ -122,6 +128,13 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 	}
 	defer exec.Close(bg)
 	defer attachRoute(exec.PgConn(), route)()
+	locks, err := c.statementLockTimeouts(ctx, exec, run)
+	if err != nil {
+		if connectionLost(exec, err) {
+			return &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+		}
+		return engineError(op, err)
+	}
 	record := func(done int, current, failure *string) error {
 		_, err := exec.Exec(bg, "select pgmig.nontx_progress($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::text, $10::text, $11::text, $12::text)",
 			pgx.QueryExecModeExec, m.Version, m.Name, m.Checksum, run.sql, nullEmpty(run.down), len(run.stmts), done, current, failure,
@@ -142,10 +155,25 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 			}
 			return engineError(op, err)
 		}
+		lockTimeout, err := locks.set(ctx, exec, i)
+		if err != nil {
+			if connectionLost(exec, err) {
+				return &ConnectionLostError{Op: op, Version: m.Version, Err: err}
+			}
+			return engineError(op, err)
+		}
 		dog := watch(ctx, holder, exec, c.scope())
-		_, err := exec.PgConn().Exec(ctx, st.text).ReadAll()
+		_, err = exec.PgConn().Exec(ctx, st.text).ReadAll()
 		blocked := dog.stop()
 		if err != nil {
+			// Timed out waiting for a lock: ask the engine who was in the
+			// way while the executor still sees them (PM017's data).
+			var report []byte
+			var pgErr *pgconn.PgError
+			if lockTimeout > 0 && errors.As(err, &pgErr) && pgErr.Code == codeLockNotAvailable {
+				_ = exec.QueryRow(bg, "select pgmig.lock_blockers($1::text, $2::interval)", pgx.QueryExecModeExec,
+					st.text, durationArg(lockTimeout)).Scan(&report)
+			}
 			msg := err.Error()
 			if blocked != "" {
 				msg = "cancelled by pgmig: " + blocked + ": " + msg
@@ -161,6 +189,13 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 			if blocked != "" && errors.As(err, &merr) {
 				merr.Blocked = blocked
 			}
+			if report != nil && errors.As(err, &merr) {
+				if b, berr := newBlockedError(report, m, merr.PgError); berr == nil {
+					b.LockTimeout = lockTimeout
+					b.NonTransactional, b.Statement, b.Statements = true, i+1, len(run.stmts)
+					err = b
+				}
+			}
 			if lost {
 				err = &ConnectionLostError{Op: op, Version: m.Version, Err: err}
 			}
@@ -174,6 +209,57 @@ func (c *Client) runStatements(ctx context.Context, holder *pgx.Conn, tx pgx.Tx,
 		return engineError(op, err)
 	}
 	return nil
+}
+
+// stmtLocks is the lock_timeout each statement of a non-transactional
+// migration runs with (the engine decides: pgmig.nontx_lock_timeouts), and
+// the one the executor's session has now.
+type stmtLocks struct {
+	base    string          // the session's own lock_timeout
+	each    []time.Duration // per statement; 0: the session's own
+	current string
+}
+
+// statementLockTimeouts asks the engine for the statements' lock timeouts
+// under run.lockTimeout (none without one).
+func (c *Client) statementLockTimeouts(ctx context.Context, exec *pgx.Conn, run nontxRun) (*stmtLocks, error) {
+	if run.lockTimeout <= 0 {
+		return &stmtLocks{}, nil
+	}
+	texts := make([]string, len(run.stmts))
+	for i, st := range run.stmts {
+		texts[i] = st.text
+	}
+	var base string
+	var each []pgtype.Interval
+	if err := exec.QueryRow(ctx, "select current_setting('lock_timeout'), pgmig.nontx_lock_timeouts($1::text[], $2::interval)",
+		pgx.QueryExecModeExec, texts, durationArg(run.lockTimeout)).Scan(&base, &each); err != nil {
+		return nil, err
+	}
+	l := &stmtLocks{base: base, current: base, each: make([]time.Duration, len(each))}
+	for i, d := range each {
+		l.each[i] = intervalDuration(d)
+	}
+	return l, nil
+}
+
+// set gives the executor's session statement i's lock_timeout, and
+// returns it (0: the session's own).
+func (l *stmtLocks) set(ctx context.Context, exec *pgx.Conn, i int) (time.Duration, error) {
+	if l.each == nil {
+		return 0, nil
+	}
+	want, d := l.base, l.each[i]
+	if d > 0 {
+		want = strconv.FormatInt(ceilMillis(d), 10) + "ms"
+	}
+	if want != l.current {
+		if _, err := exec.Exec(ctx, "select set_config('lock_timeout', $1, false)", pgx.QueryExecModeExec, want); err != nil {
+			return 0, err
+		}
+		l.current = want
+	}
+	return d, nil
 }
 
 // executorConfig is the holder's configuration plus, unless the caller set

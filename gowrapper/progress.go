@@ -103,6 +103,13 @@ func (r *noticeRoute) reset() {
 	r.failure, r.drift, r.hasCurrent = nil, nil, false
 }
 
+// running is the migration the last PM000 notice named, if any.
+func (r *noticeRoute) running() (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.current, r.hasCurrent
+}
+
 func (r *noticeRoute) failed() (*failureEvent, *driftEvent) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

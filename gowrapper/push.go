@@ -46,6 +46,34 @@ type PushOpts struct {
 	// DryRun takes the lock and validates, applies nothing: every pending
 	// migration comes back as OutcomePending.
 	DryRun bool
+	// DDLLockTimeout bounds how long each statement of a migration waits
+	// for a lock another session holds (the engine's ddl_lock_timeout;
+	// not the history lock, see LockTimeout). An ALTER TABLE queued behind
+	// a long transaction makes every later reader and writer of the table
+	// queue behind it; with this the migration gives up instead, its
+	// transaction rolls back (nothing applied, nobody waits any more) and
+	// Push returns a *BlockedError (ErrBlocked) naming the relation and
+	// the sessions in the way — or retries (Retries). A migration's own
+	// `---- pgmig: lock-timeout D ----` line overrides it (0 there: no
+	// limit). Non-transactional statements get it too, except those that
+	// build or drop something CONCURRENTLY (their waits block nobody, and
+	// a timeout would cancel the build half-way). 0: the session's
+	// lock_timeout (normally: wait as long as it takes).
+	DDLLockTimeout time.Duration
+	// Retries: when a migration gives up waiting for a lock (ErrBlocked),
+	// push the whole batch again, up to this many more times, pausing with
+	// jittered exponential backoff (from 500ms, doubling, at most
+	// RetryMaxWait) in between. Safe: a blocked transaction applied
+	// nothing, and migrations earlier transactions committed are skipped.
+	// A blocked non-transactional statement is not retried (the statements
+	// before it stayed applied). 0: no retry.
+	Retries int
+	// RetryMaxWait is the longest pause between two attempts (default
+	// 30s).
+	RetryMaxWait time.Duration
+	// OnRetry, if set, is called before each pause with the attempt that
+	// was blocked.
+	OnRetry func(RetryAttempt)
 	// Progress is called as the server starts each migration (live only
 	// when notices reach this package, see HandleNotice).
 	Progress func(Progress)
@@ -110,6 +138,9 @@ type PushResult struct {
 	// transaction (see PushOpts.SegmentSize); 0 otherwise.
 	LockBudget int           `json:"lock_budget,omitempty"`
 	Duration   time.Duration `json:"duration_ns"`
+	// Attempts is how many times Push pushed: more than 1 when a migration
+	// was blocked and retried (PushOpts.Retries).
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // Push applies the pending migrations: it uploads them as one batch and
@@ -140,10 +171,19 @@ type PushResult struct {
 // while the engine ran it matches ErrOutcomeUnknown: the engine commits by
 // itself, so some of the migrations may be committed. Either way pushing
 // again is safe: applied migrations are recorded and skipped.
+//
+// With PushOpts.DDLLockTimeout a migration that waits too long for a table
+// lock gives up with a *BlockedError (ErrBlocked), which PushOpts.Retries
+// retries (see retry.go).
 func (c *Client) Push(ctx context.Context, migrations []*Migration, opts *PushOpts) (*PushResult, error) {
 	if opts == nil {
 		opts = &PushOpts{}
 	}
+	return c.pushWithRetries(ctx, migrations, opts)
+}
+
+// pushOnce is one attempt of Push.
+func (c *Client) pushOnce(ctx context.Context, migrations []*Migration, opts *PushOpts) (*PushResult, error) {
 	start := time.Now()
 	conn, release, err := c.acquire(ctx)
 	if err != nil {

@@ -29,6 +29,10 @@ func runPush(ctx context.Context, inv *invocation) (result, error) {
 		AllowMissing:    o.allowMissing,
 		SegmentSize:     o.segmentSize,
 		HistoryDigest:   digest,
+		DDLLockTimeout:  o.ddlLockTimeout,
+		Retries:         o.retries,
+		RetryMaxWait:    o.retryMaxWait,
+		OnRetry:         func(a pgmig.RetryAttempt) { inv.out.retrying(live, a) },
 	}
 	if live.enabled {
 		// --quiet and --json show neither: without callbacks the server is

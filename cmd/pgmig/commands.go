@@ -92,11 +92,14 @@ func init() {
 				"consecutive atomic transactions; non-transactional migrations run statement by statement from pgmig " +
 				"under the same lock (docs/nontransactional.md). Nothing pending is answered by a lock-free check " +
 				"without uploading SQL. A failing migration is shown with its file, line and column; the database keeps " +
-				"what it had before the failing step. With --targets FILE or --targets-query SQL, pushes the same migrations " +
-				"to many databases, --parallel at once, the --canary first; one line per database, a summary, exit 1 " +
-				"when any failed (docs/fleet.md).",
+				"what it had before the failing step. With --ddl-lock-timeout a migration that waits too long for a table " +
+				"lock (behind a long transaction, with every reader of the table queued behind it) gives up instead, " +
+				"naming the session in the way, and --retries pushes again later. With --targets FILE or --targets-query " +
+				"SQL, pushes the same migrations to many databases, and with --schemas-query to every tenant schema, " +
+				"--parallel at once, the --canary first; one line per target, a summary, exit 1 when any failed (docs/fleet.md).",
 			flags: flagsOf([]*flagDef{flagTarget, flagLockTimeout.withDefault("the server's lock_timeout (normally: wait)"),
-				flagAllowOutOfOrder, flagAllowMissing, flagSegmentSize}, fleetFlags, fileFlags, connFlags, outputFlags),
+				flagAllowOutOfOrder, flagAllowMissing, flagSegmentSize, flagDDLLockTimeout, flagRetries, flagRetryMaxWait},
+				fleetFlags, fileFlags, connFlags, outputFlags),
 			validate: validatePush,
 			run:      runPush,
 		},
@@ -110,10 +113,31 @@ func init() {
 		},
 		{
 			name: "plan", op: "planning",
-			summary: "show what push would apply; changes nothing, takes no lock",
-			help:    "Shows what `pgmig push` would apply now. Changes nothing and takes no lock, so the answer can be stale by the time you push; push checks again under the lock.",
-			flags:   flagsOf([]*flagDef{flagTarget, flagAllowOutOfOrder, flagAllowMissing}, fileFlags, connFlags, outputFlags),
-			run:     runPlan,
+			summary: "show what push would apply (--sql: its SQL; --rehearse: run it, measure it, roll it back)",
+			help: "Shows what `pgmig push` would apply now. Changes nothing and takes no lock, so the answer can be stale by the time you push; " +
+				"push checks again under the lock. --sql prints the SQL push would run, migration by migration. --rehearse runs the " +
+				"pending migrations for real under the migration lock, reports per migration every relation it locks and in which mode, " +
+				"the tables it rewrites with their size, the WAL it writes and how long it takes, and rolls everything back; guard " +
+				"rails: --ddl-lock-timeout (default 1s) and --statement-timeout (default 1m). --fail-on makes it exit 4 on what your " +
+				"team forbids (rewrite, access-exclusive, blocks-writes).",
+			flags: flagsOf([]*flagDef{flagTarget, flagAllowOutOfOrder, flagAllowMissing, flagPrintSQL, flagRehearse, flagFailOn,
+				flagDDLLockTimeout.withDefault("with --rehearse: 1s"), flagStatementTimeout,
+				flagLockTimeout.withDefault("with --rehearse: the server's lock_timeout, within --statement-timeout")},
+				fileFlags, connFlags, outputFlags),
+			validate: validatePlan,
+			run:      runPlanCommand,
+		},
+		{
+			name: "wait", op: "waiting for migrations",
+			summary: "wait until the database holds the migrations of --dir (or --version V); for application start-up",
+			help: "Exits 0 as soon as the database holds exactly the migrations of --dir (the history digest; a database ahead of " +
+				"them, migrated by a newer release, counts as ready too), or with --version V as soon as the newest applied version " +
+				"is at least V. Takes no lock and changes nothing: for Kubernetes init containers and application start-up while " +
+				"another process pushes (docs/deploy.md). Polls the history, and where the connection is a session of its own " +
+				"(not through PgBouncer) listens for the engine's notification to return at once. Exit 3 on --timeout, 4 on drift " +
+				"(which waiting cannot fix). A database that cannot be reached yet, or without the engine yet, is waited for.",
+			flags: flagsOf([]*flagDef{flagTimeout, flagWaitVersion}, fileFlags, connFlags, outputFlags),
+			run:   runWait,
 		},
 		{
 			name: "validate", op: "validating migrations",
@@ -250,7 +274,8 @@ func init() {
 			help: "Prints every setting as the other commands would see it, and where its value came from: a flag, an " +
 				"environment variable, the config file (file:line) or the default. Passwords are masked. Connects to nothing.",
 			flags: flagsOf([]*flagDef{flagLockTimeout.withDefault("per command"), flagSegmentSize, flagAllowOutOfOrder,
-				flagAllowMissing, flagTernTable, flagWaitTimeout, flagAPISchema}, fileFlags, connFlags, outputFlags),
+				flagAllowMissing, flagTernTable, flagWaitTimeout, flagAPISchema, flagDDLLockTimeout, flagRetries, flagRetryMaxWait,
+				flagStatementTimeout, flagFailOn}, fileFlags, connFlags, outputFlags),
 			run: runConfig,
 		},
 		{

@@ -390,7 +390,7 @@ func TestCLINew(t *testing.T) {
 func TestCLIUsage(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	pgmigRun(t, dir, nil, "help").must(t, exitOK, "Exit codes:", "3  lock timeout")
+	pgmigRun(t, dir, nil, "help").must(t, exitOK, "Exit codes:", "3  timeout: another migrator holds the lock")
 	pgmigRun(t, dir, nil).must(t, exitUsage)
 	pgmigRun(t, dir, nil, "frobnicate").must(t, exitUsage)
 	pgmigRun(t, dir, nil, "push", "--no-such-flag").must(t, exitUsage)

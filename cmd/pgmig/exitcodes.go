@@ -14,7 +14,7 @@ const (
 	exitOK         = 0
 	exitMigration  = 1 // a migration failed: SQL error, nothing applied
 	exitUsage      = 2 // usage, configuration, connection, engine missing/unsupported, other
-	exitLocked     = 3 // lock timeout: another migrator holds the lock
+	exitLocked     = 3 // a timeout: another migrator holds the lock, a migration gave up waiting for a table lock, wait ran out of time
 	exitValidation = 4 // drift, invalid batch, bad migration files
 	exitLost       = 5 // connection lost mid-push: re-run (outcome possibly unknown)
 )
@@ -27,7 +27,7 @@ var exitCodes = []struct {
 	{exitOK, "success (including \"nothing to apply\")"},
 	{exitMigration, "a migration failed; its transaction was rolled back (a fleet push: some target failed)"},
 	{exitUsage, "usage, configuration, connection or engine problem (not installed, unsupported version)"},
-	{exitLocked, "lock timeout: another migrator holds the lock"},
+	{exitLocked, "timeout: another migrator holds the lock; a migration waited longer than --ddl-lock-timeout for a table lock (after --retries); `pgmig wait` ran out of time"},
 	{exitValidation, "drift or validation error (changed/missing/out-of-order versions, bad files, an interrupted non-transactional migration waiting for `pgmig resolve`)"},
 	{exitLost, "the connection was lost (or the push interrupted) mid-push: re-running push is safe"},
 }
@@ -66,8 +66,10 @@ func exitCode(err error) int {
 		// A migration (or a recorded down SQL) touched the history: that
 		// migration failed and was rolled back like any other (issue 9 §5).
 		return exitMigration
-	case errors.Is(err, pgmig.ErrLockTimeout):
+	case errors.Is(err, pgmig.ErrLockTimeout), errors.Is(err, pgmig.ErrBlocked), errors.Is(err, pgmig.ErrWaitTimeout):
 		return exitLocked
+	case errors.Is(err, errFailOn):
+		return exitValidation
 	case errors.Is(err, pgmig.ErrDrift), errors.Is(err, pgmig.ErrInvalidBatch), errors.As(err, &lerr),
 		errors.Is(err, pgmig.ErrInterrupted), errors.Is(err, pgmig.ErrIrreversible),
 		errors.Is(err, pgmig.ErrNoMigrations), errorsAreFiles(err):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,16 @@ type options struct {
 	parallel, canary      int
 	continueOnError       bool
 	install               bool
+	// safety (issue 14): push's DDL lock timeout and retries, plan's
+	// rehearsal and SQL, wait's deadline
+	ddlLockTimeout   time.Duration
+	retries          int
+	retryMaxWait     time.Duration
+	rehearse         bool
+	printSQL         bool
+	failOn           []string
+	statementTimeout time.Duration
+	timeout          time.Duration
 
 	// sources says where each flag's value came from ("flag --dir",
 	// "env PGMIG_DIR", "config pgmig.conf:3", "default"), for `pgmig config`.
@@ -196,10 +207,70 @@ var (
 	flagPrint = &flagDef{name: "print",
 		usage: "write the install SQL to stdout instead of running it (for managed databases)",
 		set:   boolSetter(func(o *options, b bool) { o.print = b })}
+	flagDDLLockTimeout = &flagDef{name: "ddl-lock-timeout", arg: "D", config: "ddl_lock_timeout",
+		defHelp: "none: wait as long as the lock is held",
+		usage: "a migration that waits longer than D for a lock on a table gives up: its transaction rolls back and nobody queues behind it " +
+			"any more; pgmig names the sessions in the way (exit 3) or retries (--retries). A migration's own ---- pgmig: lock-timeout D ---- line wins",
+		set: durationSetter(func(o *options, d time.Duration) { o.ddlLockTimeout = d })}
+	flagRetries = &flagDef{name: "retries", arg: "N", def: "0", config: "retries",
+		usage: "after a migration gave up waiting for a lock (--ddl-lock-timeout), push again up to N more times, pausing with jittered exponential backoff; exit 3 when they run out",
+		set:   intSetter("a number of retries", 0, func(o *options, n int) { o.retries = n })}
+	flagRetryMaxWait = &flagDef{name: "retry-max-wait", arg: "D", def: "30s", config: "retry_max_wait",
+		usage: "the longest pause between two attempts (--retries): 500ms, doubling up to D",
+		set:   durationSetter(func(o *options, d time.Duration) { o.retryMaxWait = d })}
+	flagRehearse = &flagDef{name: "rehearse",
+		usage: "run the pending migrations for real under the migration lock, measure each (locks and modes, rewritten tables and their size, WAL, duration), then roll everything back",
+		set:   boolSetter(func(o *options, b bool) { o.rehearse = b })}
+	flagPrintSQL = &flagDef{name: "sql",
+		usage: "print the exact SQL push would run now, migration by migration, each under a comment naming its file",
+		set:   boolSetter(func(o *options, b bool) { o.printSQL = b })}
+	flagFailOn = &flagDef{name: "fail-on", arg: "LIST", config: "fail_on", defHelp: "nothing",
+		usage: "with --rehearse: exit 4 when a migration does one of these to an existing relation (comma-separated): " + strings.Join(failOnKinds, ", "),
+		set:   setFailOn}
+	flagStatementTimeout = &flagDef{name: "statement-timeout", arg: "D", def: "1m", config: "statement_timeout",
+		usage: "with --rehearse: stop the rehearsal (the lock wait and every migration) after D; 0: no limit",
+		set:   durationSetter(func(o *options, d time.Duration) { o.statementTimeout = d })}
+	flagTimeout = &flagDef{name: "timeout", arg: "D", def: "1m",
+		usage: "give up after D (exit 3); 0: wait as long as it takes",
+		set:   durationSetter(func(o *options, d time.Duration) { o.timeout = d })}
+	flagWaitVersion = &flagDef{name: "version", arg: "V", defHelp: "exactly the migrations of --dir",
+		usage: "wait until the newest applied version is at least V instead (--dir is then not read)",
+		set:   int64Setter("a version", 1, func(o *options, n int64) { o.version = n })}
 	flagAll = &flagDef{name: "all",
 		usage: fmt.Sprintf("show the whole history (default: the newest %d entries; --json always has all)", statusRows),
 		set:   boolSetter(func(o *options, b bool) { o.all = b })}
 )
+
+// failOnKinds are what --fail-on can forbid (see rehearseViolations).
+var failOnKinds = []string{"rewrite", "access-exclusive", "blocks-writes"}
+
+func setFailOn(o *options, s string) error {
+	o.failOn = nil
+	for _, k := range strings.Split(s, ",") {
+		k = strings.ToLower(strings.TrimSpace(k))
+		if k == "" {
+			continue
+		}
+		if !slices.Contains(failOnKinds, k) {
+			return fmt.Errorf("unknown --fail-on kind %q: want a comma-separated list of %s", k, strings.Join(failOnKinds, ", "))
+		}
+		if !slices.Contains(o.failOn, k) {
+			o.failOn = append(o.failOn, k)
+		}
+	}
+	return nil
+}
+
+func intSetter(what string, min int, f func(*options, int)) func(*options, string) error {
+	return func(o *options, s string) error {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < min {
+			return fmt.Errorf("%q: want %s (a number ≥ %d)", s, what, min)
+		}
+		f(o, n)
+		return nil
+	}
+}
 
 // formatNames are the migration file formats --format accepts.
 var formatNames = []string{"tern", "golang-migrate", "goose", "dbmate", "sql-migrate", "flyway"}

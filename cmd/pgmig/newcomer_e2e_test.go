@@ -291,7 +291,7 @@ func TestCommandHelp(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	push := pgmigRun(t, dir, nil, "push", "--help").must(t, exitOK, "usage: pgmig push [flags]", "--segment-size N", "--lock-timeout D", "--dir DIR", "PGMIG_SEGMENT_SIZE")
-	for _, foreign := range []string{"--to ", "--print", "--retry", "--wait "} {
+	for _, foreign := range []string{"--to ", "--print", "--retry ", "--wait "} {
 		if strings.Contains(push.stdout, foreign) {
 			t.Errorf("push --help lists %q:\n%s", foreign, push.stdout)
 		}
@@ -303,7 +303,7 @@ func TestCommandHelp(t *testing.T) {
 	if strings.Contains(rb.stdout, "--segment-size") {
 		t.Errorf("rollback --help lists push's flags:\n%s", rb.stdout)
 	}
-	all := pgmigRun(t, dir, nil, "help").must(t, exitOK, "Exit codes:", "3  lock timeout")
+	all := pgmigRun(t, dir, nil, "help").must(t, exitOK, "Exit codes:", "3  timeout: another migrator holds the lock")
 	for _, c := range commands {
 		if !strings.Contains(all.stdout, "\n  "+c.name+" ") {
 			t.Errorf("pgmig help does not list %s", c.name)

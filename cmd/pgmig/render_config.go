@@ -84,6 +84,23 @@ func newConfigResult(inv *invocation) configResult {
 		waitTimeout = "none"
 	}
 	add(flagWaitTimeout, waitTimeout)
+	ddl := o.ddlLockTimeout.String()
+	if o.ddlLockTimeout == 0 {
+		ddl = "none (plan --rehearse: 1s)"
+	}
+	add(flagDDLLockTimeout, ddl)
+	add(flagRetries, fmt.Sprint(o.retries))
+	add(flagRetryMaxWait, o.retryMaxWait.String())
+	stmt := o.statementTimeout.String()
+	if o.statementTimeout == 0 {
+		stmt = "none"
+	}
+	add(flagStatementTimeout, stmt)
+	failOn := strings.Join(o.failOn, ",")
+	if failOn == "" {
+		failOn = "nothing"
+	}
+	add(flagFailOn, failOn)
 	for _, k := range o.dataKeys() {
 		v := o.data[k]
 		if secretKey(k) {

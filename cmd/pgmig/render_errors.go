@@ -22,14 +22,17 @@ type jsonErrorBody struct {
 	Detail   string `json:"detail,omitempty"`
 	// Hint is what to do next, for a CLI user; ServerHint is the server's
 	// own HINT when the CLI replaced it (it speaks to SQL callers).
-	Hint           string `json:"hint,omitempty"`
-	ServerHint     string `json:"server_hint,omitempty"`
-	File           string `json:"file,omitempty"`
-	Line           int    `json:"line,omitempty"`
-	Column         int    `json:"column,omitempty"`
-	Version        int64  `json:"version,omitempty"`
-	Name           string `json:"name,omitempty"`
-	CurrentVersion *int64 `json:"current_version,omitempty"`
+	Hint       string `json:"hint,omitempty"`
+	ServerHint string `json:"server_hint,omitempty"`
+	File       string `json:"file,omitempty"`
+	Line       int    `json:"line,omitempty"`
+	Column     int    `json:"column,omitempty"`
+	// Blocked: a migration gave up waiting for a lock (--ddl-lock-timeout):
+	// the relation and the sessions in its way.
+	Blocked        *blockedJSON `json:"blocked,omitempty"`
+	Version        int64        `json:"version,omitempty"`
+	Name           string       `json:"name,omitempty"`
+	CurrentVersion *int64       `json:"current_version,omitempty"`
 	// The connection failed mid-push (exit 5): re-running is safe;
 	// outcome_unknown when the server may have committed.
 	ConnectionLost bool `json:"connection_lost,omitempty"`
@@ -60,9 +63,12 @@ func (o *output) headline(err error) string {
 	var lost *pgmig.ConnectionLostError
 	var verr *pgmig.EngineVersionError
 	var pgErr *pgconn.PgError
+	var blocked *pgmig.BlockedError
 	switch {
 	case errors.As(err, &uerr):
 		return uerr.msg
+	case errors.As(err, &blocked):
+		return o.blockedHeadline(blocked)
 	case errors.As(err, &lerr):
 		return o.path(lerr.File) + ": " + lerr.Err.Error()
 	case errors.As(err, &lost):
@@ -114,6 +120,12 @@ func (o *output) errorObject(err error) jsonError {
 	if errors.As(err, &lost) {
 		j.Error.ConnectionLost, j.Error.OutcomeUnknown = true, lost.OutcomeUnknown
 	}
+	var blocked *pgmig.BlockedError
+	if errors.As(err, &blocked) {
+		j.Error.Message = o.blockedHeadline(blocked)
+		j.Error.File, j.Error.Version, j.Error.Name = blocked.File, blocked.Version, blocked.Name
+		j.Error.Blocked = newBlockedJSON(blocked)
+	}
 	return j
 }
 
@@ -124,6 +136,11 @@ func (o *output) fail(err error) {
 	var merr *pgmig.MigrationError
 	if errors.As(err, &merr) {
 		o.migrationError(merr)
+		return
+	}
+	var blocked *pgmig.BlockedError
+	if errors.As(err, &blocked) {
+		o.blocked(blocked)
 		return
 	}
 	head := paint(o.ttyErr, bold+red, "pgmig: error:")

@@ -262,6 +262,28 @@ BEGIN
     END IF;
 END
 $pgmig$;
+
+-- Added in 0.2.0 (DDL lock timeouts, rehearsals): attributes of call_context, added in place
+-- (the type is never replaced, see above); each guarded so that the script stays idempotent.
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'ddl_lock_timeout' AND NOT attisdropped) THEN
+        -- lock_timeout for the migrations' own statements (NULL: the session's)
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE ddl_lock_timeout interval;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'lock_timeouts' AND NOT attisdropped) THEN
+        -- per-migration overrides from the batch's "lock_timeout" keys: {"<version>": <ms>}
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE lock_timeouts jsonb;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'rehearse' AND NOT attisdropped) THEN
+        -- migrate_rehearse: measure each migration (locks, rewrites, WAL) for the report
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE rehearse boolean;
+    END IF;
+END
+$pgmig$;
 -- Staged releases (added in 0.2.0): a batch stored in the database by migrate_stage (`pgmig
 -- stage`), to be applied later by CALL migrate_run_staged(label) from a GUI, psql or pg_cron,
 -- by a role that may be another one than the stager's (docs/admin-tooling.md). One row per
@@ -539,6 +561,327 @@ BEGIN
     END LOOP;
 END
 $fn$;
+-- DDL lock timeouts (docs/sql-api.md, "DDL lock timeout"). A migration's ALTER TABLE that queues
+-- behind a long transaction (a report, a pg_dump) makes every later reader and writer of that
+-- table queue behind it in turn: PostgreSQL's lock queue is first come, first served, and an
+-- ACCESS EXCLUSIVE request conflicts with everything. With ddl_lock_timeout the engine sets
+-- lock_timeout for the migrations' own statements only (never for the history lock, which has its
+-- own lock_timeout, nor for the bookkeeping), so a blocked migration gives up after that long,
+-- rolls back (nothing applied, nobody waits any more) and says who blocked it (PM017); a client
+-- can then retry the whole batch later (pgmig push --retries).
+--
+-- PostgreSQL's lock-timeout error names neither the relation nor the holder, and once it is
+-- raised the wait is gone from pg_locks. So the engine reconstructs it: the relations the
+-- migration's SQL names (resolved as the migration resolved them, with the caller's
+-- search_path), with their indexes' tables, inheritance relatives and foreign-key partners, and
+-- the other sessions that held or awaited a lock on one of them since before the wait began.
+-- A blocker that ended between the timeout and this look is not named (the retry then goes
+-- through); a relation the SQL does not name (one a called function locks) is not found.
+
+-- A lock timeout given as JSON ("5s", "500ms", "2 minutes": PostgreSQL interval input) in
+-- milliseconds, as the lock_timeout setting takes it; NULL when it is not a string holding an
+-- interval from 0 to lock_timeout's maximum (2147483647 ms). 0 means no timeout.
+CREATE OR REPLACE FUNCTION pgmig._lock_timeout_ms(p_value jsonb)
+RETURNS integer
+LANGUAGE plpgsql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ms numeric;
+BEGIN
+    IF jsonb_typeof(p_value) IS DISTINCT FROM 'string' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        v_ms := ceil(extract(epoch FROM (p_value #>> '{}')::interval) * 1000);
+    EXCEPTION WHEN data_exception THEN
+        -- not an interval (22007), or out of its range (22008, 22015): the caller reports it
+        RETURN NULL;
+    END;
+    IF v_ms < 0 OR v_ms > 2147483647 THEN
+        RETURN NULL;
+    END IF;
+    RETURN v_ms::integer;
+END
+$fn$;
+
+-- ddl_lock_timeout as the lock_timeout setting takes it (milliseconds; NULL for NULL), or
+-- PM001 for a value lock_timeout cannot hold.
+CREATE OR REPLACE FUNCTION pgmig._ddl_lock_ms(p_ddl_lock_timeout interval)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ms numeric := ceil(extract(epoch FROM p_ddl_lock_timeout) * 1000);
+BEGIN
+    IF v_ms < 0 OR v_ms > 2147483647 THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: ddl_lock_timeout must be from 0 to 2147483647 milliseconds (lock_timeout''s range), got %s', p_ddl_lock_timeout);
+    END IF;
+    RETURN v_ms::integer;
+END
+$fn$;
+
+-- The per-migration lock timeouts of a (well-formed) batch, {"<version>": <milliseconds>},
+-- from its entries' "lock_timeout" keys; NULL when no entry has one.
+CREATE OR REPLACE FUNCTION pgmig._batch_lock_timeouts(p_batch jsonb)
+RETURNS jsonb
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT jsonb_object_agg((e->>'version')::bigint::text, pgmig._lock_timeout_ms(e->'lock_timeout'))
+FROM jsonb_array_elements(p_batch) AS e
+WHERE jsonb_typeof(e->'lock_timeout') = 'string'
+$fn$;
+
+-- Who kept a statement of p_sql from getting a lock for p_waited (its lock timeout), as far as
+-- can be told after the wait is over (see the top of this file): {"relation": the relation
+-- named first, "blockers": [{pid, application, role, client_addr, state, since, state_since,
+-- seconds, query, relation, modes, granted, prepared}, ...]}, blockers oldest first, at most 20.
+-- "relation" is null when no session holds or awaits a lock on a relation the SQL names.
+-- p_caller_path is the search_path the SQL ran with: names resolve as they did for it. Seeing
+-- other roles' sessions (state, query) needs pg_read_all_stats, as for pg_stat_activity.
+CREATE OR REPLACE FUNCTION pgmig._lock_blockers(p_sql text, p_caller_path text, p_waited interval)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    -- Held since before this moment: the wait began when the timeout started counting. A
+    -- session that got its lock later was queued behind the migration, not in its way.
+    v_before  timestamptz := clock_timestamp() - p_waited;
+    v_names   text[];
+    v_name    text;
+    v_rel     regclass;
+    v_oids    oid[] := '{}'::oid[];
+    v_shown   text[] := '{}'::text[];
+    v_result  jsonb;
+BEGIN
+    -- Every identifier or schema-qualified name in the text (quoted or not). Words that are not
+    -- relations resolve to nothing; a relation named only in a comment or a string is at worst
+    -- one more place to look.
+    SELECT array_agg(DISTINCT regexp_replace(m[1], '\s*\.\s*', '.', 'g'))
+      INTO v_names
+      FROM (SELECT m FROM regexp_matches(p_sql,
+                '((?:"(?:[^"]|"")+"|[[:alpha:]_][[:alnum:]_$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[[:alpha:]_][[:alnum:]_$]*))?)', 'g') AS m
+            LIMIT 20000) AS x;
+
+    -- Resolved with the search_path the migration had. Between the two set_config calls only
+    -- pg_catalog-qualified calls and casts: the caller's path may lead to hostile operators.
+    PERFORM pg_catalog.set_config('search_path', p_caller_path, true);
+    FOREACH v_name IN ARRAY coalesce(v_names, '{}'::text[]) LOOP
+        v_rel := pg_catalog.to_regclass(v_name);
+        IF v_rel IS NOT NULL THEN
+            v_oids := pg_catalog.array_append(v_oids, v_rel::oid);
+            v_shown := pg_catalog.array_append(v_shown, v_rel::text);
+        END IF;
+    END LOOP;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+
+    -- pg_stat_activity is read once per transaction and kept (the backend status snapshot): the
+    -- engine read it before the migration ran (the lock wait looks at it), so sessions would
+    -- show as they were then — a reader that got its lock a moment ago still "idle", its
+    -- transaction not started. Look afresh.
+    PERFORM pg_stat_clear_snapshot();
+
+    WITH RECURSIVE named AS (
+        SELECT DISTINCT ON (n.oid) n.oid, n.shown, n.ord
+        FROM unnest(v_oids, v_shown) WITH ORDINALITY AS n(oid, shown, ord)
+        ORDER BY n.oid, n.ord
+    ), related AS (
+        -- what the statements on the named relations also lock: an index's table, a partition's
+        -- or child's parents and a parent's partitions, both ends of their foreign keys
+        SELECT n.oid, n.shown, n.ord, 0 AS depth FROM named AS n
+      UNION
+        SELECT r.rel, NULL::text, 1000000 + x.ord, x.depth + 1
+        FROM related AS x
+        CROSS JOIN LATERAL (
+            SELECT i.indrelid FROM pg_index AS i WHERE i.indexrelid = x.oid
+            UNION SELECT h.inhparent FROM pg_inherits AS h WHERE h.inhrelid = x.oid
+            UNION SELECT h.inhrelid FROM pg_inherits AS h WHERE h.inhparent = x.oid
+            UNION SELECT c.confrelid FROM pg_constraint AS c WHERE c.conrelid = x.oid AND c.contype = 'f'
+            UNION SELECT c.conrelid FROM pg_constraint AS c WHERE c.confrelid = x.oid AND c.contype = 'f'
+        ) AS r(rel)
+        WHERE x.depth < 3
+    ), candidates AS (
+        SELECT DISTINCT ON (r.oid) r.oid, coalesce(r.shown, r.oid::regclass::text) AS shown, r.ord
+        FROM related AS r
+        ORDER BY r.oid, r.ord
+    ), locks AS (
+        SELECT c.shown, c.ord, l.pid, l.granted, l.mode, l.virtualtransaction,
+               a.application_name, a.usename, a.client_addr, a.state, a.state_change, a.query,
+               a.xact_start AS since
+        FROM pg_locks AS l
+        JOIN candidates AS c ON c.oid = l.relation
+        LEFT JOIN pg_stat_activity AS a ON a.pid = l.pid
+        WHERE l.locktype = 'relation'
+          AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+          AND l.pid IS DISTINCT FROM pg_backend_pid()
+          -- pg_locks and pg_stat_activity are two looks, a moment apart: a session whose lock
+          -- shows but whose transaction is over (idle now, or in a newer transaction) was a
+          -- reader that went through once the migration let go, not a blocker.
+          AND (l.pid IS NULL                                              -- a prepared transaction
+               OR (a.pid IS NOT NULL AND a.state IS NULL AND a.xact_start IS NULL)  -- details hidden from this role
+               OR CASE WHEN l.granted THEN a.xact_start <= v_before
+                       -- queued ahead of the migration (waitstart: PostgreSQL 14+)
+                       ELSE a.state <> 'idle' AND coalesce((to_jsonb(l)->>'waitstart')::timestamptz, a.query_start) <= v_before END)
+    ), blockers AS (
+        SELECT k.shown, min(k.ord) AS ord, k.pid, bool_and(k.granted) AS granted,
+               array_agg(DISTINCT k.mode) AS modes, min(k.virtualtransaction) AS vxid,
+               min(k.application_name) AS application_name, min(k.usename::text) AS usename,
+               min(host(k.client_addr)) AS client_addr, min(k.state) AS state,
+               min(k.state_change) AS state_change, min(k.query) AS query, min(k.since) AS since
+        FROM locks AS k
+        GROUP BY k.shown, k.pid
+        ORDER BY min(k.since) NULLS LAST, min(k.ord), k.pid
+        LIMIT 20
+    )
+    SELECT jsonb_build_object(
+               'relation', (SELECT b.shown FROM blockers AS b ORDER BY b.since NULLS LAST, b.ord, b.pid LIMIT 1),
+               'blockers', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                   'pid', b.pid, 'relation', b.shown, 'modes', to_jsonb(b.modes), 'granted', b.granted,
+                   'prepared', b.pid IS NULL,
+                   'application', b.application_name, 'role', b.usename, 'client_addr', b.client_addr,
+                   'state', b.state, 'since', b.since, 'state_since', b.state_change,
+                   'seconds', round(extract(epoch FROM clock_timestamp() - b.since)::numeric, 1),
+                   -- (PostgreSQL's placeholder for a session this role may not look into)
+                   'query', left(nullif(b.query, '<insufficient privilege>'), 1000),
+                   'transaction', CASE WHEN b.pid IS NULL THEN b.vxid END))
+                   ORDER BY b.since NULLS LAST, b.ord, b.pid), '[]'::jsonb))
+      INTO v_result
+      FROM blockers AS b;
+    RETURN v_result;
+END
+$fn$;
+
+-- A duration for people: "500ms", "40s", "2m05s", "1h02m".
+CREATE OR REPLACE FUNCTION pgmig._duration_text(p_seconds numeric)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN p_seconds IS NULL THEN '?'
+            WHEN p_seconds < 1 THEN round(p_seconds * 1000)::text || 'ms'
+            WHEN p_seconds < 60 THEN trim(trailing '.' FROM trim(trailing '0' FROM round(p_seconds, 1)::text)) || 's'
+            WHEN p_seconds < 3600 THEN format('%sm%ss', floor(p_seconds / 60), lpad(floor(p_seconds % 60)::text, 2, '0'))
+            ELSE format('%sh%sm', floor(p_seconds / 3600), lpad(floor(p_seconds % 3600 / 60)::text, 2, '0')) END
+$fn$;
+
+-- One blocker of a _lock_blockers report in a few words: "pid 4242 (reporting, idle in
+-- transaction 40s)", the age its transaction's.
+CREATE OR REPLACE FUNCTION pgmig._blocker_text(p_blocker jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN (p_blocker->>'prepared')::boolean
+            THEN format('a prepared transaction (%s; see pg_prepared_xacts)', coalesce(p_blocker->>'transaction', '?'))
+            ELSE format('pid %s (%s%s %s)', p_blocker->>'pid',
+                        coalesce(nullif(p_blocker->>'application', '') || ', ', ''),
+                        coalesce(p_blocker->>'state', 'state not visible'),
+                        pgmig._duration_text((p_blocker->>'seconds')::numeric))
+       END
+$fn$;
+
+-- PM017: migration p_version's statement waited p_lock_ms (its DDL lock timeout) for a lock and
+-- was cancelled. Raised after the subtransaction of the failed work is rolled back: nothing of
+-- the transaction is applied and nothing waits any more. With p_data (notices 'json'/'none')
+-- the DETAIL is JSON for programs: {version, name, lock_timeout_ms, relation, blockers,
+-- transaction, committed, statement}; otherwise it lists the blockers for people.
+CREATE OR REPLACE FUNCTION pgmig._raise_blocked(p_version bigint, p_name text, p_sql text, p_lock_ms integer,
+                                                p_caller_path text, p_data boolean, p_transaction integer,
+                                                p_committed bigint, p_statement integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_report  jsonb;
+    v_first   jsonb;
+    v_others  integer;
+    v_waited  interval := p_lock_ms * interval '1 millisecond';
+    v_outcome text;
+    v_detail  text;
+BEGIN
+    BEGIN
+        v_report := pgmig._lock_blockers(p_sql, p_caller_path, v_waited);
+    EXCEPTION WHEN OTHERS THEN
+        -- The report is a courtesy: whatever keeps it from being made must not hide the timeout.
+        v_report := jsonb_build_object('relation', NULL, 'blockers', '[]'::jsonb);
+    END;
+    v_first := v_report->'blockers'->0;
+    v_others := jsonb_array_length(v_report->'blockers') - 1;
+    IF p_data THEN
+        v_detail := (jsonb_strip_nulls(jsonb_build_object(
+                         'version', p_version, 'name', p_name, 'lock_timeout_ms', p_lock_ms,
+                         'relation', v_report->'relation', 'transaction', p_transaction,
+                         'committed', p_committed, 'statement', p_statement))
+                     || jsonb_build_object('blockers', v_report->'blockers'))::text;
+    ELSE
+        SELECT string_agg(format('blocked on %s by %s, holding %s since %s: %s', b->>'relation', pgmig._blocker_text(b),
+                                 (SELECT string_agg(m, ', ') FROM jsonb_array_elements_text(b->'modes') AS m),
+                                 coalesce(b->>'since', '?'), coalesce(b->>'query', '?')), E'\n')
+          INTO v_detail
+          FROM jsonb_array_elements(v_report->'blockers') AS b;
+        v_detail := coalesce(v_detail, 'No session holds a lock on a relation the migration names any more (the blocker ended, '
+                                       || 'or the relation is locked by something the migration calls).');
+    END IF;
+    v_outcome := CASE WHEN p_committed > 0
+                      THEN format('nothing of its transaction was applied (%s migration%s committed earlier by this call stay applied)',
+                                  p_committed, CASE WHEN p_committed > 1 THEN 's' ELSE '' END)
+                      ELSE 'nothing was applied' END;
+    RAISE EXCEPTION USING
+        ERRCODE = 'PM017',
+        MESSAGE = format('pgmig: migration %s (%s) waited %s (ddl_lock_timeout) for a lock on %s and gave up; %s',
+                         p_version, p_name, pgmig._duration_text(p_lock_ms / 1000.0),
+                         CASE WHEN v_first IS NULL THEN 'a relation it needs'
+                              ELSE format('%s, held by %s%s', v_report->>'relation', pgmig._blocker_text(v_first),
+                                          CASE WHEN v_others > 0 THEN format(' and %s other session%s', v_others,
+                                                                            CASE WHEN v_others > 1 THEN 's' ELSE '' END)
+                                               ELSE '' END) END,
+                         v_outcome),
+        DETAIL = v_detail,
+        HINT = 'Nothing waits any more: the migration''s transaction was rolled back. Run it again once the blocking sessions end '
+            || '(pgmig push --retries N does that by itself, with backoff), or end them (pg_terminate_backend(pid)). '
+            || 'A migration that must wait longer can say so: the line ---- pgmig: lock-timeout 30s ---- (batch key "lock_timeout").';
+END
+$fn$;
+
+-- Client protocol (non-transactional migrations, docs/sql-api.md): the lock_timeout for each of
+-- a non-transactional migration's statements under a DDL lock timeout: p_lock_timeout, except
+-- NULL (leave the session's) for a statement that builds or drops something CONCURRENTLY.
+-- Those take locks that block no reader or writer, then wait by design for every older
+-- transaction to end; a timeout there would only cancel the build half-way (leaving an INVALID
+-- index behind) without sparing anyone a wait.
+CREATE OR REPLACE FUNCTION pgmig.nontx_lock_timeouts(p_statements text[], p_lock_timeout interval)
+RETURNS interval[]
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT coalesce(array_agg(CASE WHEN s ~* '\mconcurrently\M' THEN NULL ELSE p_lock_timeout END ORDER BY o), '{}')
+FROM unnest(p_statements) WITH ORDINALITY AS x(s, o)
+$fn$;
+COMMENT ON FUNCTION pgmig.nontx_lock_timeouts(text[], interval)
+    IS 'pgmig client protocol: the lock_timeout for each statement of a non-transactional migration under a DDL lock timeout';
+
+-- Client protocol: the blockers report of _lock_blockers for a statement the client ran itself
+-- (a non-transactional migration's) that failed after waiting p_waited (its lock timeout), with
+-- names resolved on the calling session's search_path.
+CREATE OR REPLACE FUNCTION pgmig.lock_blockers(p_sql text, p_waited interval)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    -- captured before anything else, schema-qualified (see _apply)
+    v_path text := pg_catalog.current_setting('search_path');
+BEGIN
+    RETURN pgmig._lock_blockers(p_sql, v_path, p_waited);
+END
+$fn$;
+COMMENT ON FUNCTION pgmig.lock_blockers(text, interval)
+    IS 'pgmig client protocol: who held the locks a statement of the client''s timed out waiting for';
 -- Batch parsing and validation. Internal helpers pin search_path so that hostile objects in
 -- the caller's schemas (an overloaded jsonb_typeof, a public."=") cannot change what they see.
 
@@ -563,7 +906,7 @@ WITH entries AS (
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -615,6 +958,9 @@ WITH entries AS (
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
         (CASE WHEN c.commit_type <> 'boolean'
               THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
+        (CASE WHEN coalesce(jsonb_typeof(c.obj->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(c.obj->'lock_timeout') IS NULL
+              THEN format('"lock_timeout" must be an interval from 0 to 2147483647 milliseconds such as "5s" or "500ms", got %s',
+                          left((c.obj->'lock_timeout')::text, 40)) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
             CASE WHEN c.checksum_type <> 'string' OR length(c.obj->>'checksum') <> 64
                       OR ltrim(c.obj->>'checksum', '0123456789abcdef') <> ''
@@ -625,7 +971,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -665,7 +1011,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[]) <> '{}'::jsonb THEN false
                    WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
@@ -673,6 +1019,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'transactional'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
+                   WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
                    WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
                              AND (e->'version')::numeric = trunc((e->'version')::numeric)) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
@@ -1381,6 +1728,9 @@ $fn$;
 
 -- The one way rows get into pgmig.history. p_client_application is the caller's
 -- application_name as it was before any migration ran (a migration could change it).
+-- It also tells listeners (pgmig wait) that the history changed: NOTIFY pgmig_history, sent at
+-- commit, and once per transaction however often this runs (PostgreSQL folds identical
+-- notifications of one transaction into one; a rolled-back transaction sends none).
 CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
                                                  p_client_info text, p_client_application text,
                                                  p_scope text)
@@ -1400,6 +1750,7 @@ BEGIN
            coalesce(r.duration, interval '0'), pgmig.engine_version()
     FROM unnest(p_rows) AS r;
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM pg_notify('pgmig_history', p_scope);
     RETURN v_count;
 END
 $fn$;
@@ -1458,15 +1809,19 @@ $fn$;
 -- A failing migration raises its error (after the PM010 warning naming it); with
 -- p_ctx.capture_failure the error comes back as data instead (stopped 'failed', failure: the
 -- migration and every field of the error), its transaction's work rolled back all the same.
+-- Under a DDL lock timeout (p_ctx.ddl_lock_timeout, p_ctx.lock_timeouts) each migration's own
+-- statements run with that lock_timeout, and a migration it cancels fails with PM017 naming
+-- the relation and the sessions in the way (26_ddl_lock.sql). With p_ctx.rehearse, measures
+-- holds, aligned with p_plan, what each applied migration did (_rehearse_measure).
 -- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
 -- _execute_as_caller with the caller's).
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._execute_plan(pgmig.plan_entry[],integer,pgmig.call_context,integer)', 'record',
-    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb'); END $pgmig$;
+    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb, OUT measures jsonb[]'); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
                                                p_ctx pgmig.call_context, p_transaction integer,
                                                OUT next_index integer, OUT done integer, OUT stopped text,
                                                OUT started timestamptz[], OUT durations interval[],
-                                               OUT failure jsonb)
+                                               OUT failure jsonb, OUT measures jsonb[])
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 -- (v_ignored holds the value of calls made for their effect: plpgsql_check's extra warning
@@ -1490,11 +1845,18 @@ DECLARE
     v_done_prev   integer := 0;
     v_growth      integer := 1;
     v_next_check  integer := 1;
+    -- DDL lock timeout: the call's, in milliseconds, and the current migration's (NULL: none)
+    v_ddl_ms      integer := pgmig._ddl_lock_ms(p_ctx.ddl_lock_timeout);
+    v_lock_ms     integer;
+    v_probe       jsonb;   -- rehearsal: the state before the current migration
     i             integer;
 BEGIN
     done := 0;
     started := array_fill(NULL::timestamptz, ARRAY[v_count]);
     durations := array_fill(NULL::interval, ARRAY[v_count]);
+    IF p_ctx.rehearse THEN
+        measures := array_fill(NULL::jsonb, ARRAY[v_count]);
+    END IF;
     IF p_ctx.lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
     END IF;
@@ -1536,10 +1898,28 @@ BEGIN
             v_ignored := set_config('application_name',
                                     format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
                                            p_ctx.client_application), true);
+            -- The DDL lock timeout covers the migration's own statements only: _execute_as_caller
+            -- puts the caller's lock_timeout back before anything else runs (a failure's
+            -- subtransaction rollback does too), so neither the bookkeeping nor the next
+            -- migration runs under it.
+            v_lock_ms := v_ddl_ms;
+            IF p_ctx.lock_timeouts IS NOT NULL AND p_ctx.lock_timeouts ? v_entry.version::text THEN
+                v_lock_ms := (p_ctx.lock_timeouts->>v_entry.version::text)::integer;
+            END IF;
+            IF v_lock_ms IS NOT NULL THEN
+                v_ignored := set_config('lock_timeout', v_lock_ms::text || 'ms', true);
+            END IF;
+            IF p_ctx.rehearse THEN
+                v_probe := pgmig._rehearse_probe();
+                v_t0 := clock_timestamp();
+            END IF;
             v_ignored := pgmig._execute_as_caller(v_entry.sql, p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings,
                                                   v_entry.version, v_entry.name)::text;
             started[i] := v_t0;
             durations[i] := clock_timestamp() - v_t0;
+            IF p_ctx.rehearse THEN
+                measures[i] := pgmig._rehearse_measure(v_probe);
+            END IF;
             v_phase := NULL;
             IF v_json THEN
                 RAISE NOTICE USING
@@ -1610,6 +1990,10 @@ BEGIN
                                         v_context = PG_EXCEPTION_CONTEXT;
                 -- pgmig's own explanation, when it has one, as the message to keep.
                 BEGIN
+                    IF v_phase = 'migration' AND v_state = '55P03' AND v_lock_ms > 0 THEN
+                        PERFORM pgmig._raise_blocked(v_entry.version, v_entry.name, v_entry.sql, v_lock_ms, p_ctx.caller_path,
+                                                     p_ctx.data, p_transaction, p_ctx.committed);
+                    END IF;
                     IF v_phase = 'migration' THEN
                         PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
                     END IF;
@@ -1644,6 +2028,11 @@ BEGIN
                                                'transaction', p_transaction, 'committed', p_ctx.committed)::text;
             ELSE
                 RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+            END IF;
+            IF v_state = '55P03' AND v_lock_ms > 0 THEN
+                -- The DDL lock timeout cancelled it: say who was in the way (PM017).
+                PERFORM pgmig._raise_blocked(v_entry.version, v_entry.name, v_entry.sql, v_lock_ms, p_ctx.caller_path,
+                                             p_ctx.data, p_transaction, p_ctx.committed);
             END IF;
             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
             PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
@@ -1739,11 +2128,15 @@ $fn$;
 
 -- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
 -- p_default_budget, 0 means none. p_scope is checked already (_scope): the migrations of a
--- tenant scope run with its schema first in their search_path.
+-- tenant scope run with its schema first in their search_path. p_ddl_lock_timeout: the
+-- lock_timeout for the migrations' own statements (NULL: the session's; PM001 out of
+-- lock_timeout's range); the batch's per-migration overrides are added once it is validated
+-- (_batch_lock_timeouts).
 CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
                                                p_client_info text, p_notices text, p_lock_budget integer,
                                                p_default_budget integer, p_max_per_transaction integer,
-                                               p_run_mode boolean, p_capture_failure boolean, p_scope text)
+                                               p_run_mode boolean, p_capture_failure boolean, p_scope text,
+                                               p_ddl_lock_timeout interval DEFAULT NULL)
 RETURNS pgmig.call_context
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -1764,6 +2157,9 @@ BEGIN
     v_ctx.run_mode := p_run_mode;
     v_ctx.committed := 0;
     v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    PERFORM pgmig._ddl_lock_ms(p_ddl_lock_timeout);
+    v_ctx.ddl_lock_timeout := p_ddl_lock_timeout;
+    v_ctx.rehearse := false;
     RETURN v_ctx;
 END
 $fn$;
@@ -1849,7 +2245,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_client_info        text,
     p_lock_budget        integer,
     p_notices            text,
-    p_scope              text)
+    p_scope              text,
+    p_ddl_lock_timeout   interval DEFAULT NULL)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -1876,10 +2273,11 @@ BEGIN
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
     v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 NULL, NULL, false, false, v_scope);
+                                 NULL, NULL, false, false, v_scope, p_ddl_lock_timeout);
     v_quiet := pgmig._quiet(p_notices);
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
+    v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
 
     PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
     PERFORM pgmig._assert_no_interrupted(v_scope);
@@ -1951,6 +2349,9 @@ $fn$;
 -- transaction rolled back, with the error as data in p_result->'failed', and the transaction
 -- left open (still holding the lock) for the caller to record it and commit.
 --
+-- p_ddl_lock_timeout: the lock_timeout for the migrations' own statements (see _execute_plan
+-- and 26_ddl_lock.sql); NULL leaves the session's.
+--
 -- PostgreSQL allows COMMIT in a procedure only when CALL runs in its own transaction, not
 -- inside BEGIN ... COMMIT (or a multi-statement query string): there the first COMMIT fails
 -- with SQLSTATE 2D000 "invalid transaction termination", before anything was done.
@@ -1969,7 +2370,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_details                boolean,
     INOUT p_result           jsonb,
     p_capture_failure        boolean DEFAULT false,
-    p_scope                  text DEFAULT NULL)
+    p_scope                  text DEFAULT NULL,
+    p_ddl_lock_timeout       interval DEFAULT NULL)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -2023,9 +2425,11 @@ BEGIN
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
     v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope);
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope,
+                                 p_ddl_lock_timeout);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
+    v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
 
     LOOP
         -- The lock, waiting as lock_wait decides: queued in slices, or, while a
@@ -2623,6 +3027,245 @@ CROSS JOIN LATERAL (
                 ELSE 'interrupted' END AS state
 ) AS x
 ORDER BY s.staged_at DESC, s.label
+$fn$;
+-- migrate_rehearse (docs/sql-api.md, "migrate_rehearse"): run the pending migrations for real,
+-- exactly as migrate_run would (the same plan, _execute_plan, under the history lock), measure
+-- what each one does — the relations it locks and in which mode, the tables it rewrites and
+-- their size, the WAL it writes, how long it takes — and roll everything back. The rollback is a
+-- raise caught inside the function (PM019), so it works from psql and needs nothing from the
+-- caller; nothing remains but the report.
+--
+-- Guard rails, so that a rehearsal on a busy production database cannot become the outage it is
+-- meant to prevent: every migration runs under a DDL lock timeout (default 1 second: a blocked
+-- migration gives up with PM017 naming the blocker instead of queueing every reader behind it),
+-- and the calling statement must carry a statement_timeout (default at most 1 minute; PM018
+-- refuses otherwise): a function cannot bound its own statement, only the session's
+-- statement_timeout, armed when the statement starts, can.
+
+-- Relations a rehearsal reports on: the user's, not the catalogs, pgmig's own, TOAST or
+-- temporary ones.
+CREATE OR REPLACE FUNCTION pgmig._rehearse_visible(p_schema name)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT p_schema NOT IN ('pg_catalog', 'information_schema', 'pgmig')
+       AND p_schema NOT LIKE 'pg\_toast%' AND p_schema NOT LIKE 'pg\_temp\_%'
+$fn$;
+
+-- The state a migration's measure compares with, taken right before it runs: the WAL insert
+-- position, the relation locks this transaction holds, and every relation's storage (relfilenode),
+-- name and kind. A rewrite shows as a new relfilenode; its name is kept for relations the
+-- migration drops.
+CREATE OR REPLACE FUNCTION pgmig._rehearse_probe()
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT jsonb_build_object(
+    'lsn', pg_current_wal_insert_lsn()::text,
+    'locks', (SELECT coalesce(jsonb_agg(l.relation::text || ' ' || l.mode), '[]'::jsonb)
+              FROM pg_locks AS l
+              WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation'
+                AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())),
+    'relations', (SELECT coalesce(jsonb_object_agg(c.oid::text, jsonb_build_array(c.relfilenode, format('%I.%I', n.nspname, c.relname),
+                                                                                  c.relkind::text)), '{}'::jsonb)
+                  FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                  WHERE pgmig._rehearse_visible(n.nspname)))
+$fn$;
+
+-- What the migration that ran since p_probe did: {"wal_bytes", "relations": [{"relation",
+-- "kind", "lock_mode", "new_modes", "created", "dropped", "rewritten", "size_bytes"}, ...]}, one
+-- entry per relation it locked or rewrote: "new_modes" are the lock modes it added (strongest
+-- first), "lock_mode" the strongest mode the transaction holds on the relation once it ran — which is what other
+-- sessions faced while it ran, also when an earlier migration of the batch took it (the batch
+-- is one transaction, so the rehearsal's is too) — and "size_bytes" the size of a rewritten
+-- relation's new storage. The WAL is the server's insert position before and after: other
+-- sessions' WAL written meanwhile counts too.
+CREATE OR REPLACE FUNCTION pgmig._rehearse_measure(p_probe jsonb)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH before AS (
+    SELECT r.key::oid AS oid, (r.value->>0)::oid AS filenode, r.value->>1 AS name, r.value->>2 AS kind
+    FROM jsonb_each(p_probe->'relations') AS r
+), held AS (
+    SELECT l.relation AS oid, l.mode,
+           array_position(ARRAY['AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock',
+                                'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'], l.mode) AS strength,
+           NOT (p_probe->'locks') ? (l.relation::text || ' ' || l.mode) AS added
+    FROM pg_locks AS l
+    WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+      AND l.database = (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database())
+), new_locks AS (
+    SELECT h.oid, h.mode, h.strength FROM held AS h WHERE h.added
+), touched AS (
+    SELECT n.oid FROM new_locks AS n
+  UNION
+    SELECT b.oid FROM before AS b JOIN pg_class AS c ON c.oid = b.oid
+    WHERE b.filenode <> 0 AND c.relfilenode <> b.filenode
+), described AS (
+    SELECT t.oid,
+           coalesce(format('%I.%I', n.nspname, c.relname), b.name) AS name,
+           coalesce(c.relkind::text, b.kind) AS kind,
+           b.oid IS NULL AS created,
+           c.oid IS NULL AS dropped,
+           coalesce(b.filenode <> 0 AND c.relfilenode <> b.filenode, false) AS rewritten,
+           (SELECT array_agg(k.mode ORDER BY k.strength DESC) FROM new_locks AS k WHERE k.oid = t.oid) AS modes,
+           (SELECT h.mode FROM held AS h WHERE h.oid = t.oid ORDER BY h.strength DESC LIMIT 1) AS lock
+    FROM touched AS t
+    LEFT JOIN pg_class AS c ON c.oid = t.oid
+    LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    LEFT JOIN before AS b ON b.oid = t.oid
+    -- a relation both created and dropped by the migration (a scratch table) is not reported
+    WHERE (b.oid IS NOT NULL OR (c.oid IS NOT NULL AND pgmig._rehearse_visible(n.nspname)))
+)
+SELECT jsonb_build_object(
+    'wal_bytes', pg_wal_lsn_diff(pg_current_wal_insert_lsn(), (p_probe->>'lsn')::pg_lsn)::bigint,
+    'relations', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+        'relation', d.name,
+        'kind', CASE d.kind WHEN 'r' THEN 'table' WHEN 'p' THEN 'partitioned table' WHEN 'i' THEN 'index'
+                            WHEN 'I' THEN 'partitioned index' WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
+                            WHEN 'm' THEN 'materialized view' WHEN 'f' THEN 'foreign table' WHEN 'c' THEN 'composite type'
+                            ELSE d.kind END,
+        'lock_mode', d.lock, 'new_modes', coalesce(to_jsonb(d.modes), '[]'::jsonb),
+        'created', d.created, 'dropped', d.dropped, 'rewritten', d.rewritten,
+        'size_bytes', CASE WHEN d.rewritten AND NOT d.dropped THEN pg_table_size(d.oid) END))
+        ORDER BY d.name), '[]'::jsonb))
+FROM described AS d
+$fn$;
+
+-- The engine behind migrate_rehearse: see the top of this file and docs/sql-api.md.
+CREATE OR REPLACE FUNCTION pgmig._rehearse(
+    p_batch              jsonb,
+    p_target_version     bigint,
+    p_lock_timeout       interval,
+    p_allow_out_of_order boolean,
+    p_allow_missing      boolean,
+    p_ddl_lock_timeout   interval,
+    p_statement_timeout  interval,
+    p_notices            text,
+    p_scope              text)
+RETURNS TABLE (version bigint, name text, outcome text, duration interval, wal_bytes bigint, relations jsonb, note text)
+LANGUAGE plpgsql VOLATILE SECURITY INVOKER
+AS $fn$
+#variable_conflict use_column
+DECLARE
+    -- Captured before anything else, with schema-qualified calls only (see _apply).
+    v_caller_path text := pg_catalog.current_setting('search_path');
+    v_caller_role text := pg_catalog.current_setting('role');
+    v_app         text := pg_catalog.current_setting('application_name');
+    v_start       timestamptz := pg_catalog.clock_timestamp();
+    v_limit       interval := coalesce(p_statement_timeout, interval '1 minute');
+    v_session     interval;
+    v_limit_text  text;         -- v_limit as a statement_timeout value
+    v_ctx         pgmig.call_context;
+    v_quiet       text;
+    v_plan        record;
+    v_run         record;
+    v_durations   interval[] := '{}'::interval[];
+    v_measures    jsonb[] := '{}'::jsonb[];
+    v_stopped     text;         -- why the rehearsal stopped before the end: 'non_transactional' or 'commit_after'
+    v_stop_at     bigint;       -- the version it stopped at (before, or after: commit_after)
+    v_rows        jsonb := '[]'::jsonb;
+    v_count       integer := 0;
+    v_scope       text;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM pgmig._assert_can_migrate('migrate_rehearse');
+    PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
+    v_scope := pgmig._scope(p_scope);
+    IF v_limit < interval '0' THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM001',
+            MESSAGE = format('pgmig: statement_timeout must not be negative, got %s', v_limit);
+    END IF;
+    -- The guard rail only the session can give: a statement_timeout, armed when this statement
+    -- started, that stops a migration running (and locking) for longer than the team allows.
+    v_session := current_setting('statement_timeout')::interval;
+    IF v_limit > interval '0' AND (v_session = interval '0' OR v_session > v_limit) THEN
+        v_limit_text := CASE WHEN extract(epoch FROM v_limit) % 60 = 0 THEN (extract(epoch FROM v_limit) / 60)::bigint::text || 'min'
+                             ELSE ceil(extract(epoch FROM v_limit) * 1000)::bigint::text || 'ms' END;
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM018',
+            MESSAGE = format('pgmig: migrate_rehearse runs the migrations for real and needs a statement_timeout of at most %s to stop a long one; this session''s is %s',
+                             v_limit_text, CASE WHEN v_session = interval '0' THEN 'none' ELSE current_setting('statement_timeout') END),
+            HINT = format('SET statement_timeout = ''%s'' (or less) before calling it, or call it with statement_timeout => ''0'' to rehearse without that limit. '
+                          '`pgmig plan --rehearse` sets it (--statement-timeout).', v_limit_text);
+    END IF;
+    -- Every migration under the rehearsal's DDL lock timeout, whatever its own "lock_timeout"
+    -- says: a guard rail is not for the migrations to lift.
+    v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, NULL, p_notices, 0, NULL, NULL,
+                                 true, false, v_scope, p_ddl_lock_timeout);
+    v_ctx.rehearse := true;
+    v_quiet := pgmig._quiet(p_notices);
+    PERFORM pgmig._assert_well_formed(p_batch);
+
+    BEGIN
+        PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
+        PERFORM pgmig._assert_no_interrupted(v_scope);
+        SELECT * INTO v_plan FROM pgmig._read_plan(p_batch, p_target_version, p_allow_out_of_order, p_allow_missing, v_scope);
+        IF v_plan.drift THEN
+            PERFORM pgmig._assert_no_drift(p_batch, p_allow_out_of_order, p_allow_missing, 'nothing was rehearsed', v_ctx.data, v_scope);
+        END IF;
+        -- (Non-transactional migrations are not refused: the rehearsal stops before one.)
+        PERFORM pgmig._assert_runnable(v_plan.manifest_only, NULL, v_plan.ahead, false, NULL, v_ctx.notices);
+        IF v_plan.to_apply > 0 THEN
+            v_ctx.commit_points := v_plan.commit_points;
+            v_ctx.total := v_plan.to_apply;
+            -- One transaction, as far as one can go: run_mode stops after a commit_after
+            -- migration (later ones may need its changes committed), and _execute_plan stops
+            -- before a non-transactional one (it cannot run inside a function).
+            SELECT * INTO v_run FROM pgmig._execute_plan(v_plan.plan, 1, v_ctx, 1);
+            v_durations := v_run.durations;
+            v_measures := v_run.measures;
+            v_count := v_run.done;
+            v_stopped := v_run.stopped;
+            IF v_stopped = 'non_transactional' THEN
+                v_stop_at := (v_plan.plan[v_run.next_index]).version;
+            ELSIF v_stopped = 'commit_after' THEN
+                SELECT max(e.version) INTO v_stop_at
+                  FROM unnest(v_plan.plan) WITH ORDINALITY AS e
+                  JOIN unnest(v_durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
+                 WHERE t.d IS NOT NULL;
+            END IF;
+        END IF;
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'version', e.version, 'name', e.name,
+                   'outcome', CASE WHEN t.d IS NOT NULL THEN 'rehearsed'
+                                   WHEN e.outcome = 'pending' THEN 'not_rehearsed' ELSE e.outcome END,
+                   'duration', t.d, 'wal_bytes', t.m->'wal_bytes', 'relations', t.m->'relations',
+                   'note', CASE
+                       WHEN t.d IS NOT NULL OR e.outcome <> 'pending' THEN NULL
+                       WHEN v_stopped = 'non_transactional' AND e.version = v_stop_at
+                           THEN 'non-transactional: it runs statement by statement outside a transaction, which a rehearsal cannot roll back'
+                       WHEN v_stopped = 'non_transactional'
+                           THEN format('after non-transactional version %s, which a rehearsal cannot run', v_stop_at)
+                       WHEN v_stopped = 'commit_after'
+                           THEN format('after version %s (commit_after): later migrations may need its changes committed, which a rehearsal cannot do',
+                                       v_stop_at)
+                   END) ORDER BY e.ordinality), '[]'::jsonb)
+          INTO v_rows
+          FROM unnest(v_plan.plan) WITH ORDINALITY AS e
+          LEFT JOIN unnest(v_durations, v_measures) WITH ORDINALITY AS t(d, m, o) ON t.o = e.ordinality;
+        -- Everything above is undone here, the history lock released with it.
+        RAISE EXCEPTION USING ERRCODE = 'PM019', MESSAGE = 'pgmig: rehearsal done; rolling it back';
+    EXCEPTION WHEN SQLSTATE 'PM019' THEN
+        NULL;
+    END;
+
+    PERFORM pgmig._notice('PM012',
+        format('pgmig: rehearsed %s migration%s in %s; everything was rolled back', v_count,
+               CASE WHEN v_count = 1 THEN '' ELSE 's' END, date_trunc('milliseconds', clock_timestamp() - v_start)),
+        jsonb_build_object('rehearsed', v_count, 'stopped', v_stopped), v_ctx.notices);
+    RETURN QUERY
+        SELECT r.version, r.name, r.outcome, r.duration, r.wal_bytes, r.relations, r.note
+        FROM jsonb_to_recordset(v_rows)
+             AS r(version bigint, name text, outcome text, duration interval, wal_bytes bigint, relations jsonb, note text);
+    PERFORM pgmig._unquiet(v_quiet);
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+END
 $fn$;
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolean,boolean)', NULL); END $pgmig$;
 
@@ -3556,10 +4199,11 @@ VALUES
     ('migrate_apply', 'f',
      'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
-     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text'', scope text DEFAULT NULL',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text',
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text'', scope text DEFAULT NULL, '
+     'ddl_lock_timeout interval DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text,interval',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''), $10)',
+     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''), $10, $11)',
      'VOLATILE',
      'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'),
     ('migrate_run', 'p',
@@ -3567,12 +4211,12 @@ VALUES
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
      'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, max_per_transaction integer DEFAULT NULL, '
      'stop_before_non_transactional boolean DEFAULT false, notices text DEFAULT ''text'', details boolean DEFAULT false, '
-     'scope text DEFAULT NULL, INOUT result jsonb DEFAULT NULL',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,text,jsonb',
+     'scope text DEFAULT NULL, ddl_lock_timeout interval DEFAULT NULL, INOUT result jsonb DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,text,interval,jsonb',
      NULL,
      'BEGIN CALL pgmig._run(batch, target_version, lock_timeout, coalesce(allow_out_of_order, false), coalesce(allow_missing, false), '
      'coalesce(dry_run, false), client_info, lock_budget, max_per_transaction, coalesce(stop_before_non_transactional, false), '
-     'coalesce(notices, ''text''), coalesce(details, false), result, false, scope); END',
+     'coalesce(notices, ''text''), coalesce(details, false), result, false, scope, ddl_lock_timeout); END',
      NULL,
      'pgmig: apply a whole batch in one statement, committing by itself at commit_after markers and near the lock budget'),
     ('migrate_plan', 'f',
@@ -3583,6 +4227,16 @@ VALUES
      'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false), $6)',
      'STABLE',
      'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
+    ('migrate_rehearse', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, '
+     'ddl_lock_timeout interval DEFAULT ''1 second'', statement_timeout interval DEFAULT ''1 minute'', notices text DEFAULT ''text'', '
+     'scope text DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,interval,interval,text,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, wal_bytes bigint, relations jsonb, note text)',
+     'SELECT * FROM pgmig._rehearse($1, $2, $3, coalesce($4, false), coalesce($5, false), $6, $7, coalesce($8, ''text''), $9)',
+     'VOLATILE',
+     'pgmig: run the pending migrations for real under the lock, measure each (locks, rewrites, WAL, duration), roll everything back'),
     ('migrate_status', 'f', 'scope text DEFAULT NULL', 'text',
      'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)',
      'SELECT * FROM pgmig._status(pgmig._scope($1))', 'STABLE',
@@ -3803,10 +4457,10 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA pgmig FROM PUBLIC;
 -- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
 -- version adds there, and a role that could run migrate_apply can run the API routines this
--- install adds beside it (0.2.0: migrate_run, the same job in one statement, the staged
--- releases, migrate_scopes...); a routine that existed before keeps exactly its own grants, so
--- that roles kept apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted
--- to PUBLIC.
+-- install adds beside it (0.2.0: migrate_run, the same job in one statement, migrate_rehearse,
+-- the same job rolled back, the staged releases, migrate_scopes...); a routine that existed
+-- before keeps exactly its own grants, so that roles kept apart on purpose
+-- (docs/admin-tooling.md) stay apart. Nothing is ever granted to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;

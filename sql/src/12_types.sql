@@ -65,3 +65,25 @@ BEGIN
     END IF;
 END
 $pgmig$;
+
+-- Added in 0.2.0 (DDL lock timeouts, rehearsals): attributes of call_context, added in place
+-- (the type is never replaced, see above); each guarded so that the script stays idempotent.
+DO $pgmig$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'ddl_lock_timeout' AND NOT attisdropped) THEN
+        -- lock_timeout for the migrations' own statements (NULL: the session's)
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE ddl_lock_timeout interval;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'lock_timeouts' AND NOT attisdropped) THEN
+        -- per-migration overrides from the batch's "lock_timeout" keys: {"<version>": <ms>}
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE lock_timeouts jsonb;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'rehearse' AND NOT attisdropped) THEN
+        -- migrate_rehearse: measure each migration (locks, rewrites, WAL) for the report
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE rehearse boolean;
+    END IF;
+END
+$pgmig$;

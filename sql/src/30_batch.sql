@@ -22,7 +22,7 @@ WITH entries AS (
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
@@ -74,6 +74,9 @@ WITH entries AS (
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
         (CASE WHEN c.commit_type <> 'boolean'
               THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
+        (CASE WHEN coalesce(jsonb_typeof(c.obj->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(c.obj->'lock_timeout') IS NULL
+              THEN format('"lock_timeout" must be an interval from 0 to 2147483647 milliseconds such as "5s" or "500ms", got %s',
+                          left((c.obj->'lock_timeout')::text, 40)) END),
         (CASE WHEN c.checksum_type IS NOT NULL THEN
             CASE WHEN c.checksum_type <> 'string' OR length(c.obj->>'checksum') <> 64
                       OR ltrim(c.obj->>'checksum', '0123456789abcdef') <> ''
@@ -84,7 +87,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -124,7 +127,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[]) <> '{}'::jsonb THEN false
                    WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
@@ -132,6 +135,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'transactional'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
+                   WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
                    WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
                              AND (e->'version')::numeric = trunc((e->'version')::numeric)) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false

@@ -130,6 +130,9 @@ $fn$;
 
 -- The one way rows get into pgmig.history. p_client_application is the caller's
 -- application_name as it was before any migration ran (a migration could change it).
+-- It also tells listeners (pgmig wait) that the history changed: NOTIFY pgmig_history, sent at
+-- commit, and once per transaction however often this runs (PostgreSQL folds identical
+-- notifications of one transaction into one; a rolled-back transaction sends none).
 CREATE OR REPLACE FUNCTION pgmig._record_history(p_rows pgmig.history_entry[], p_kind text,
                                                  p_client_info text, p_client_application text,
                                                  p_scope text)
@@ -149,6 +152,7 @@ BEGIN
            coalesce(r.duration, interval '0'), pgmig.engine_version()
     FROM unnest(p_rows) AS r;
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM pg_notify('pgmig_history', p_scope);
     RETURN v_count;
 END
 $fn$;
@@ -207,15 +211,19 @@ $fn$;
 -- A failing migration raises its error (after the PM010 warning naming it); with
 -- p_ctx.capture_failure the error comes back as data instead (stopped 'failed', failure: the
 -- migration and every field of the error), its transaction's work rolled back all the same.
+-- Under a DDL lock timeout (p_ctx.ddl_lock_timeout, p_ctx.lock_timeouts) each migration's own
+-- statements run with that lock_timeout, and a migration it cancels fails with PM017 naming
+-- the relation and the sessions in the way (26_ddl_lock.sql). With p_ctx.rehearse, measures
+-- holds, aligned with p_plan, what each applied migration did (_rehearse_measure).
 -- Called with search_path pinned to pg_catalog, pg_temp (migrations run through
 -- _execute_as_caller with the caller's).
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._execute_plan(pgmig.plan_entry[],integer,pgmig.call_context,integer)', 'record',
-    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb'); END $pgmig$;
+    'p_plan pgmig.plan_entry[], p_from integer, p_ctx pgmig.call_context, p_transaction integer, OUT next_index integer, OUT done integer, OUT stopped text, OUT started timestamp with time zone[], OUT durations interval[], OUT failure jsonb, OUT measures jsonb[]'); END $pgmig$;
 CREATE OR REPLACE FUNCTION pgmig._execute_plan(p_plan pgmig.plan_entry[], p_from integer,
                                                p_ctx pgmig.call_context, p_transaction integer,
                                                OUT next_index integer, OUT done integer, OUT stopped text,
                                                OUT started timestamptz[], OUT durations interval[],
-                                               OUT failure jsonb)
+                                               OUT failure jsonb, OUT measures jsonb[])
 LANGUAGE plpgsql VOLATILE
 AS $fn$
 -- (v_ignored holds the value of calls made for their effect: plpgsql_check's extra warning
@@ -239,11 +247,18 @@ DECLARE
     v_done_prev   integer := 0;
     v_growth      integer := 1;
     v_next_check  integer := 1;
+    -- DDL lock timeout: the call's, in milliseconds, and the current migration's (NULL: none)
+    v_ddl_ms      integer := pgmig._ddl_lock_ms(p_ctx.ddl_lock_timeout);
+    v_lock_ms     integer;
+    v_probe       jsonb;   -- rehearsal: the state before the current migration
     i             integer;
 BEGIN
     done := 0;
     started := array_fill(NULL::timestamptz, ARRAY[v_count]);
     durations := array_fill(NULL::interval, ARRAY[v_count]);
+    IF p_ctx.rehearse THEN
+        measures := array_fill(NULL::jsonb, ARRAY[v_count]);
+    END IF;
     IF p_ctx.lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
     END IF;
@@ -285,10 +300,28 @@ BEGIN
             v_ignored := set_config('application_name',
                                     format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
                                            p_ctx.client_application), true);
+            -- The DDL lock timeout covers the migration's own statements only: _execute_as_caller
+            -- puts the caller's lock_timeout back before anything else runs (a failure's
+            -- subtransaction rollback does too), so neither the bookkeeping nor the next
+            -- migration runs under it.
+            v_lock_ms := v_ddl_ms;
+            IF p_ctx.lock_timeouts IS NOT NULL AND p_ctx.lock_timeouts ? v_entry.version::text THEN
+                v_lock_ms := (p_ctx.lock_timeouts->>v_entry.version::text)::integer;
+            END IF;
+            IF v_lock_ms IS NOT NULL THEN
+                v_ignored := set_config('lock_timeout', v_lock_ms::text || 'ms', true);
+            END IF;
+            IF p_ctx.rehearse THEN
+                v_probe := pgmig._rehearse_probe();
+                v_t0 := clock_timestamp();
+            END IF;
             v_ignored := pgmig._execute_as_caller(v_entry.sql, p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings,
                                                   v_entry.version, v_entry.name)::text;
             started[i] := v_t0;
             durations[i] := clock_timestamp() - v_t0;
+            IF p_ctx.rehearse THEN
+                measures[i] := pgmig._rehearse_measure(v_probe);
+            END IF;
             v_phase := NULL;
             IF v_json THEN
                 RAISE NOTICE USING
@@ -359,6 +392,10 @@ BEGIN
                                         v_context = PG_EXCEPTION_CONTEXT;
                 -- pgmig's own explanation, when it has one, as the message to keep.
                 BEGIN
+                    IF v_phase = 'migration' AND v_state = '55P03' AND v_lock_ms > 0 THEN
+                        PERFORM pgmig._raise_blocked(v_entry.version, v_entry.name, v_entry.sql, v_lock_ms, p_ctx.caller_path,
+                                                     p_ctx.data, p_transaction, p_ctx.committed);
+                    END IF;
                     IF v_phase = 'migration' THEN
                         PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
                     END IF;
@@ -393,6 +430,11 @@ BEGIN
                                                'transaction', p_transaction, 'committed', p_ctx.committed)::text;
             ELSE
                 RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
+            END IF;
+            IF v_state = '55P03' AND v_lock_ms > 0 THEN
+                -- The DDL lock timeout cancelled it: say who was in the way (PM017).
+                PERFORM pgmig._raise_blocked(v_entry.version, v_entry.name, v_entry.sql, v_lock_ms, p_ctx.caller_path,
+                                             p_ctx.data, p_transaction, p_ctx.committed);
             END IF;
             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
             PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
@@ -488,11 +530,15 @@ $fn$;
 
 -- The context of one call of the engine (see pgmig.call_context). p_lock_budget NULL means
 -- p_default_budget, 0 means none. p_scope is checked already (_scope): the migrations of a
--- tenant scope run with its schema first in their search_path.
+-- tenant scope run with its schema first in their search_path. p_ddl_lock_timeout: the
+-- lock_timeout for the migrations' own statements (NULL: the session's; PM001 out of
+-- lock_timeout's range); the batch's per-migration overrides are added once it is validated
+-- (_batch_lock_timeouts).
 CREATE OR REPLACE FUNCTION pgmig._call_context(p_caller_path text, p_caller_role text, p_client_application text,
                                                p_client_info text, p_notices text, p_lock_budget integer,
                                                p_default_budget integer, p_max_per_transaction integer,
-                                               p_run_mode boolean, p_capture_failure boolean, p_scope text)
+                                               p_run_mode boolean, p_capture_failure boolean, p_scope text,
+                                               p_ddl_lock_timeout interval DEFAULT NULL)
 RETURNS pgmig.call_context
 LANGUAGE plpgsql STABLE
 SET search_path TO pg_catalog, pg_temp
@@ -513,6 +559,9 @@ BEGIN
     v_ctx.run_mode := p_run_mode;
     v_ctx.committed := 0;
     v_ctx.capture_failure := coalesce(p_capture_failure, false);
+    PERFORM pgmig._ddl_lock_ms(p_ddl_lock_timeout);
+    v_ctx.ddl_lock_timeout := p_ddl_lock_timeout;
+    v_ctx.rehearse := false;
     RETURN v_ctx;
 END
 $fn$;
@@ -598,7 +647,8 @@ CREATE OR REPLACE FUNCTION pgmig._apply(
     p_client_info        text,
     p_lock_budget        integer,
     p_notices            text,
-    p_scope              text)
+    p_scope              text,
+    p_ddl_lock_timeout   interval DEFAULT NULL)
 RETURNS TABLE (version bigint, name text, outcome text, duration interval, applied_at timestamptz)
 LANGUAGE plpgsql VOLATILE SECURITY INVOKER
 AS $fn$
@@ -625,10 +675,11 @@ BEGIN
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
     v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 NULL, NULL, false, false, v_scope);
+                                 NULL, NULL, false, false, v_scope, p_ddl_lock_timeout);
     v_quiet := pgmig._quiet(p_notices);
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
+    v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
 
     PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
     PERFORM pgmig._assert_no_interrupted(v_scope);

@@ -14,6 +14,9 @@
 -- transaction rolled back, with the error as data in p_result->'failed', and the transaction
 -- left open (still holding the lock) for the caller to record it and commit.
 --
+-- p_ddl_lock_timeout: the lock_timeout for the migrations' own statements (see _execute_plan
+-- and 26_ddl_lock.sql); NULL leaves the session's.
+--
 -- PostgreSQL allows COMMIT in a procedure only when CALL runs in its own transaction, not
 -- inside BEGIN ... COMMIT (or a multi-statement query string): there the first COMMIT fails
 -- with SQLSTATE 2D000 "invalid transaction termination", before anything was done.
@@ -32,7 +35,8 @@ CREATE OR REPLACE PROCEDURE pgmig._run(
     p_details                boolean,
     INOUT p_result           jsonb,
     p_capture_failure        boolean DEFAULT false,
-    p_scope                  text DEFAULT NULL)
+    p_scope                  text DEFAULT NULL,
+    p_ddl_lock_timeout       interval DEFAULT NULL)
 LANGUAGE plpgsql
 AS $fn$
 DECLARE
@@ -86,9 +90,11 @@ BEGIN
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, p_max_per_transaction);
     v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
-                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope);
+                                 pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope,
+                                 p_ddl_lock_timeout);
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
+    v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
 
     LOOP
         -- The lock, waiting as lock_wait decides: queued in slices, or, while a

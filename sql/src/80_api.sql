@@ -29,10 +29,11 @@ VALUES
     ('migrate_apply', 'f',
      'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
-     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text'', scope text DEFAULT NULL',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text',
+     'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, notices text DEFAULT ''text'', scope text DEFAULT NULL, '
+     'ddl_lock_timeout interval DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text,interval',
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
-     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''), $10)',
+     'SELECT * FROM pgmig._apply($1, $2, $3, coalesce($4, false), coalesce($5, false), coalesce($6, false), $7, $8, coalesce($9, ''text''), $10, $11)',
      'VOLATILE',
      'pgmig: lock the history, validate the batch against it, apply what is pending in one transaction'),
     ('migrate_run', 'p',
@@ -40,12 +41,12 @@ VALUES
      'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, dry_run boolean DEFAULT false, '
      'client_info text DEFAULT NULL, lock_budget integer DEFAULT NULL, max_per_transaction integer DEFAULT NULL, '
      'stop_before_non_transactional boolean DEFAULT false, notices text DEFAULT ''text'', details boolean DEFAULT false, '
-     'scope text DEFAULT NULL, INOUT result jsonb DEFAULT NULL',
-     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,text,jsonb',
+     'scope text DEFAULT NULL, ddl_lock_timeout interval DEFAULT NULL, INOUT result jsonb DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,boolean,text,integer,integer,boolean,text,boolean,text,interval,jsonb',
      NULL,
      'BEGIN CALL pgmig._run(batch, target_version, lock_timeout, coalesce(allow_out_of_order, false), coalesce(allow_missing, false), '
      'coalesce(dry_run, false), client_info, lock_budget, max_per_transaction, coalesce(stop_before_non_transactional, false), '
-     'coalesce(notices, ''text''), coalesce(details, false), result, false, scope); END',
+     'coalesce(notices, ''text''), coalesce(details, false), result, false, scope, ddl_lock_timeout); END',
      NULL,
      'pgmig: apply a whole batch in one statement, committing by itself at commit_after markers and near the lock budget'),
     ('migrate_plan', 'f',
@@ -56,6 +57,16 @@ VALUES
      'SELECT * FROM pgmig._plan($1, $2, coalesce($3, false), coalesce($4, false), coalesce($5, false), $6)',
      'STABLE',
      'pgmig: what migrate_apply / migrate_run would do with this batch, without taking the lock'),
+    ('migrate_rehearse', 'f',
+     'batch jsonb, target_version bigint DEFAULT NULL, lock_timeout interval DEFAULT NULL, '
+     'allow_out_of_order boolean DEFAULT false, allow_missing boolean DEFAULT false, '
+     'ddl_lock_timeout interval DEFAULT ''1 second'', statement_timeout interval DEFAULT ''1 minute'', notices text DEFAULT ''text'', '
+     'scope text DEFAULT NULL',
+     'jsonb,bigint,interval,boolean,boolean,interval,interval,text,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, wal_bytes bigint, relations jsonb, note text)',
+     'SELECT * FROM pgmig._rehearse($1, $2, $3, coalesce($4, false), coalesce($5, false), $6, $7, coalesce($8, ''text''), $9)',
+     'VOLATILE',
+     'pgmig: run the pending migrations for real under the lock, measure each (locks, rewrites, WAL, duration), roll everything back'),
     ('migrate_status', 'f', 'scope text DEFAULT NULL', 'text',
      'TABLE(version bigint, name text, label text, state text, applied_at timestamp with time zone, applied_by text, client text, duration interval, checksum text, detail text)',
      'SELECT * FROM pgmig._status(pgmig._scope($1))', 'STABLE',

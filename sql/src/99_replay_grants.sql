@@ -4,10 +4,10 @@
 -- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
 -- version adds there, and a role that could run migrate_apply can run the API routines this
--- install adds beside it (0.2.0: migrate_run, the same job in one statement, the staged
--- releases, migrate_scopes...); a routine that existed before keeps exactly its own grants, so
--- that roles kept apart on purpose (docs/admin-tooling.md) stay apart. Nothing is ever granted
--- to PUBLIC.
+-- install adds beside it (0.2.0: migrate_run, the same job in one statement, migrate_rehearse,
+-- the same job rolled back, the staged releases, migrate_scopes...); a routine that existed
+-- before keeps exactly its own grants, so that roles kept apart on purpose
+-- (docs/admin-tooling.md) stay apart. Nothing is ever granted to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;

@@ -139,7 +139,7 @@ func TestAPISchemaIsSelectable(t *testing.T) {
 		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
 	// The API in the chosen schema, and always in pgmig (for safe qualified calls).
 	api := "migrate_apply,migrate_baseline,migrate_history_digest,migrate_lock_holder,migrate_plan," +
-		"migrate_repair,migrate_resolve,migrate_rollback,migrate_run,migrate_run_staged,migrate_scopes,migrate_stage,migrate_staged,migrate_status"
+		"migrate_rehearse,migrate_repair,migrate_resolve,migrate_rollback,migrate_run,migrate_run_staged,migrate_scopes,migrate_stage,migrate_staged,migrate_status"
 	want := "deploy." + strings.ReplaceAll(api, ",", ",deploy.") + ",pgmig." + strings.ReplaceAll(api, ",", ",pgmig.")
 	if got != want {
 		t.Fatalf("API functions = %s, want %s", got, want)
@@ -354,8 +354,8 @@ func TestUpgradeFromPlain010(t *testing.T) {
 	// this version's signatures (each batch-taking one also as its batch-as-text twin).
 	if got := queryString(t, admin, `select string_agg(oid::regprocedure::text, ' ' order by oid::regprocedure::text) from pg_proc
 		where pronamespace = 'public'::regnamespace and proname in ('migrate_apply', 'migrate_plan', 'migrate_rollback')`); got !=
-		"migrate_apply(jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text) "+
-			"migrate_apply(text,bigint,interval,boolean,boolean,boolean,text,integer,text,text) "+
+		"migrate_apply(jsonb,bigint,interval,boolean,boolean,boolean,text,integer,text,text,interval) "+
+			"migrate_apply(text,bigint,interval,boolean,boolean,boolean,text,integer,text,text,interval) "+
 			"migrate_plan(jsonb,bigint,boolean,boolean,boolean,text) migrate_plan(text,bigint,boolean,boolean,boolean,text) "+
 			"migrate_rollback(bigint,interval,boolean,text,text,boolean,text)" {
 		t.Fatalf("API signatures after the upgrade: %s", got)
