@@ -70,7 +70,7 @@ func exitCode(err error) int {
 		return exitLocked
 	case errors.Is(err, pgmig.ErrDrift), errors.Is(err, pgmig.ErrInvalidBatch), errors.As(err, &lerr),
 		errors.Is(err, pgmig.ErrInterrupted), errors.Is(err, pgmig.ErrIrreversible),
-		errors.Is(err, pgmig.ErrNoMigrations):
+		errors.Is(err, pgmig.ErrNoMigrations), errors.Is(err, pgmig.ErrAdoptRefused):
 		return exitValidation
 	}
 	return exitUsage

@@ -40,6 +40,9 @@ type options struct {
 	versions        []int64
 	fromTern        bool
 	ternTable       string
+	adoptFrom       string // adopt --from
+	adoptTable      string // adopt --table
+	dropOld         bool   // adopt --drop-old
 	retry, applied  bool
 
 	// sources says where each flag's value came from ("flag --dir",
