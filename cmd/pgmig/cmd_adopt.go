@@ -51,8 +51,9 @@ func adoptCommand() *command {
 			"still apply files older than its newest version; each reason comes with the tool's own fix. Then push applies " +
 			"only what the tool had not applied. The tool's table is left as it was unless --drop-old. Adopting again " +
 			"changes nothing. See docs/adopt.md.",
+		// --tern-table (tern.conf's version_table) is --table's default with --from tern.
 		flags: flagsOf([]*flagDef{flagAdoptFrom, flagAdoptTable, flagDropOld, flagAdoptDryRun,
-			flagLockTimeout.withDefault("the server's lock_timeout (normally: wait)")}, fileFlags, connFlags, outputFlags),
+			flagLockTimeout.withDefault("the server's lock_timeout (normally: wait)"), flagTernTable}, fileFlags, connFlags, outputFlags),
 		validate: func(inv *invocation) error {
 			if inv.opts.adoptFrom == "" {
 				return usagef("adopt needs --from TOOL: the tool that migrated the database (%s)", strings.Join(formatNames, ", "))
@@ -75,13 +76,16 @@ func runAdopt(ctx context.Context, inv *invocation) (result, error) {
 		return nil, err
 	}
 	tool := pgmig.Format(o.adoptFrom)
+	table := o.adoptTable
+	if table == "" && tool == pgmig.FormatTern {
+		table = o.ternTable
+	}
 	res, err := client.Adopt(ctx, ms, tool, &pgmig.AdoptOpts{
-		Table: o.adoptTable, DropOld: o.dropOld, DryRun: o.dryRun, LockTimeout: o.lockTimeout,
+		Table: table, DropOld: o.dropOld, DryRun: o.dryRun, LockTimeout: o.lockTimeout,
 	})
 	if err != nil {
 		return nil, err
 	}
-	table := o.adoptTable
 	if table == "" {
 		table = pgmig.AdoptTable(tool)
 	}

@@ -287,14 +287,14 @@ func TestRealSQLMigrate(t *testing.T) {
 // `adopt --from tern` and its alias `baseline --from-tern` take over.
 func TestRealTern(t *testing.T) {
 	t.Parallel()
-	ternMigrate := func(t *testing.T, db *pgtest.DB, dir string) {
+	ternMigrateTo := func(t *testing.T, db *pgtest.DB, dir, table string) {
 		ctx := context.Background()
 		conn, err := pgx.Connect(ctx, db.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close(ctx)
-		m, err := migrate.NewMigrator(ctx, conn, "public.schema_version")
+		m, err := migrate.NewMigrator(ctx, conn, table)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,6 +305,20 @@ func TestRealTern(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	ternMigrate := func(t *testing.T, db *pgtest.DB, dir string) { ternMigrateTo(t, db, dir, "public.schema_version") }
+	// tern.conf's version_table names tern's table for adopt too.
+	t.Run("tern.conf", func(t *testing.T) {
+		t.Parallel()
+		db, dir := pgtest.NewDB(t), fixture(t, pgmig.FormatTern)
+		if _, err := db.Conn(t).Exec(context.Background(), "create schema ops"); err != nil {
+			t.Fatal(err)
+		}
+		ternMigrateTo(t, db, dir, "ops.tern_version")
+		work := t.TempDir()
+		writeFile(t, filepath.Join(work, "tern.conf"), "[database]\nversion_table = ops.tern_version\n")
+		pgmigCLI(t, db, work, 0, []string{"Adopted 3 migrations from tern", "tern's table ops.tern_version is left as it was"},
+			"adopt", "--from", "tern", "--dir", dir)
+	})
 	t.Run("adopt", func(t *testing.T) {
 		t.Parallel()
 		db, dir := pgtest.NewDB(t), fixture(t, pgmig.FormatTern)
