@@ -2820,7 +2820,7 @@ LANGUAGE plpgsql IMMUTABLE STRICT
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_parts numeric[] := '{}';
+    v_parts numeric[] := '{}'::numeric[];
     v_part  text;
 BEGIN
     FOREACH v_part IN ARRAY string_to_array(replace(p_version, '_', '.'), '.') LOOP
@@ -2960,7 +2960,7 @@ BEGIN
             ERRCODE = 'PM001',
             MESSAGE = format('pgmig: %s is not a table name (want table or schema.table, quoted where SQL needs quotes)', quote_literal(v_name));
     END IF;
-    SELECT c.oid, n.nspname, c.relname INTO v_oid, schema_name, table_name
+    SELECT c.oid, n.nspname::text, c.relname::text INTO v_oid, schema_name, table_name
       FROM unnest(CASE WHEN cardinality(v_parts) = 2 THEN ARRAY[v_parts[1]::name] ELSE p_schemas END)
            WITH ORDINALITY AS s(nsp, ord)
       JOIN pg_namespace AS n ON n.nspname = s.nsp
@@ -3315,7 +3315,7 @@ DECLARE
     v_problems    text;
     v_adopt       pgmig.history_entry[];
     v_versions    bigint[];
-    v_recorded    bigint := 0;
+    v_recorded    bigint := 0::bigint;
     v_repeatable  text;
     v_lock_was    text;
 BEGIN
