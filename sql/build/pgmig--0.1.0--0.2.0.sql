@@ -3698,8 +3698,10 @@ REVOKE ALL ON ALL ROUTINES IN SCHEMA pgmig FROM PUBLIC;
 -- API function of the same name in the other API location) afterwards, even when the script
 -- had to drop and re-create it. A role that could execute every routine in schema pgmig (the
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
--- version adds there, and a role that could run migrate_apply can run migrate_run (added in
--- 0.2.0: the same job in one statement). Nothing is ever granted to PUBLIC.
+-- version adds there, a role that could run migrate_apply can run migrate_run (added in
+-- 0.2.0: the same job in one statement), and a role that could run migrate_baseline can run
+-- migrate_adopt (added in 0.2.0: a baseline taken from another tool's history, which
+-- `pgmig baseline --from-tern` now calls). Nothing is ever granted to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;
@@ -3721,7 +3723,8 @@ BEGIN
         SELECT DISTINCT p.oid::pg_catalog.regprocedure AS sig, g.grantee
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        LEFT JOIN (VALUES ('migrate_run', 'migrate_apply')) AS same(name, as_name) ON same.name = p.proname
+        LEFT JOIN (VALUES ('migrate_run', 'migrate_apply'), ('migrate_adopt', 'migrate_baseline')) AS same(name, as_name)
+               ON same.name = p.proname
         JOIN granted AS g
           ON g.name IN (p.proname, same.as_name) AND (g.schema_name = n.nspname OR p.proname LIKE 'migrate\_%')
         WHERE (n.nspname = 'pgmig' OR p.proname LIKE 'migrate\_%')
