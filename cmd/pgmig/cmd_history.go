@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	pgmig "github.com/pgmig/pgmig/gowrapper"
 )
@@ -34,23 +33,14 @@ func runBaseline(ctx context.Context, inv *invocation) (result, error) {
 	if err != nil {
 		return nil, err
 	}
-	version := o.version
 	if o.fromTern {
-		v, err := client.TernVersion(ctx, o.ternTable)
-		if err != nil {
-			return nil, err
-		}
-		if v < 1 {
-			return nil, fmt.Errorf("%w: tern's version table %s says version %d: nothing to baseline", pgmig.ErrInvalidBatch, o.ternTable, v)
-		}
-		inv.out.info("tern's version table %s is at version %d", o.ternTable, v)
-		version = v
+		return baselineFromTern(ctx, inv, ms, client)
 	}
-	res, err := client.Baseline(ctx, ms, version, &pgmig.BaselineOpts{LockTimeout: o.lockTimeout})
+	res, err := client.Baseline(ctx, ms, o.version, &pgmig.BaselineOpts{LockTimeout: o.lockTimeout})
 	if err != nil {
 		return nil, err
 	}
-	return baselineResult{res: res, version: version}, nil
+	return baselineResult{res: res, version: o.version}, nil
 }
 
 func runRepair(ctx context.Context, inv *invocation) (result, error) {

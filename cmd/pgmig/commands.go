@@ -171,8 +171,8 @@ func init() {
 			summary: "record the migrations up to V as applied without running them (adopt a database)",
 			help: "Adopts an existing database: records the migrations of --dir up to V as applied without running them " +
 				"(checksums, SQL and down SQL from the files, so drift checks and rollback work later). Refuses (exit 4) " +
-				"when the history already has versions above V. --from-tern reads V from the version table of a database " +
-				"tern migrated. Then push applies only what comes after V.",
+				"when the history already has versions above V. --from-tern is `pgmig adopt --from tern` (--tern-table for " +
+				"its --table), reported as a baseline at tern's version. Then push applies only what comes after V.",
 			flags: flagsOf([]*flagDef{flagBaselineVersion, flagFromTern, flagTernTable,
 				flagLockTimeout.withDefault("the server's lock_timeout (normally: wait)")}, fileFlags, connFlags, outputFlags),
 			validate: func(inv *invocation) error {
@@ -183,6 +183,7 @@ func init() {
 			},
 			run: runBaseline,
 		},
+		adoptCommand(),
 		{
 			name: "repair", op: "repairing the history",
 			summary: "accept deliberate edits of applied migrations (record their new checksum and name)",

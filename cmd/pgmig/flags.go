@@ -42,6 +42,9 @@ type options struct {
 	versions        []int64
 	fromTern        bool
 	ternTable       string
+	adoptFrom       string // adopt --from
+	adoptTable      string // adopt --table
+	dropOld         bool   // adopt --drop-old
 	retry, applied  bool
 	// batch, bundle, stage (cmd_admin.go)
 	output                   string

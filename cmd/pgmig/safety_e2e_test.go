@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -90,12 +91,34 @@ func TestCLIDDLLockTimeoutRetries(t *testing.T) {
 		t.Errorf("--json error: %+v", e)
 	}
 
-	// The blocker ends while the push retries: it goes through.
-	time.AfterFunc(time.Second, release)
-	r = pgmigRun(t, dir, env, "push", "--ddl-lock-timeout", "200ms", "--retries", "20", "--retry-max-wait", "500ms").must(t, exitOK,
-		"applied 002_add_col.sql", "the database is now at version 2")
-	if !strings.Contains(r.stderr, "pgmig: attempt 1/21: 002_add_col.sql blocked on") {
-		t.Errorf("no retry line:\n%s", r.stderr)
+	// The blocker ends while the push retries (once it said so): it goes through.
+	cmd := pgmigCommand(dir, env, "push", "--ddl-lock-timeout", "200ms", "--retries", "20", "--retry-max-wait", "500ms")
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	sc := bufio.NewScanner(stderrPipe)
+	released := false
+	for sc.Scan() {
+		stderr.WriteString(sc.Text() + "\n")
+		if !released && strings.Contains(sc.Text(), "pgmig: attempt 1/21: 002_add_col.sql blocked on") {
+			release()
+			released = true
+		}
+	}
+	if err := cmd.Wait(); err != nil || !released {
+		t.Fatalf("push with retries: %v (released: %v)\n%s\n%s", err, released, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"applied 002_add_col.sql", "the database is now at version 2"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+		}
 	}
 	// Settings: from the config file as well.
 	writeFiles(t, dir, map[string]string{"pgmig.conf": "[pgmig]\nddl_lock_timeout = 2s\nretries = 4\nretry_max_wait = 10s\n"})

@@ -96,6 +96,13 @@ VALUES
      'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
      'SELECT * FROM pgmig._baseline($1, $2, $3, $4, $5)', 'VOLATILE',
      'pgmig: record the batch''s versions up to version as applied without running them'),
+    ('migrate_adopt', 'f',
+     'batch jsonb, tool text, table_name text DEFAULT NULL, checksums jsonb DEFAULT NULL, drop_old boolean DEFAULT false, '
+     'dry_run boolean DEFAULT false, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL, scope text DEFAULT NULL',
+     'jsonb,text,text,jsonb,boolean,boolean,interval,text,text',
+     'TABLE(version bigint, name text, outcome text, duration interval, applied_at timestamp with time zone)',
+     'SELECT * FROM pgmig._adopt($1, $2, $3, $4, coalesce($5, false), coalesce($6, false), $7, $8, $9)', 'VOLATILE',
+     'pgmig: take over another tool''s history: record as applied, without running them, the migrations its history table says it applied, after checking that table against the batch'),
     ('migrate_repair', 'f',
      'batch jsonb, versions bigint[] DEFAULT NULL, lock_timeout interval DEFAULT NULL, client_info text DEFAULT NULL, scope text DEFAULT NULL',
      'jsonb,bigint[],interval,text,text',

@@ -5,9 +5,11 @@
 -- README's GRANT ... ON ALL FUNCTIONS IN SCHEMA pgmig) can also execute the routines this
 -- version adds there, and a role that could run migrate_apply can run the API routines this
 -- install adds beside it (0.2.0: migrate_run, the same job in one statement, migrate_rehearse,
--- the same job rolled back, the staged releases, migrate_scopes...); a routine that existed
--- before keeps exactly its own grants, so that roles kept apart on purpose
--- (docs/admin-tooling.md) stay apart. Nothing is ever granted to PUBLIC.
+-- the same job rolled back, the staged releases, migrate_scopes...), except migrate_adopt,
+-- which goes to whoever could run migrate_baseline (a baseline taken from another tool's
+-- history, which `pgmig baseline --from-tern` now calls); a routine that existed before keeps
+-- exactly its own grants, so that roles kept apart on purpose (docs/admin-tooling.md) stay
+-- apart. Nothing is ever granted to PUBLIC.
 DO $pgmig$
 DECLARE
     v_snapshot jsonb := coalesce(nullif(pg_catalog.current_setting('pgmig.install_grants', true), ''), '[]')::jsonb;
@@ -30,7 +32,7 @@ BEGIN
         SELECT DISTINCT p.oid::pg_catalog.regprocedure AS sig, g.grantee
         FROM pg_catalog.pg_proc AS p
         JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
-        LEFT JOIN (SELECT 'migrate_apply'::text AS as_name) AS same
+        LEFT JOIN LATERAL (SELECT CASE WHEN p.proname = 'migrate_adopt' THEN 'migrate_baseline' ELSE 'migrate_apply' END AS as_name) AS same
           ON p.proname LIKE 'migrate\_%'
          AND NOT v_existed @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', n.nspname, 'name', p.proname))
         JOIN granted AS g

@@ -138,7 +138,7 @@ func TestAPISchemaIsSelectable(t *testing.T) {
 	got := queryString(t, conn, `select string_agg(distinct n.nspname || '.' || p.proname, ',' order by n.nspname || '.' || p.proname)
 		from pg_proc p join pg_namespace n on n.oid = p.pronamespace where p.proname like 'migrate\_%'`)
 	// The API in the chosen schema, and always in pgmig (for safe qualified calls).
-	api := "migrate_apply,migrate_baseline,migrate_history_digest,migrate_lock_holder,migrate_plan," +
+	api := "migrate_adopt,migrate_apply,migrate_baseline,migrate_history_digest,migrate_lock_holder,migrate_plan," +
 		"migrate_rehearse,migrate_repair,migrate_resolve,migrate_rollback,migrate_run,migrate_run_staged,migrate_scopes,migrate_stage,migrate_staged,migrate_status"
 	want := "deploy." + strings.ReplaceAll(api, ",", ",deploy.") + ",pgmig." + strings.ReplaceAll(api, ",", ",pgmig.")
 	if got != want {

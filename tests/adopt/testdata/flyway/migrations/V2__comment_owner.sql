@@ -1,0 +1,1 @@
+﻿COMMENT ON TABLE warehouses IS 'owned by ${owner}';

@@ -1,0 +1,3 @@
+alter table accounts add column name text;
+---- create above / drop below ----
+alter table accounts drop column name;
