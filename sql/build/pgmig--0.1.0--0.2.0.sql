@@ -1465,10 +1465,13 @@ CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path te
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+-- (EXECUTE of the migration's SQL is the point of this function; v_ignored holds the value of
+-- calls made for their effect.)
+-- @plpgsql_check_options: security_warnings = false, extra_warnings = false
 DECLARE
     v_path_after text;
     v_role_after text;
-    v_session    text := pg_catalog.session_user();
+    v_session    text := pg_catalog.session_user()::text;
     v_ignored    text;
 BEGIN
     -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL
@@ -2661,8 +2664,8 @@ BEGIN
         NEW.first_version := (SELECT min(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
         NEW.last_version := (SELECT max(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
         NEW.staged_at := clock_timestamp();
-        NEW.staged_by := current_user;
-        NEW.login_role := session_user;
+        NEW.staged_by := current_user::text;
+        NEW.login_role := session_user::text;
         NEW.client_application := current_setting('application_name');
         NEW.client_addr := inet_client_addr();
         NEW.state := 'pending';
@@ -3829,7 +3832,6 @@ DECLARE
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_versions text;
     v_problem  text;
-    i          integer;
     r          record;
     v_scope    text;
 BEGIN
@@ -4068,7 +4070,6 @@ DECLARE
     h         record;
     v_newer   text;
     v_problem text;
-    i         integer;
     v_scope   text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);

@@ -8,10 +8,13 @@ CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path te
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
+-- (EXECUTE of the migration's SQL is the point of this function; v_ignored holds the value of
+-- calls made for their effect.)
+-- @plpgsql_check_options: security_warnings = false, extra_warnings = false
 DECLARE
     v_path_after text;
     v_role_after text;
-    v_session    text := pg_catalog.session_user();
+    v_session    text := pg_catalog.session_user()::text;
     v_ignored    text;
 BEGIN
     -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL

@@ -49,8 +49,8 @@ BEGIN
         NEW.first_version := (SELECT min(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
         NEW.last_version := (SELECT max(b.version) FROM pgmig._batch_rows(NEW.batch) AS b);
         NEW.staged_at := clock_timestamp();
-        NEW.staged_by := current_user;
-        NEW.login_role := session_user;
+        NEW.staged_by := current_user::text;
+        NEW.login_role := session_user::text;
         NEW.client_application := current_setting('application_name');
         NEW.client_addr := inet_client_addr();
         NEW.state := 'pending';

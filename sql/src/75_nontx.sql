@@ -114,7 +114,6 @@ DECLARE
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_versions text;
     v_problem  text;
-    i          integer;
     r          record;
     v_scope    text;
 BEGIN
@@ -353,7 +352,6 @@ DECLARE
     h         record;
     v_newer   text;
     v_problem text;
-    i         integer;
     v_scope   text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
