@@ -26,6 +26,10 @@ type batchEntry struct {
 	// LockTimeout is Migration.LockTimeout (`---- pgmig: lock-timeout D
 	// ----`) in milliseconds, as the engine's "lock_timeout" key takes it.
 	LockTimeout string `json:"lock_timeout,omitempty"`
+	// Statements: where each statement of SQL starts, in characters, when
+	// there is more than one: the engine then runs them one by one and names
+	// the one that fails, with its line (docs/sql-api.md, "Batch format").
+	Statements []int `json:"statements,omitempty"`
 }
 
 // Batch encodes migrations as migrate_apply's batch argument, full SQL
@@ -53,6 +57,11 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 			}
 			entries[i].SQL = m.SQL
 			entries[i].Down = m.Down
+			if m.Transactional {
+				if starts := statementStarts(m.SQL); len(starts) > 1 {
+					entries[i].Statements = starts
+				}
+			}
 		}
 	}
 	var buf bytes.Buffer

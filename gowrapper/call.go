@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -168,6 +170,28 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 			merr.Location = loc
 		}
 	}
+	starts := statementStarts(m.SQL)
+	if n := statementOf(pgErr.InternalQuery); n > 0 && n <= len(starts) && merr.Statement == 0 {
+		merr.Statement, merr.Statements = n, len(starts)
+	}
+	if failure != nil && failure.Version == m.Version {
+		switch {
+		case failure.Statement > 0 && failure.Statement <= len(starts):
+			merr.Statement, merr.Statements = failure.Statement, len(starts)
+		case len(starts) == 1:
+			// One statement, run as the whole migration: that one.
+			merr.Statement, merr.Statements = 1, 1
+		}
+		merr.Context = failure.Context
+	}
+	if merr.Location.Line == 0 && merr.Statement > 0 {
+		// A runtime error has no position: the failing statement's line
+		// (Column 0: no column).
+		if loc, ok := m.Locate(starts[merr.Statement-1] + 1); ok {
+			loc.Column, loc.Expanded = 0, false
+			merr.Location = loc
+		}
+	}
 	if merr.Location.File == "" {
 		merr.Location.File = m.File
 	}
@@ -230,6 +254,20 @@ func migrationBySQL(migrations []*Migration, query string) *Migration {
 
 // sqlPosition: the error's 1-based character position in m.SQL, from the
 // internal position (the migration's SQL as executed by the engine).
+// statementMarker ends each statement the engine runs on its own
+// (_execute_as_caller): `/*pgmig:statement N*/`.
+var statementMarker = regexp.MustCompile(`\n/\*pgmig:statement ([0-9]+)\*/$`)
+
+// statementOf is N when query is a statement the engine ran on its own.
+func statementOf(query string) int {
+	m := statementMarker.FindStringSubmatch(query)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
 func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {
 	if pgErr.InternalPosition <= 0 || pgErr.InternalQuery == "" {
 		return 0
@@ -237,6 +275,16 @@ func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {
 	pos := int(pgErr.InternalPosition)
 	if pgErr.InternalQuery == m.SQL {
 		return pos
+	}
+	// The engine ran statement n alone (the batch's "statements"): it starts
+	// there, or, the first one, at the beginning of the SQL.
+	if n := statementOf(pgErr.InternalQuery); n > 0 {
+		if starts := statementStarts(m.SQL); n <= len(starts) {
+			if n == 1 {
+				return pos
+			}
+			return starts[n-1] + pos
+		}
 	}
 	// The engine ran a statement of the migration, or the migration inside
 	// a larger text: shift by where one sits in the other, in characters.

@@ -165,7 +165,9 @@ type MigrationError struct {
 	Version int64
 	Name    string
 	File    string
-	// Location of the error in File, when the server reported a position
+	// Location of the error in File, when the server reported a position;
+	// for an error without one (a runtime error), the line where the
+	// failing statement starts, with Column 0, when the statement is known
 	// (Line 0 otherwise).
 	Location Location
 	// Code (SQLSTATE), Message, Detail, Hint: PostgreSQL's own.
@@ -186,8 +188,16 @@ type MigrationError struct {
 	// Statement-1 of Statements completed and stay applied, and the engine
 	// refuses further pushes (ErrInterrupted) until migrate_resolve.
 	NonTransactional bool
-	Statement        int
-	Statements       int
+	// Statement (1-based) of Statements is the one that failed, when known:
+	// always for a non-transactional migration; for another one with more
+	// than one statement when the engine ran them one by one (every push
+	// does). Location is then at least the statement's first line.
+	Statement  int
+	Statements int
+	// Context is the error's CONTEXT inside the migration: the frames of a
+	// DO block or a function it called ("PL/pgSQL function
+	// inline_code_block line 3 at RAISE"), without pgmig's own.
+	Context string
 	// Blocked: pgmig cancelled the statement because it waited for a lock
 	// the migration's own history lock holder has, a wait that could never
 	// end (the engine's description; Code is then 57014).
@@ -207,8 +217,11 @@ func (e *MigrationError) Error() string {
 	if e.File != "" {
 		where = " at " + e.File
 	}
-	if e.Location.Line > 0 {
+	switch {
+	case e.Location.Line > 0 && e.Location.Column > 0:
 		where = fmt.Sprintf(" at %s:%d:%d", e.File, e.Location.Line, e.Location.Column)
+	case e.Location.Line > 0:
+		where = fmt.Sprintf(" at %s:%d (statement %d)", e.File, e.Location.Line, e.Statement)
 	}
 	if e.Blocked != "" {
 		return fmt.Sprintf("error applying version %d [%s]%s: cancelled: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Blocked, e.Code)

@@ -314,11 +314,16 @@ func (c *Client) nonTransactionalError(ctx context.Context, holder *pgx.Conn, tx
 	case pgErr.Position > 0:
 		pos = int(pgErr.Position)
 	}
-	if pos > 0 && run.direction == "up" {
-		if loc, ok := m.Locate(len([]rune(m.SQL[:st.offset])) + pos); ok {
+	if run.direction == "up" {
+		// A runtime error has no position: the statement's line (Column 0).
+		if loc, ok := m.Locate(len([]rune(m.SQL[:st.offset])) + max(pos, 1)); ok {
+			if pos == 0 {
+				loc.Column, loc.Expanded = 0, false
+			}
 			merr.Location = loc
 		}
 	}
+	merr.Context = pgErr.Where
 	if merr.Location.File == "" {
 		merr.Location.File = m.File
 	}

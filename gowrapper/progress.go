@@ -52,6 +52,12 @@ type (
 		Name      string `json:"name"`
 		SQLState  string `json:"sqlstate"`
 		Committed int    `json:"committed"`
+		// Statement (1-based) and Line: where the engine, running the
+		// statements one by one, saw the migration fail; Context: the
+		// error's CONTEXT inside the migration.
+		Statement int    `json:"statement"`
+		Line      int    `json:"line"`
+		Context   string `json:"context"`
 	}
 	// driftEvent is the DETAIL of the PM002 WARNING that precedes a drift
 	// error.

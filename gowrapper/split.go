@@ -1,12 +1,26 @@
 package pgmig
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // statement is one statement of a non-transactional migration and where it
 // starts in the migration's SQL (byte offset).
 type statement struct {
 	text   string
 	offset int
+}
+
+// statementStarts is where each statement of sql starts (splitStatements),
+// in characters (runes) from 0, as the engine counts them.
+func statementStarts(sql string) []int {
+	stmts := splitStatements(sql)
+	starts := make([]int, len(stmts))
+	for i, st := range stmts {
+		starts[i] = utf8.RuneCountInString(sql[:st.offset])
+	}
+	return starts
 }
 
 // splitStatements splits a non-transactional migration into the statements

@@ -27,6 +27,10 @@ type jsonErrorBody struct {
 	File       string `json:"file,omitempty"`
 	Line       int    `json:"line,omitempty"`
 	Column     int    `json:"column,omitempty"`
+	// Statement: the failing statement of the migration (1-based), when
+	// known; Context: the error's CONTEXT inside the migration.
+	Statement int    `json:"statement,omitempty"`
+	Context   string `json:"context,omitempty"`
 	// Blocked: a migration gave up waiting for a lock (--ddl-lock-timeout):
 	// the relation and the sessions in its way.
 	Blocked        *blockedJSON `json:"blocked,omitempty"`
@@ -112,6 +116,7 @@ func (o *output) errorObject(err error) jsonError {
 		j.Error.Message = merr.Message
 		j.Error.File, j.Error.Line, j.Error.Column = merr.File, merr.Location.Line, merr.Location.Column
 		j.Error.Version, j.Error.Name = merr.Version, merr.Name
+		j.Error.Statement, j.Error.Context = merr.Statement, merr.Context
 		if merr.CurrentVersion >= 0 {
 			j.Error.CurrentVersion = &merr.CurrentVersion
 		}
@@ -206,11 +211,21 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 	if e.Rollback {
 		where = fmt.Sprintf("down SQL of version %d (%s)", e.Version, e.Name)
 	}
-	if loc.Line > 0 {
+	switch {
+	case loc.Line > 0 && loc.Column > 0:
 		where = fmt.Sprintf("%s:%d:%d", where, loc.Line, loc.Column)
+	case loc.Line > 0:
+		where = fmt.Sprintf("%s:%d", where, loc.Line)
 	}
 	fmt.Fprintf(w, "%s: %s  %s\n", paint(o.ttyErr, bold, where), paint(o.ttyErr, bold+red, "ERROR:"), e.Message)
-	if loc.Line > 0 {
+	if loc.Line > 0 && loc.Column == 0 {
+		// The statement the error happened in (a runtime error has no position).
+		fmt.Fprintf(w, "LINE %d: %s\n", loc.Line, loc.Text)
+		if e.Statements > 1 {
+			fmt.Fprintf(w, "(in statement %d of %d, which starts there)\n", e.Statement, e.Statements)
+		}
+	}
+	if loc.Line > 0 && loc.Column > 0 {
 		prefix := fmt.Sprintf("LINE %d: ", loc.Line)
 		fmt.Fprintf(w, "%s%s\n", prefix, loc.Text)
 		fmt.Fprintf(w, "%s%s\n", caretIndent(strings.Repeat(" ", len(prefix))+loc.Text, len([]rune(prefix))+loc.Column), paint(o.ttyErr, bold+green, "^"))
@@ -226,6 +241,9 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 	fmt.Fprintf(w, "SQLSTATE: %s\n", e.Code)
 	if e.Detail != "" {
 		fmt.Fprintf(w, "DETAIL:  %s\n", e.Detail)
+	}
+	if e.Context != "" {
+		fmt.Fprintf(w, "CONTEXT:  %s\n", strings.ReplaceAll(e.Context, "\n", "\n          "))
 	}
 	hint := e.Hint
 	if h, ok := o.cliHint(e, e.Code); ok {

@@ -75,3 +75,48 @@ CREATE TABLE IF NOT EXISTS pgmig.nontx_run (
 COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but not recorded: how many statements completed, and the error if one failed.';
 
 REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;
+
+-- What migrate_apply notes about the caller's session before the first migration runs, so
+-- that nothing a migration changes in the session outlives the call (pgmig._session_snapshot,
+-- pgmig._session_restore). Composite types rather than jsonb: built and read once per call,
+-- and jsonb would cost ~1 ms for the few hundred settings.
+-- (CREATE TYPE has no IF NOT EXISTS; re-running the script keeps an existing type.)
+DO $pgmig$
+BEGIN
+    IF pg_catalog.to_regtype('pgmig.setting') IS NULL THEN
+        -- One row of pg_settings as the snapshot saw it; value NULL for a custom setting
+        -- that did not exist.
+        CREATE TYPE pgmig.setting AS (name text, value text, source text, reset_value text);
+    END IF;
+    IF pg_catalog.to_regtype('pgmig.caller_state') IS NULL THEN
+        -- What the migration executor needs to know of the caller, after every migration:
+        -- small, because it is passed at every call (the whole snapshot would be copied).
+        CREATE TYPE pgmig.caller_state AS (
+            may_be_local      boolean,  -- the caller may hold SET LOCAL values in this transaction
+            warn_if_restored  text[],   -- settings the caller itself had changed from the default
+            search_path_reset text      -- the session default of search_path (RESET search_path)
+        );
+    END IF;
+    IF pg_catalog.to_regtype('pgmig.session_state') IS NULL THEN
+        CREATE TYPE pgmig.session_state AS (
+            settings         pgmig.setting[],  -- every setting SET can change that pg_settings lists (_settings_now)
+            custom           pgmig.setting[],  -- custom settings pg_settings never lists: pgmig's own
+            common           text[],           -- pgmig._settings(): compared after every migration
+            caller           pgmig.caller_state, -- for the executor
+            search_path      text,             -- the caller's (the engine pins its own while it works)
+            role             text,             -- the caller's current_setting('role')
+            application_name text,             -- the caller's, recorded in the history
+            residue          text[]            -- what else the session holds (pgmig._session_residue)
+        );
+    END IF;
+    IF pg_catalog.to_regtype('pgmig.integrity_state') IS NULL THEN
+        -- pgmig's own objects and history as they were right after the history lock was
+        -- granted (pgmig._integrity_snapshot, pgmig._assert_intact).
+        CREATE TYPE pgmig.integrity_state AS (
+            objects      xid[],   -- xmin of every catalog row that defines them (pgmig._integrity_objects)
+            functions    xid[],   -- the same of pgmig's functions alone (pgmig._functions_digest)
+            history_rows bigint   -- rows in pgmig.history
+        );
+    END IF;
+END
+$pgmig$;

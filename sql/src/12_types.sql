@@ -85,5 +85,15 @@ BEGIN
         -- migrate_rehearse: measure each migration (locks, rewrites, WAL) for the report
         ALTER TYPE pgmig.call_context ADD ATTRIBUTE rehearse boolean;
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'session' AND NOT attisdropped) THEN
+        -- the caller's session as _session_snapshot saw it, put back when the call ends or fails
+        ALTER TYPE pgmig.call_context ADD ATTRIBUTE session pgmig.session_state;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.plan_entry'::pg_catalog.regclass AND attname = 'statements' AND NOT attisdropped) THEN
+        -- the batch's "statements": where each statement of sql starts (see _execute_as_caller)
+        ALTER TYPE pgmig.plan_entry ADD ATTRIBUTE statements integer[];
+    END IF;
 END
 $pgmig$;

@@ -68,6 +68,11 @@ BEGIN
                    WHERE attrelid = 'pgmig.call_context'::pg_catalog.regclass AND attname = 'scope' AND NOT attisdropped) THEN
         ALTER TYPE pgmig.call_context ADD ATTRIBUTE scope text;   -- '' or the tenant schema
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_attribute
+                   WHERE attrelid = 'pgmig.integrity_state'::pg_catalog.regclass AND attname = 'scope' AND NOT attisdropped) THEN
+        -- the scope whose history rows history_rows counts (other tenants write theirs meanwhile)
+        ALTER TYPE pgmig.integrity_state ADD ATTRIBUTE scope text;
+    END IF;
 END
 $pgmig$;
 
@@ -154,7 +159,14 @@ SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     IF p_scope <> '' AND to_regnamespace(quote_ident(p_scope)) IS NULL THEN
-        EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', p_scope);
+        BEGIN
+            EXECUTE format('CREATE SCHEMA IF NOT EXISTS %I', p_scope);
+        EXCEPTION WHEN insufficient_privilege THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('pgmig: schema %I of the tenant scope does not exist, and this role may not create it; nothing was applied', p_scope),
+                HINT = format('Create it first (CREATE SCHEMA %I AUTHORIZATION <the deploy role>), or GRANT CREATE ON DATABASE to this role.', p_scope);
+        END;
     END IF;
 END
 $fn$;

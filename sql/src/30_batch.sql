@@ -1,6 +1,26 @@
 -- Batch parsing and validation. Internal helpers pin search_path so that hostile objects in
 -- the caller's schemas (an overloaded jsonb_typeof, a public."=") cannot change what they see.
 
+-- A batch entry's "statements" (where each statement of "sql" starts, in characters, 0-based:
+-- the engine then runs them one by one and can name the failing one, see _execute_as_caller):
+-- absent or null, or an array of increasing integers within "sql" (which must be a string).
+CREATE OR REPLACE FUNCTION pgmig._statements_ok(p_statements jsonb, p_sql jsonb)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT coalesce(jsonb_typeof(p_statements), 'null') = 'null'
+    OR (jsonb_typeof(p_statements) = 'array' AND coalesce(jsonb_typeof(p_sql), 'null') = 'string'
+        AND jsonb_array_length(p_statements) >= 1
+        AND NOT EXISTS (
+            SELECT FROM (SELECT s.v, lag(s.v) OVER (ORDER BY s.o) AS prev
+                         FROM jsonb_array_elements(p_statements) WITH ORDINALITY AS s(v, o)) AS x
+            WHERE jsonb_typeof(x.v) <> 'number'
+               OR x.v::numeric <> trunc(x.v::numeric) OR x.v::numeric < 0
+               OR x.v::numeric >= length(p_sql #>> '{}')
+               OR (x.prev IS NOT NULL AND x.v::numeric <= x.prev::numeric)))
+$fn$;
+
 -- Every shape problem of the batch, one row each; empty when the batch is well-formed.
 -- Checks that need no history, so migrate_apply can reject a bad batch before locking.
 CREATE OR REPLACE FUNCTION pgmig._batch_problems(p_batch jsonb)
@@ -22,13 +42,15 @@ WITH entries AS (
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[] END AS unknown
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
     SELECT entries.*,
+           -- An integer written as one: scale 0. jsonb keeps the scale of what was written,
+           -- so 2.0 (or 20e-1) stays 2.0, which is not a bigint's text; 1e2 is 100.
            CASE WHEN version_type = 'number' THEN
-               CASE WHEN (obj->>'version')::numeric = trunc((obj->>'version')::numeric)
+               CASE WHEN scale((obj->>'version')::numeric) = 0
                      AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
                     THEN (obj->>'version')::bigint END
            END AS version
@@ -74,6 +96,8 @@ WITH entries AS (
               THEN format('"transactional" must be true or false, got a JSON %s', c.tx_type) END),
         (CASE WHEN c.commit_type <> 'boolean'
               THEN format('"commit_after" must be true or false, got a JSON %s', c.commit_type) END),
+        (CASE WHEN NOT pgmig._statements_ok(c.obj->'statements', c.obj->'sql')
+              THEN '"statements" must be an array of increasing character offsets into "sql" (from 0 to its length - 1), where its statements start' END),
         (CASE WHEN coalesce(jsonb_typeof(c.obj->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(c.obj->'lock_timeout') IS NULL
               THEN format('"lock_timeout" must be an interval from 0 to 2147483647 milliseconds such as "5s" or "500ms", got %s',
                           left((c.obj->'lock_timeout')::text, 40)) END),
@@ -87,7 +111,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout, statements)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -127,7 +151,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[]) <> '{}'::jsonb THEN false
                    WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
@@ -136,8 +160,9 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
+                   WHEN NOT pgmig._statements_ok(e->'statements', e->'sql') THEN false
                    WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
-                             AND (e->'version')::numeric = trunc((e->'version')::numeric)) THEN false
+                             AND scale((e->'version')::numeric) = 0) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
                    WHEN e ? 'sql' THEN
                         jsonb_typeof(e->'sql') = 'string'

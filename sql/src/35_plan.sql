@@ -2,7 +2,7 @@
 -- hostile objects in the caller's schemas cannot change what they see.
 
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._batch_rows(jsonb)',
-    'TABLE(version bigint, name text, label text, sql text, down_sql text, transactional boolean, commit_after boolean, checksum text)'); END $pgmig$;
+    'TABLE(version bigint, name text, label text, sql text, down_sql text, transactional boolean, commit_after boolean, checksum text, statements integer[])'); END $pgmig$;
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan_rows(jsonb)', 'SETOF pgmig.plan_entry'); END $pgmig$;
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._drift_problems(jsonb,boolean,boolean)',
     'TABLE(version bigint, kind text, problem text)'); END $pgmig$;
@@ -11,7 +11,7 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._drift_problems(jsonb,boo
 -- batch's own when given (it was verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
 RETURNS TABLE (version bigint, name text, label text, sql text, down_sql text, transactional boolean,
-               commit_after boolean, checksum text)
+               commit_after boolean, checksum text, statements integer[])
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
@@ -22,7 +22,9 @@ SELECT (e->>'version')::bigint,
        e->>'down',
        coalesce((e->>'transactional')::boolean, true),
        coalesce((e->>'commit_after')::boolean, false),
-       coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex'))
+       coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex')),
+       CASE WHEN jsonb_typeof(e->'statements') = 'array'
+            THEN ARRAY(SELECT s::integer FROM jsonb_array_elements_text(e->'statements') AS s) END
 FROM jsonb_array_elements(p_batch) AS e
 $fn$;
 
@@ -43,12 +45,12 @@ WITH b AS MATERIALIZED (
 SELECT * FROM (
     SELECT b.version, b.name, b.label,
            CASE WHEN h.version IS NULL THEN 'pending' ELSE 'already_applied' END,
-           b.sql, b.down_sql, b.transactional, b.commit_after, b.checksum, h.name, h.checksum, h.applied_at
+           b.sql, b.down_sql, b.transactional, b.commit_after, b.checksum, h.name, h.checksum, h.applied_at, b.statements
     FROM b LEFT JOIN pgmig.history AS h ON h.scope = p_scope AND h.version = b.version
   UNION ALL
     SELECT h.version, h.name, h.label,
            CASE WHEN h.version > coalesce((SELECT v FROM newest), 0) THEN 'ahead' ELSE 'missing' END,
-           NULL, NULL, h.transactional, false, h.checksum, h.name, h.checksum, h.applied_at
+           NULL, NULL, h.transactional, false, h.checksum, h.name, h.checksum, h.applied_at, NULL::integer[]
     FROM pgmig.history AS h
     WHERE h.scope = p_scope AND NOT EXISTS (SELECT FROM b WHERE b.version = h.version)
 ) AS rows

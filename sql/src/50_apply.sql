@@ -157,14 +157,17 @@ BEGIN
 END
 $fn$;
 
--- The one way rows get into pgmig.audit.
-CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb, p_scope text)
+-- The one way rows get into pgmig.audit. p_client_application: the caller's application_name
+-- as it was before any migration ran (NULL: the session's now, when none ran).
+CREATE OR REPLACE FUNCTION pgmig._audit(p_action text, p_version bigint, p_client_info text, p_details jsonb, p_scope text,
+                                        p_client_application text DEFAULT NULL)
 RETURNS void
 LANGUAGE sql VOLATILE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 INSERT INTO pgmig.audit (scope, action, version, client_application, client_addr, client_info, details)
-VALUES (p_scope, p_action, p_version, current_setting('application_name'), inet_client_addr(), p_client_info, p_details)
+VALUES (p_scope, p_action, p_version, coalesce(p_client_application, current_setting('application_name')), inet_client_addr(),
+        p_client_info, p_details)
 $fn$;
 
 -- The plan, read once under the lock: every batch entry and applied version in version order
@@ -185,7 +188,7 @@ AS $fn$
 SELECT array_agg((p.version, p.name, p.label,
                   CASE WHEN p.to_apply OR p.outcome <> 'pending' THEN p.outcome ELSE 'beyond_target' END,
                   p.sql, p.down_sql, p.transactional, p.commit_after, p.checksum,
-                  p.recorded_name, p.recorded_checksum, p.applied_at)::pgmig.plan_entry ORDER BY p.version),
+                  p.recorded_name, p.recorded_checksum, p.applied_at, p.statements)::pgmig.plan_entry ORDER BY p.version),
        coalesce(bool_or(p.outcome = 'already_applied'
                         AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
        OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
@@ -199,6 +202,20 @@ SELECT array_agg((p.version, p.name, p.label,
        string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
 FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
       FROM pgmig._plan_rows(p_batch, p_scope) AS r) AS p
+$fn$;
+
+-- The migrations of p_plan that ran (those with a duration in p_durations, aligned with it):
+-- versions, names, checksums and SQL, in plan order, for the session and integrity checks.
+CREATE OR REPLACE FUNCTION pgmig._ran(p_plan pgmig.plan_entry[], p_durations interval[],
+                                      OUT versions bigint[], OUT names text[], OUT checksums text[], OUT sqls text[])
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT coalesce(array_agg(e.version ORDER BY e.ordinality), '{}'), coalesce(array_agg(e.name ORDER BY e.ordinality), '{}'),
+       coalesce(array_agg(e.checksum ORDER BY e.ordinality), '{}'), coalesce(array_agg(e.sql ORDER BY e.ordinality), '{}')
+FROM unnest(p_plan) WITH ORDINALITY AS e
+JOIN unnest(p_durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
+WHERE t.d IS NOT NULL
 $fn$;
 
 -- Executes the migrations of p_plan marked 'pending', from index p_from, in the caller's
@@ -230,9 +247,14 @@ AS $fn$
 -- about a variable never read is expected.)
 -- @plpgsql_check_options: extra_warnings = false
 DECLARE
+    v_context     text;     -- a failure's CONTEXT
+    v_where       record;   -- where in the migration it failed (_failed_statement)
+    v_ran         record;   -- the migrations this transaction ran (_ran)
     v_entry       pgmig.plan_entry;
     v_count       integer := coalesce(cardinality(p_plan), 0);
     v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
+    v_marker      text;   -- application_name while a migration runs
+    v_app_touched boolean := false;  -- a migration changed application_name: no more markers
     v_json        boolean := p_ctx.notices = 'json';
     v_progress    boolean := p_ctx.notices IN ('text', 'json');
     v_left        bigint := p_ctx.total - p_ctx.committed;   -- still to apply in this call
@@ -297,9 +319,13 @@ BEGIN
             -- Tell other sessions (migrate_status) which migration runs, since when; local to
             -- this transaction, and put back after the loop.
             -- (The caller's own name follows, as much of it as fits in application_name's 63 bytes.)
-            v_ignored := set_config('application_name',
-                                    format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
-                                           p_ctx.client_application), true);
+            -- Not once a migration changed application_name itself: a transaction-local
+            -- marker would hide that change from the restore at the end of the call.
+            IF NOT v_app_touched THEN
+                v_marker := format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
+                                   p_ctx.client_application);
+                v_ignored := set_config('application_name', v_marker, true);
+            END IF;
             -- The DDL lock timeout covers the migration's own statements only: _execute_as_caller
             -- puts the caller's lock_timeout back before anything else runs (a failure's
             -- subtransaction rollback does too), so neither the bookkeeping nor the next
@@ -316,7 +342,10 @@ BEGIN
                 v_t0 := clock_timestamp();
             END IF;
             v_ignored := pgmig._execute_as_caller(v_entry.sql, p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings,
-                                                  v_entry.version, v_entry.name)::text;
+                                                  v_entry.version, v_entry.name, (p_ctx.session).caller, v_entry.statements)::text;
+            IF NOT v_app_touched AND current_setting('application_name') IS DISTINCT FROM v_marker THEN
+                v_app_touched := true;
+            END IF;
             started[i] := v_t0;
             durations[i] := clock_timestamp() - v_t0;
             IF p_ctx.rehearse THEN
@@ -353,7 +382,7 @@ BEGIN
             END IF;
         END LOOP;
         next_index := i;
-        IF done > 0 THEN
+        IF done > 0 AND NOT v_app_touched THEN
             v_ignored := set_config('application_name', p_ctx.client_application, true);
         END IF;
         -- A limit reached after the last pending migration stops nothing.
@@ -366,6 +395,10 @@ BEGIN
         -- same transaction, same outcome; only a migration reading pgmig.history would notice
         -- that the earlier entries of its transaction are not there yet.
         IF done > 0 THEN
+            -- The migrations' deferred triggers run now, beneath the executor, not at COMMIT.
+            SELECT * INTO v_ran FROM pgmig._ran(p_plan, durations);
+            PERFORM pgmig._execute_deferred(p_ctx.caller_path, p_ctx.caller_role, p_ctx.settings, (p_ctx.session).caller,
+                                            v_ran.versions, v_ran.names);
             v_phase := 'recording';
             SELECT array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
                               e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
@@ -380,13 +413,17 @@ BEGIN
         -- this block is already rolled back, so nothing of this transaction survives. A bare
         -- RAISE re-throws the original error with its SQLSTATE, detail, hint and internal
         -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
+        -- What a rollback does not undo first (prepared statements, session advisory locks...).
+        IF p_ctx.session IS NOT NULL THEN
+            PERFORM pgmig._session_restore(p_ctx.session, p_failed => true);
+        END IF;
         IF v_phase IS NULL THEN
             RAISE;
         END IF;
         GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
         IF p_ctx.capture_failure THEN
             DECLARE
-                v_detail text; v_hint text; v_context text;
+                v_detail text; v_hint text;
             BEGIN
                 GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT,
                                         v_context = PG_EXCEPTION_CONTEXT;
@@ -403,10 +440,12 @@ BEGIN
                     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT,
                                             v_detail = PG_EXCEPTION_DETAIL, v_hint = PG_EXCEPTION_HINT;
                 END;
+                SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
                 failure := jsonb_strip_nulls(jsonb_build_object(
                     'version', v_entry.version, 'name', v_entry.name, 'phase', v_phase, 'transaction', p_transaction,
                     'sqlstate', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
-                    'hint', nullif(v_hint, ''), 'context', nullif(v_context, '')));
+                    'hint', nullif(v_hint, ''), 'context', nullif(v_context, ''),
+                    'statement', v_where.statement, 'line', v_where.line, 'migration_context', v_where.context));
                 stopped := 'failed';
                 done := 0;
                 next_index := i;
@@ -416,9 +455,14 @@ BEGIN
             END;
         END IF;
         IF v_phase = 'migration' THEN
-            -- The WARNING first, whatever error follows: it names the migration to every
+            -- The WARNING first, whatever error follows: it names the migration (and, when the
+            -- engine ran it statement by statement, the statement and its line) to every
             -- client, also one that asked for no progress notices. Its DETAIL is for programs.
-            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s; %s', v_entry.version, v_entry.name, v_state,
+            GET STACKED DIAGNOSTICS v_context = PG_EXCEPTION_CONTEXT;
+            SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
+            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s%s; %s', v_entry.version, v_entry.name, v_state,
+                                CASE WHEN v_where.statement IS NOT NULL
+                                     THEN format(' in statement %s (line %s)', v_where.statement, v_where.line) ELSE '' END,
                                 CASE WHEN p_ctx.committed > 0
                                      THEN format('nothing of its transaction was applied (%s migration%s committed earlier by this call stay applied)',
                                                  p_ctx.committed, CASE WHEN p_ctx.committed > 1 THEN 's' ELSE '' END)
@@ -426,8 +470,10 @@ BEGIN
             IF p_ctx.data THEN
                 RAISE WARNING USING
                     ERRCODE = 'PM010', MESSAGE = v_message,
-                    DETAIL = json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
-                                               'transaction', p_transaction, 'committed', p_ctx.committed)::text;
+                    DETAIL = json_strip_nulls(json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
+                                               'transaction', p_transaction, 'committed', p_ctx.committed,
+                                               'statement', v_where.statement, 'line', v_where.line,
+                                               'context', v_where.context))::text;
             ELSE
                 RAISE WARNING USING ERRCODE = 'PM010', MESSAGE = v_message;
             END IF;
@@ -438,6 +484,10 @@ BEGIN
             END IF;
             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
             PERFORM pgmig._raise_explained('migration', v_entry.version, v_entry.name, v_state, v_message, p_ctx.commit_points);
+        ELSIF v_state = 'PM008' THEN
+            -- The guard refused the recording: this call runs inside a migration (a nested
+            -- migrate_apply), whose executor names it.
+            RAISE;
         ELSE
             -- Recording failed: a migration of this transaction altered pgmig.history.
             RAISE EXCEPTION USING
@@ -668,15 +718,22 @@ DECLARE
     v_batch_start timestamptz;
     v_quiet       text;   -- client_min_messages to put back after notices => 'none'
     v_scope       text;
+    v_session     pgmig.session_state;    -- the caller's session, put back before returning
+    v_integrity   pgmig.integrity_state;  -- pgmig's objects after the lock, checked before returning
+    v_ran         record;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_session := pgmig._session_snapshot(v_caller_path);
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_apply');
     PERFORM pgmig._assert_options(p_target_version, p_lock_budget, NULL);
     v_scope := pgmig._scope(p_scope);
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
                                  NULL, NULL, false, false, v_scope, p_ddl_lock_timeout);
+    v_ctx.session := v_session;
     v_quiet := pgmig._quiet(p_notices);
+    -- Compared after every migration: with notices => 'none' quiet (the migrations' own notices too).
+    v_ctx.settings := pgmig._settings();
     -- Shape errors need no history: reject them before queueing for the lock.
     PERFORM pgmig._assert_well_formed(p_batch);
     v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
@@ -695,7 +752,7 @@ BEGIN
             FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
             ORDER BY b.version;
         PERFORM pgmig._unquiet(v_quiet);
-        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        PERFORM pgmig._unpin_search_path(v_session);
         RETURN;
     END IF;
 
@@ -710,15 +767,32 @@ BEGIN
     IF p_dry_run OR v_plan.to_apply = 0 THEN
         RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, NULL, NULL);
         PERFORM pgmig._unquiet(v_quiet);
-        PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+        PERFORM pgmig._unpin_search_path(v_session);
         RETURN;
     END IF;
 
     v_ctx.commit_points := v_plan.commit_points;
     v_ctx.total := v_plan.to_apply;
+    v_integrity := pgmig._integrity_snapshot(v_scope);
     SELECT * INTO v_run FROM pgmig._execute_plan(v_plan.plan, 1, v_ctx, 1);
 
     IF v_run.done > 0 THEN
+        SELECT * INTO v_ran FROM pgmig._ran(v_plan.plan, v_run.durations);
+        -- pgmig._functions_digest() inlined: a migration run as the owner may have replaced
+        -- the checkers called below; this body is the one PostgreSQL keeps for this call.
+        IF ARRAY(SELECT p.xmin FROM pg_proc AS p
+                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
+                 ORDER BY p.oid) IS DISTINCT FROM v_integrity.functions THEN
+            -- (Raised here, not by a function a migration could have replaced too.)
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM013',
+                MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing was applied',
+                                 pgmig._suspects(v_ran.versions, v_ran.names)),
+                DETAIL = 'pgmig''s own functions, its checkers among them, were replaced or altered (CREATE OR REPLACE or ALTER FUNCTION in schema pgmig).',
+                HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
+        END IF;
+        PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
         PERFORM pgmig._notice('PM012',
             format('pgmig: applied %s migration%s in %s%s', v_run.done,
                              CASE WHEN v_run.done > 1 THEN 's' ELSE '' END,
@@ -732,6 +806,6 @@ BEGIN
     END IF;
     RETURN QUERY SELECT * FROM pgmig._result_rows(v_plan.plan, v_run.started, v_run.durations);
     PERFORM pgmig._unquiet(v_quiet);
-    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    PERFORM pgmig._unpin_search_path(v_session);
 END
 $fn$;

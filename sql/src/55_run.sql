@@ -64,6 +64,9 @@ DECLARE
     v_budget_stops integer := 0;    -- transactions ended at the lock budget
     v_failed      jsonb;            -- p_capture_failure: the failing migration and its error
     v_scope       text;
+    v_session     pgmig.session_state;    -- the caller's session, put back before every COMMIT
+    v_integrity   pgmig.integrity_state;  -- pgmig's objects after each transaction's lock
+    v_ran         record;
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -82,6 +85,9 @@ BEGIN
     COMMIT;
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    -- The caller's session, as it is between transactions (the CALL's own ended above, so no
+    -- SET LOCAL of the caller's can be in force).
+    v_session := pgmig._session_snapshot(v_caller_path, false);
     -- notices => 'none': quiet for every transaction of the call (set again after each COMMIT,
     -- which ends a local setting; nothing to put back at the end, for the same reason).
     PERFORM pgmig._quiet(p_notices);
@@ -92,6 +98,7 @@ BEGIN
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, p_client_info, p_notices, p_lock_budget,
                                  pgmig._default_lock_budget(), p_max_per_transaction, true, p_capture_failure, v_scope,
                                  p_ddl_lock_timeout);
+    v_ctx.session := v_session;
     -- Validated once: the batch does not change between the transactions of this call.
     PERFORM pgmig._assert_well_formed(p_batch);
     v_ctx.lock_timeouts := pgmig._batch_lock_timeouts(p_batch);
@@ -165,6 +172,7 @@ BEGIN
         END IF;
 
         v_txn := v_txn + 1;
+        v_integrity := pgmig._integrity_snapshot(v_scope);
         SELECT * INTO v_run FROM pgmig._execute_plan(v_plan_array, v_next, v_ctx, v_txn);
         IF v_run.stopped = 'failed' THEN
             v_failed := v_run.failure;
@@ -182,8 +190,21 @@ BEGIN
             v_budget_stops := v_budget_stops + 1;
         END IF;
         v_pos := v_run.next_index;
-        -- A migration's plain SET survives COMMIT: put back what _execute_as_caller does not.
-        PERFORM pgmig._restore_settings(v_ctx.settings);
+        -- Before the COMMIT: pgmig's own functions unchanged (inlined, see _apply), the session
+        -- put back (a migration's plain SET survives COMMIT), the bookkeeping intact.
+        SELECT * INTO v_ran FROM pgmig._ran(v_plan_array, v_run.durations);
+        IF ARRAY(SELECT p.xmin FROM pg_proc AS p
+                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
+                 ORDER BY p.oid) IS DISTINCT FROM v_integrity.functions THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM013',
+                MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing more was applied',
+                                 pgmig._suspects(v_ran.versions, v_ran.names)),
+                DETAIL = 'pgmig''s own functions, its checkers among them, were replaced or altered (CREATE OR REPLACE or ALTER FUNCTION in schema pgmig).',
+                HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
+        END IF;
+        PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
         v_mark := pgmig._history_mark(v_scope);
         COMMIT AND CHAIN;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -243,7 +264,7 @@ BEGIN
                         ELSE '' END),
             p_result - 'migrations', v_ctx.notices);
     END IF;
-    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    PERFORM pgmig._unpin_search_path(v_session);
 END
 $fn$;
 

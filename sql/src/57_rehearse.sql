@@ -141,8 +141,10 @@ DECLARE
     v_rows        jsonb := '[]'::jsonb;
     v_count       integer := 0;
     v_scope       text;
+    v_snapshot    pgmig.session_state;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_snapshot := pgmig._session_snapshot(v_caller_path);
     PERFORM pgmig._assert_can_migrate('migrate_rehearse');
     PERFORM pgmig._assert_options(p_target_version, NULL, NULL);
     v_scope := pgmig._scope(p_scope);
@@ -169,7 +171,9 @@ BEGIN
     v_ctx := pgmig._call_context(v_caller_path, v_caller_role, v_app, NULL, p_notices, 0, NULL, NULL,
                                  true, false, v_scope, p_ddl_lock_timeout);
     v_ctx.rehearse := true;
+    v_ctx.session := v_snapshot;
     v_quiet := pgmig._quiet(p_notices);
+    v_ctx.settings := pgmig._settings();
     PERFORM pgmig._assert_well_formed(p_batch);
 
     BEGIN
@@ -222,7 +226,8 @@ BEGIN
         -- Everything above is undone here, the history lock released with it.
         RAISE EXCEPTION USING ERRCODE = 'PM019', MESSAGE = 'pgmig: rehearsal done; rolling it back';
     EXCEPTION WHEN SQLSTATE 'PM019' THEN
-        NULL;
+        -- What the rollback does not undo (prepared statements, session advisory locks...).
+        PERFORM pgmig._session_restore(v_snapshot, p_failed => true);
     END;
 
     PERFORM pgmig._notice('PM012',
@@ -234,6 +239,6 @@ BEGIN
         FROM jsonb_to_recordset(v_rows)
              AS r(version bigint, name text, outcome text, duration interval, wal_bytes bigint, relations jsonb, note text);
     PERFORM pgmig._unquiet(v_quiet);
-    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    PERFORM pgmig._unpin_search_path(v_snapshot);
 END
 $fn$;

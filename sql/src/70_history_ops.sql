@@ -40,10 +40,16 @@ DECLARE
     v_nontx       text;
     v_stop        bigint;   -- the newest non-transactional version in the range
     v_scope       text;
+    v_snapshot    pgmig.session_state;
+    v_integrity   pgmig.integrity_state;
+    v_ran_version bigint[] := '{}'::bigint[];
+    v_ran_name    text[] := '{}'::text[];
+    v_ran_sql     text[] := '{}'::text[];
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    v_snapshot := pgmig._session_snapshot(v_caller_path);
     v_scope := pgmig._scope(p_scope);
-    v_settings := pgmig._settings();
+    v_settings := v_snapshot.common;
     v_batch_start := clock_timestamp();
     v_notices := pgmig._notices_mode(p_notices);
     IF p_to_version IS NULL OR p_to_version < 0 THEN
@@ -52,6 +58,7 @@ BEGIN
             MESSAGE = format('pgmig: to_version must be 0 (roll back everything) or a version, got %s', coalesce(p_to_version::text, 'NULL'));
     END IF;
     PERFORM pgmig._begin('migrate_rollback', coalesce(p_lock_timeout, interval '0'), v_scope);
+    v_integrity := pgmig._integrity_snapshot(v_scope);
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
@@ -98,8 +105,12 @@ BEGIN
                                   jsonb_build_object('event', 'rolling_back', 'version', r.version, 'name', r.name,
                                                      'index', v_done, 'total', v_total), v_notices);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, pgmig._scope_path(v_scope, v_caller_path), v_caller_role, v_settings, r.version, r.name);
+            PERFORM pgmig._execute_as_caller(r.down_sql, pgmig._scope_path(v_scope, v_caller_path), v_caller_role, v_settings,
+                                             r.version, r.name, v_snapshot.caller);
             v_duration := clock_timestamp() - v_started;
+            v_ran_version := v_ran_version || r.version;
+            v_ran_name := v_ran_name || r.name;
+            v_ran_sql := v_ran_sql || r.down_sql;
             PERFORM pgmig._notice('PM000', format('pgmig: rolled back version %s in %s', r.version, v_duration),
                                   jsonb_build_object('event', 'rolled_back', 'version', r.version, 'name', r.name,
                                                      'duration_us', (extract(epoch FROM v_duration) * 1000000)::bigint),
@@ -107,13 +118,20 @@ BEGIN
 
             v_phase := 'recording';
             PERFORM pgmig._forget_applied(r.version, p_client_info,
-                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text), v_scope);
+                                          jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text), v_scope,
+                                          v_snapshot.application_name);
             v_phase := NULL;
             outcome  := 'rolled_back';
             duration := v_duration;
             RETURN NEXT;
         END LOOP;
+        -- The down migrations' deferred triggers run now, beneath the executor, not at COMMIT.
+        IF v_done > 0 THEN
+            PERFORM pgmig._execute_deferred(pgmig._scope_path(v_scope, v_caller_path), v_caller_role, v_settings, v_snapshot.caller,
+                                            v_ran_version, v_ran_name);
+        END IF;
     EXCEPTION WHEN OTHERS THEN
+        PERFORM pgmig._session_restore(v_snapshot, p_failed => true);
         IF v_phase IS NULL THEN
             RAISE;
         END IF;
@@ -134,12 +152,27 @@ BEGIN
     END;
 
     IF v_done > 0 THEN
+        -- pgmig._functions_digest() inlined (see migrate_apply).
+        IF ARRAY(SELECT p.xmin FROM pg_proc AS p
+                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
+                 ORDER BY p.oid) IS DISTINCT FROM v_integrity.functions THEN
+            -- (Raised here, not by a function a migration could have replaced too.)
+            RAISE EXCEPTION USING
+                ERRCODE = 'PM013',
+                MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing was applied',
+                                 pgmig._suspects(v_ran_version, v_ran_name, v_ran_sql)),
+                DETAIL = 'pgmig''s own functions, its checkers among them, were replaced or altered (CREATE OR REPLACE or ALTER FUNCTION in schema pgmig).',
+                HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
+        END IF;
+        PERFORM pgmig._session_restore(v_snapshot, v_ran_version, v_ran_name);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran_version, v_ran_name, -v_done,
+                                     v_ran_version, array_fill(NULL::text, ARRAY[cardinality(v_ran_version)]), v_ran_sql);
         PERFORM pgmig._notice('PM012', format('pgmig: rolled back %s migration%s in %s', v_done,
                                               CASE WHEN v_done > 1 THEN 's' ELSE '' END,
                                               date_trunc('milliseconds', clock_timestamp() - v_batch_start)),
                               jsonb_build_object('rolled_back', v_done), v_notices);
     END IF;
-    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
+    PERFORM pgmig._unpin_search_path(v_snapshot);
 END
 $fn$;
 
@@ -158,6 +191,9 @@ DECLARE
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
     v_scope    text := pgmig._scope(p_scope);
+    v_integrity pgmig.integrity_state;
+    v_versions bigint[];
+    v_checksums text[];
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
     IF p_version IS NULL OR p_version < 1 THEN
@@ -171,6 +207,7 @@ BEGIN
             MESSAGE = format('pgmig: the batch has no migration at or below version %s to baseline', p_version);
     END IF;
     PERFORM pgmig._begin('migrate_baseline', p_lock_timeout, v_scope);
+    v_integrity := pgmig._integrity_snapshot(v_scope);
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
       FROM pgmig.history AS h WHERE h.scope = v_scope AND h.version > p_version;
@@ -189,6 +226,9 @@ BEGIN
               FROM pgmig._plan_rows(p_batch, v_scope) AS p
               WHERE p.outcome = 'pending' AND p.version <= p_version),
         'baseline', p_client_info, current_setting('application_name'), v_scope);
+    SELECT array_agg(h.version), array_agg(h.checksum) INTO v_versions, v_checksums
+      FROM pgmig.history AS h WHERE h.scope = v_scope AND h.kind = 'baseline' AND h.applied_at = v_now;
+    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', v_count, coalesce(v_versions, '{}'), coalesce(v_checksums, '{}'));
 
     PERFORM pgmig._audit('baseline', p_version, p_client_info,
             jsonb_build_object('recorded', v_count,
@@ -228,9 +268,13 @@ DECLARE
     v_bad   text;
     r       record;
     v_scope text := pgmig._scope(p_scope);
+    v_integrity pgmig.integrity_state;
+    v_versions  bigint[] := '{}'::bigint[];
+    v_checksums text[] := '{}'::text[];
 BEGIN
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._begin('migrate_repair', p_lock_timeout, v_scope);
+    v_integrity := pgmig._integrity_snapshot(v_scope);
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
@@ -278,7 +322,10 @@ BEGIN
         outcome    := 'repaired';
         duration   := NULL;
         applied_at := (r.old).applied_at;
+        v_versions := v_versions || r.version;
+        v_checksums := v_checksums || r.checksum;
         RETURN NEXT;
     END LOOP;
+    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', 0, v_versions, v_checksums);
 END
 $fn$;

@@ -122,6 +122,10 @@ BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout, v_scope);
+    -- For nontx_finish, in this transaction: the client's application_name (renamed below)
+    -- and pgmig's objects before the statements run on the other connection.
+    PERFORM set_config('pgmig.client_application', current_setting('application_name'), true);
+    PERFORM set_config('pgmig.integrity', pgmig._integrity_snapshot(v_scope)::text, true);
     -- Tell would-be waiters, from the moment the lock is ours, that queueing behind it from
     -- inside a statement would stall the coming index build (_lock_history checks this). The
     -- progress rows come later; application_name is visible to every role at once, and
@@ -280,8 +284,13 @@ BEGIN
     END IF;
     PERFORM pgmig._record_history(
         ARRAY[(b.version, b.name, b.label, b.checksum, b.sql, b.down_sql, false, run.started_at, p_duration, run.pid)::pgmig.history_entry],
-        'applied', p_client_info, current_setting('application_name'), v_scope);
+        'applied', p_client_info,
+        coalesce(nullif(current_setting('pgmig.client_application', true), ''), current_setting('application_name')), v_scope);
     DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
+    -- The statements ran, and committed, on the other connection: whatever they did to
+    -- pgmig's objects shows here.
+    PERFORM pgmig._assert_intact(current_setting('pgmig.integrity')::pgmig.integrity_state,
+                                 ARRAY[b.version], ARRAY[b.name], 1, ARRAY[b.version], ARRAY[b.checksum], ARRAY[b.sql]);
 END
 $fn$;
 
@@ -298,6 +307,7 @@ AS $fn$
 DECLARE
     run     record;
     v_scope text := pgmig._scope(p_scope);
+    v_integrity pgmig.integrity_state;
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_resolve');
     IF p_action IS NULL OR p_action NOT IN ('retry', 'applied') THEN
@@ -306,6 +316,7 @@ BEGIN
             MESSAGE = format('pgmig: action must be ''retry'' or ''applied'', got %s', coalesce(quote_literal(p_action), 'NULL'));
     END IF;
     PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'), v_scope);
+    v_integrity := pgmig._integrity_snapshot(v_scope);
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
@@ -324,6 +335,12 @@ BEGIN
     END IF;
     DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
     PERFORM pgmig._audit('resolve', p_version, p_client_info, jsonb_build_object('action', p_action, 'run', to_jsonb(run)), v_scope);
+    -- 'applied' of an up adds its row, of a down removes it; 'retry' changes no row.
+    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}',
+                                 CASE WHEN p_action <> 'applied' THEN 0 WHEN run.direction = 'down' THEN -1 ELSE 1 END,
+                                 CASE WHEN p_action = 'applied' THEN ARRAY[run.version] ELSE '{}' END,
+                                 CASE WHEN p_action = 'applied' AND run.direction <> 'down' THEN ARRAY[run.checksum]
+                                      WHEN p_action = 'applied' THEN ARRAY[NULL::text] ELSE '{}' END);
     version    := run.version;
     name       := run.name;
     outcome    := CASE WHEN run.direction = 'down' THEN CASE p_action WHEN 'applied' THEN 'rolled_back' ELSE 'already_applied' END
@@ -357,6 +374,8 @@ BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_scope := pgmig._scope(p_scope);
     PERFORM pgmig._begin('nontx_down_begin', interval '0', v_scope);
+    PERFORM set_config('pgmig.client_application', current_setting('application_name'), true);
+    PERFORM set_config('pgmig.integrity', pgmig._integrity_snapshot(v_scope)::text, true);
     PERFORM set_config('application_name', format('pgmig: non-transactional migration %s%s', p_version, pgmig._in_scope(v_scope)), true);
     PERFORM set_config('idle_in_transaction_session_timeout', '0', true);
     SELECT * INTO h FROM pgmig.history AS x WHERE x.scope = v_scope AND x.version = p_version;
@@ -412,12 +431,15 @@ BEGIN
     END IF;
     PERFORM pgmig._forget_applied(p_version, p_client_info, jsonb_build_object('duration', p_duration::text, 'non_transactional', true), v_scope);
     DELETE FROM pgmig.nontx_run AS x WHERE x.scope = v_scope AND x.version = p_version;
+    PERFORM pgmig._assert_intact(current_setting('pgmig.integrity')::pgmig.integrity_state,
+                                 ARRAY[h.version], ARRAY[h.name], -1, ARRAY[h.version], ARRAY[NULL::text], ARRAY[h.down_sql]);
 END
 $fn$;
 
 -- The one way an applied version leaves the history when it is rolled back: the row goes to
 -- the audit with p_details.
-CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb, p_scope text)
+CREATE OR REPLACE FUNCTION pgmig._forget_applied(p_version bigint, p_client_info text, p_details jsonb, p_scope text,
+                                                 p_client_application text DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -429,7 +451,8 @@ BEGIN
     PERFORM set_config('pgmig.maintenance', 'on', true);
     DELETE FROM pgmig.history AS x WHERE x.scope = p_scope AND x.version = p_version;
     PERFORM set_config('pgmig.maintenance', '', true);
-    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)), p_scope);
+    PERFORM pgmig._audit('rollback', p_version, p_client_info, p_details || jsonb_build_object('history', to_jsonb(h)), p_scope,
+                         p_client_application);
 END
 $fn$;
 

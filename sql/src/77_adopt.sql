@@ -518,6 +518,7 @@ DECLARE
     v_repeatable  text;
     v_lock_was    text;
     v_scope       text;
+    v_integrity   pgmig.integrity_state;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_scope := pgmig._scope(p_scope);
@@ -547,6 +548,7 @@ BEGIN
     v_qualified := format('%I.%I', v_schema, v_table);
 
     PERFORM pgmig._begin('migrate_adopt', p_lock_timeout, v_scope);
+    v_integrity := pgmig._integrity_snapshot(v_scope);
     -- The tool's table is locked too (SHARE: readers pass, writers wait), so that a straggling
     -- deploy still running the old tool cannot record a migration between the read and the
     -- commit; waited for as long as the history lock may be.
@@ -594,6 +596,8 @@ BEGIN
 
     IF NOT p_dry_run THEN
         v_recorded := pgmig._record_history(v_adopt, 'baseline', p_client_info, current_setting('application_name'), v_scope);
+        PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', v_recorded, v_versions,
+                                     ARRAY(SELECT x.checksum FROM unnest(v_adopt) AS x ORDER BY x.version));
         IF p_drop_old THEN
             EXECUTE format('DROP TABLE %I.%I', v_schema, v_table);
         END IF;

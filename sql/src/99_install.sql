@@ -32,6 +32,9 @@ BEGIN
         -- Extension member tables are not dumped by pg_dump unless marked as configuration.
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.history', '');
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.install_log', '');
+        -- The audit trail is kept forever: pg_dump must carry it (and where its ids are).
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit', '');
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit_id_seq', '');
     END IF;
 
     INSERT INTO pgmig.install_log (version, mode, api_schema)
@@ -40,14 +43,27 @@ BEGIN
 END
 $pgmig$;
 
+-- The guard of pgmig's tables (pgmig._history_guard): before every INSERT, UPDATE, DELETE and
+-- TRUNCATE statement, ENABLE ALWAYS so that session_replication_role = replica does not
+-- silence it. Recreated unless it is exactly that: an older install guarded fewer
+-- operations, and a disabled or redirected trigger is repaired here.
 DO $pgmig$
+DECLARE
+    v_table text;
+    v_trig  text;
 BEGIN
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
-                   WHERE tgrelid = 'pgmig.history'::pg_catalog.regclass AND tgname = 'history_append_only') THEN
-        CREATE TRIGGER history_append_only
-            BEFORE UPDATE OR DELETE OR TRUNCATE ON pgmig.history
-            FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard();
-    END IF;
+    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run'] LOOP
+        v_trig := CASE v_table WHEN 'nontx_run' THEN 'nontx_run_guard' ELSE v_table || '_append_only' END;
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
+                       WHERE g.tgrelid = pg_catalog.to_regclass('pgmig.' || v_table) AND g.tgname = v_trig
+                         AND g.tgfoid = 'pgmig._history_guard()'::pg_catalog.regprocedure
+                         AND g.tgtype = 62 AND g.tgenabled = 'A') THEN
+            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON pgmig.%I', v_trig, v_table);
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgmig.%I '
+                                      'FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard()', v_trig, v_table);
+            EXECUTE pg_catalog.format('ALTER TABLE pgmig.%I ENABLE ALWAYS TRIGGER %I', v_table, v_trig);
+        END IF;
+    END LOOP;
 END
 $pgmig$;
 

@@ -40,6 +40,12 @@ func TestMalformedBatches(t *testing.T) {
 		{"version overflows bigint", `[` + ok + `, {"version": 9223372036854775808, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "9223372036854775808"}},
 		{"version huge exponent", `[` + ok + `, {"version": 1e300, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2"}},
 		{"version fraction", `[` + ok + `, {"version": 2.5, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "2.5"}},
+		// An integer's value written with a fraction: jsonb keeps the scale, and
+		// the engine once cast "2.0" to bigint after validating it (raw 22P02).
+		{"version 2.0", `[` + ok + `, {"version": 2.0, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "2.0"}},
+		{"version 20e-1", `[` + ok + `, {"version": 20e-1, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "2.0"}},
+		{"version 3.00", `[` + ok + `, {"version": 3.00, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "3.00"}},
+		{"version -0", `[` + ok + `, {"version": -0, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2"}},
 		{"version string", `[` + ok + `, {"version": "2", "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", `"2"`}},
 		{"version boolean", `[` + ok + `, {"version": true, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2", "true"}},
 		{"version null", `[` + ok + `, {"version": null, "name": "x", "sql": "select 1"}]`, "PM001", []string{"entry 2"}},
@@ -98,6 +104,20 @@ func TestMalformedBatches(t *testing.T) {
 			t.Fatalf("empty batch: %v %v, want no rows and no error", got, err)
 		}
 		nothingApplied(t, ctx, conn)
+	})
+	t.Run("integral exponent", func(t *testing.T) {
+		t.Parallel()
+		ctx := context.Background()
+		conn := pgtest.NewDB(t).Conn(t)
+		// jsonb reads 1e1 and 1.0e1 as 10: an integer, applied as version 10.
+		got, err := applyRaw(ctx, conn, `[{"version": 1e1, "name": "ten", "sql": "create table ten (id int)"}, {"version": 1.1e1, "name": "eleven", "sql": "create table eleven (id int)"}]`)
+		if err != nil || got["applied"] != 2 {
+			t.Fatalf("versions 1e1 and 1.1e1: %v %v, want both applied", got, err)
+		}
+		var versions string
+		if err := conn.QueryRow(ctx, "select string_agg(version::text, ',' order by version) from pgmig.history").Scan(&versions); err != nil || versions != "10,11" {
+			t.Fatalf("recorded versions %q (%v), want 10,11", versions, err)
+		}
 	})
 	t.Run("largest version", func(t *testing.T) {
 		t.Parallel()

@@ -77,7 +77,7 @@ func genBatch(src *byteSource) (entries []fuzzEntry) {
 			return m
 		}
 		e := fuzzEntry{version: v}
-		switch k := src.pick(24); {
+		switch k := src.pick(25); {
 		case k < 8:
 			e.value = valid()
 			if used[v] {
@@ -92,6 +92,21 @@ func genBatch(src *byteSource) (entries []fuzzEntry) {
 		case k == 10:
 			e.value = nil
 			e.problem = "PM001"
+		case k == 24:
+			// The version written as a number that jsonb may or may not read
+			// as an integer (1e0 is 1; 10e-1 is 1.0, which is not), as another
+			// client might write it (encoding/json writes a float64 2.0 as 2).
+			m := valid()
+			forms := []struct {
+				format string
+				ok     bool
+			}{{"%de0", true}, {"%dE+0", true}, {"%d.0", false}, {"%d.00", false}, {"%d0e-1", false}, {"%d00e-2", false}}
+			f := forms[src.pick(len(forms))]
+			m["version"] = json.Number(fmt.Sprintf(f.format, v))
+			e.value = m
+			if !f.ok || used[v] {
+				e.problem = "PM001"
+			}
 		default:
 			m := valid()
 			e.value = m
@@ -176,6 +191,9 @@ func FuzzBatchSQL(f *testing.F) {
 		"\x02\x07\x08\x09\x0a\x0b\x0c", "\x04\x10\x11\x12\x13\x14\x15\x16\x17", "\x01\x20\x21\x22",
 		"\x05\x03\x00\x03\x00\x03\x00\x03\x00\x03\x00", "\x06\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7",
 		"\x02\x01\x09\x02\x09\x03\x09\x04\x09", "\x01\x05\x17", "\x01\x05\x16", "\x01\x05\x15",
+		// versions written with a fraction or an exponent (the 25th kind of entry)
+		"\x00\x00\x18\x00\x00\x00", "\x00\x01\x18\x00\x00\x01", "\x00\x02\x18\x00\x00\x02",
+		"\x01\x03\x18\x00\x00\x04\x03\x18\x00\x00\x00", "\x00\x04\x18\x00\x00\x05",
 	} {
 		f.Add([]byte(seed))
 	}

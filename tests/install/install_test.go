@@ -249,9 +249,9 @@ func TestExtensionMode(t *testing.T) {
 	if err := db.Conn(t).QueryRow(ctx(t), `select outcome from migrate_apply('[{"version":1,"name":"one","sql":"create table one()"}]')`).Scan(&outcome); err != nil || outcome != "applied" {
 		t.Fatalf("migrate_apply in extension mode: %q, %v", outcome, err)
 	}
-	// The history is configuration data: pg_dump must include its rows (and the staged releases').
-	if got := queryString(t, conn, `select string_agg(c::regclass::text, ',' order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c where e.extname = 'pgmig'`); got != "pgmig.history,pgmig.install_log,pgmig.staged" {
-		t.Fatalf("extconfig tables = %s, want pgmig.history,pgmig.install_log,pgmig.staged", got)
+	// The history, the audit trail and the staged releases are configuration data: pg_dump must include their rows.
+	if got := queryString(t, conn, `select string_agg(c::regclass::text, ' ' order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c where e.extname = 'pgmig'`); got != "pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.staged" {
+		t.Fatalf("extconfig = %s, want pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.staged", got)
 	}
 	// The plain script must not touch an extension install.
 	_, err := db.Conn(t).Exec(ctx(t), pgmigsql.InstallScript())
@@ -307,6 +307,48 @@ func TestREADMEGrantsLetADeployRoleMigrate(t *testing.T) {
 	}
 	if got := queryString(t, admin, "select applied_by || ' ' || login_role from pgmig.history"); got != role+" "+role {
 		t.Fatalf("history applied_by/login_role = %q, want the deploy role", got)
+	}
+
+	// Everything the engine does for a deploy role works with those grants (a tenant's
+	// schema, which the role may not create, made for it).
+	if _, err := admin.Exec(ctx(t), `create schema tenant_a authorization "`+role+`"`); err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`select * from pgmig.migrate_apply('[{"version":1,"name":"one","sql":"create table public.one(i int)"},
+		  {"version":2,"name":"two","sql":"create table public.two(i int)","down":"drop table public.two"}]')`,
+		`select * from pgmig.migrate_rollback(1)`,
+		`select * from pgmig.migrate_repair('[{"version":1,"name":"uno","sql":"create table public.one(i int)"}]')`,
+		`select * from pgmig.migrate_status()`,
+		`call pgmig.migrate_run('[{"version":1,"name":"uno","sql":"create table one(i int)"}]', scope => 'tenant_a')`,
+	} {
+		if _, err := asRole.Exec(ctx(t), sql); err != nil {
+			t.Fatalf("as the deploy role: %s: %v", sql, err)
+		}
+	}
+	if got := queryString(t, admin, "select count(*)::text from pgmig.audit"); got != "2" {
+		t.Fatalf("audit rows = %s, want 2 (rollback, repair)", got)
+	}
+	// And nothing more: the audit trail cannot be erased (42501: no such
+	// privilege), the history not truncated, nor edited without the switch
+	// (PM008: the guard).
+	for sql, code := range map[string]string{
+		"delete from pgmig.audit":                                        "42501",
+		"update pgmig.audit set by_role = 'x'":                           "42501",
+		"truncate pgmig.audit":                                           "42501",
+		"truncate pgmig.history":                                         "42501",
+		"delete from pgmig.history":                                      "PM008",
+		"alter table pgmig.history disable trigger all":                  "42501",
+		"create rule r as on insert to pgmig.history do instead nothing": "42501",
+		"create trigger t before insert on pgmig.history execute function pgmig._history_guard()": "42501",
+	} {
+		_, err := asRole.Exec(ctx(t), sql)
+		if pgErrCode(err) != code {
+			t.Errorf("as the deploy role: %s: %v, want SQLSTATE %s", sql, err, code)
+		}
+	}
+	if got := queryString(t, admin, "select count(*)::text from pgmig.audit"); got != "2" {
+		t.Fatalf("audit rows after the attempts = %s, want 2", got)
 	}
 }
 
