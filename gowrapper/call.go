@@ -239,6 +239,17 @@ func migrationBySQL(migrations []*Migration, query string) *Migration {
 	if query == "" {
 		return nil
 	}
+	if n := statementOf(query); n > 0 {
+		// The engine ran statement n of the migration on its own: the
+		// migration whose statement n that is.
+		stmt := strings.TrimSpace(statementMarker.ReplaceAllString(query, ""))
+		for _, m := range migrations {
+			if strings.TrimSpace(statementText(m.SQL, n)) == stmt {
+				return m
+			}
+		}
+		return nil
+	}
 	for _, m := range migrations {
 		if m.SQL == query {
 			return m
@@ -266,6 +277,24 @@ func statementOf(query string) int {
 	}
 	n, _ := strconv.Atoi(m[1])
 	return n
+}
+
+// statementText is statement n (1-based) of sql as the engine cuts it at
+// statementStarts (the first from the beginning), "" if there is none.
+func statementText(sql string, n int) string {
+	starts := statementStarts(sql)
+	if n < 1 || n > len(starts) {
+		return ""
+	}
+	runes := []rune(sql)
+	from, to := starts[n-1], len(runes)
+	if n == 1 {
+		from = 0
+	}
+	if n < len(starts) {
+		to = starts[n]
+	}
+	return string(runes[from:to])
 }
 
 func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {

@@ -425,3 +425,39 @@ func TestCLIUsage(t *testing.T) {
 	os.Remove(filepath.Join(dir, "003_c.sql"))
 	pgmigRun(t, dir, []string{"DATABASE_URL=postgres://nobody@127.0.0.1:1/nothing?connect_timeout=2"}, "push").must(t, exitUsage)
 }
+
+// TestCLIRuntimeErrorLine: a runtime error (no position from the server)
+// is shown at the file:line where the failing statement starts, with the
+// statement's number and the CONTEXT inside the migration, in text and
+// --json, transactional or not.
+func TestCLIRuntimeErrorLine(t *testing.T) {
+	t.Parallel()
+	db := pgtest.NewDB(t)
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{
+		"001_t.sql":  "create table t (id int);\n\ninsert into t values (1);\ndo $$\nbegin\n  raise exception 't is not empty';\nend $$;\n",
+		"002_nt.sql": "---- tern: disable-tx ----\ncreate index concurrently t_id on t (id);\n\nselect 1/0;\n",
+	})
+	env := []string{"DATABASE_URL=" + db.URL}
+	r := pgmigRun(t, dir, env, "push").must(t, exitMigration, "failed 001_t.sql")
+	r.stderrHas(t, "001_t.sql:4: ERROR:  t is not empty", "LINE 4: do $$", "(in statement 3 of 3, which starts there)",
+		"CONTEXT:  PL/pgSQL function inline_code_block line 3 at RAISE", "nothing was applied")
+	j := pgmigRun(t, dir, env, "push", "--json").must(t, exitMigration)
+	var doc struct {
+		Error struct {
+			File      string `json:"file"`
+			Line      int    `json:"line"`
+			Statement int    `json:"statement"`
+			Context   string `json:"context"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(j.stdout), &doc); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, j.stdout)
+	}
+	if e := doc.Error; e.File != "001_t.sql" || e.Line != 4 || e.Statement != 3 || !strings.Contains(e.Context, "at RAISE") {
+		t.Errorf("--json error: %+v", e)
+	}
+	writeFiles(t, dir, map[string]string{"001_t.sql": "create table t (id int);\n"})
+	r = pgmigRun(t, dir, env, "push").must(t, exitMigration, "applied 001_t.sql", "failed 002_nt.sql")
+	r.stderrHas(t, "002_nt.sql:4: ERROR:  division by zero", "LINE 4: select 1/0;", "(in statement 2 of 2, which starts there)")
+}
