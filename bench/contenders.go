@@ -32,6 +32,7 @@ const (
 type runner struct {
 	cli  string // built pgmig binary
 	psql string
+	tern string // built tern binary (cTernCLI)
 	// pgmigSegment is PushOpts.SegmentSize / --segment-size for every
 	// pgmig push: 0 is pgmig's default (automatic), as users run it.
 	pgmigSegment int
@@ -47,8 +48,13 @@ type runner struct {
 // commits after every migration anyway.
 func (r *runner) apply(ctx context.Context, c string, url string, w *workload, segment int) (time.Duration, error) {
 	var sql string
-	if c == cPhysical {
+	switch c {
+	case cPhysical:
 		sql = w.physicalSQL(segment) // built before the clock starts: the limit reads no files
+	case cBundle:
+		if _, err := w.bundleFile(); err != nil { // likewise: a release script is built beforehand
+			return 0, err
+		}
 	}
 	start := time.Now()
 	var err error
@@ -63,6 +69,10 @@ func (r *runner) apply(ctx context.Context, c string, url string, w *workload, s
 		err = r.pgmigCLI(ctx, url, w.dir, r.pgmigSegment)
 	case cTern:
 		err = ternLibrary(ctx, url, w.dir)
+	case cTernCLI:
+		err = r.ternCLI(ctx, url, w.dir)
+	case cBundle:
+		err = r.psqlBundle(ctx, url, w)
 	case cPsql:
 		err = r.psqlSelect1(ctx, url)
 	case cSelect1:

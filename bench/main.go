@@ -60,7 +60,7 @@ func main() {
 	flag.IntVar(&cfg.largeRuns, "large-runs", atoi(envOr("PGMIG_BENCH_LARGE_RUNS", "3")), "runs for the realistic N = 1000 workloads and for tern at the largest latency ($PGMIG_BENCH_LARGE_RUNS)")
 	flag.StringVar(&sizes, "sizes", envOr("PGMIG_BENCH_SIZES", "100,1000,10000"), "N of the realistic DDL workload, comma-separated ($PGMIG_BENCH_SIZES)")
 	flag.StringVar(&rtts, "rtts", envOr("PGMIG_BENCH_RTTS", "1ms,5ms"), "added round-trip times for the latency workloads (0 is the loopback of the other workloads) ($PGMIG_BENCH_RTTS)")
-	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,trivial,noop,concurrent,latency,profile"), "which workloads ($PGMIG_BENCH_WORKLOADS)")
+	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,cli,trivial,noop,concurrent,latency,profile"), "which workloads ($PGMIG_BENCH_WORKLOADS)")
 	flag.IntVar(&cfg.hugeRuns, "huge-runs", atoi(envOr("PGMIG_BENCH_HUGE_RUNS", "1")), "runs for N >= 10 000 ($PGMIG_BENCH_HUGE_RUNS)")
 	flag.IntVar(&cfg.segment, "physical-segment", atoi(envOr("PGMIG_BENCH_PHYSICAL_SEGMENT", "1000")), "for N above it, the physical limit commits every this many migrations (one transaction's lock table holds ~1 000 realistic migrations on default settings)")
 	flag.IntVar(&cfg.pgmigSeg, "pgmig-segment-size", atoi(envOr("PGMIG_BENCH_PGMIG_SEGMENT", "0")), "PushOpts.SegmentSize / --segment-size for every pgmig push (0: pgmig's default, automatic; -1: all in one)")
@@ -153,6 +153,14 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("go build ./cmd/pgmig: %w\n%s", err, out)
 	}
 
+	var tern string
+	if cfg.workloads["cli"] {
+		logf("building the tern CLI")
+		if tern, err = buildTernCLI(tmp); err != nil {
+			return err
+		}
+	}
+
 	logf("starting PostgreSQL (fsync on, default settings)")
 	cl, err := startCluster(ctx, nil)
 	if err != nil {
@@ -182,7 +190,7 @@ func run(ctx context.Context, cfg *config) error {
 	defer admin.Close(ctx)
 
 	e := &env{cfg: cfg, cl: cl, admin: admin, tmp: tmp, wl: map[string]*workload{},
-		r:      &runner{cli: cli, psql: psql, pgmigSegment: cfg.pgmigSeg},
+		r:      &runner{cli: cli, psql: psql, tern: tern, pgmigSegment: cfg.pgmigSeg},
 		report: &report{}}
 	if err := e.describe(ctx); err != nil {
 		return err
@@ -196,6 +204,11 @@ func run(ctx context.Context, cfg *config) error {
 			if err := e.applyScenario(ctx, realistic, n, 0); err != nil {
 				return err
 			}
+		}
+	}
+	if cfg.workloads["cli"] {
+		if err := e.cliScenario(ctx, 500); err != nil {
+			return err
 		}
 	}
 	if cfg.workloads["trivial"] {
@@ -444,6 +457,10 @@ func (e *env) applyScenario(ctx context.Context, k kind, n int, rtt time.Duratio
 		s.measuredRTT = e.measureRTT(ctx, p)
 	}
 	contenders := []string{cPhysical, cLib, cCLI, cTern}
+	if k == realistic && rtt == 0 {
+		// What psql, pg_cron and admin GUIs run: the batch inline in one CALL.
+		contenders = append(contenders, cBundle)
+	}
 	runs := e.runsFor(k, n)
 	// tern pays about five round trips per migration: at the largest
 	// latency fewer runs keep the whole benchmark within its budget.

@@ -25,6 +25,8 @@ type workload struct {
 	n    int
 	dir  string
 	ups  []string // up SQL of each migration, as tern and pgmig read it
+	// bundle is the path of its `pgmig bundle` script once written.
+	bundle string
 }
 
 func migrationSQL(k kind, i int) (up, down string) {

@@ -74,7 +74,6 @@ DECLARE
     v_before     text[];
     v_now        text;
     v_local      boolean;
-    i            integer;
 BEGIN
     -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
     -- the migration names in a SET, RESET or set_config are read before it runs and put back
