@@ -134,68 +134,18 @@ CREATE TABLE IF NOT EXISTS pgmig.nontx_run (
 COMMENT ON TABLE pgmig.nontx_run IS 'Non-transactional migrations started but not recorded: how many statements completed, and the error if one failed.';
 
 REVOKE ALL ON pgmig.history, pgmig.install_log, pgmig.audit, pgmig.nontx_run FROM PUBLIC;
-
--- What migrate_apply notes about the caller's session before the first migration runs, so
--- that nothing a migration changes in the session outlives the call (pgmig._session_snapshot,
--- pgmig._session_restore). Composite types rather than jsonb: built and read once per call,
--- and jsonb would cost ~1 ms for the few hundred settings.
--- (CREATE TYPE has no IF NOT EXISTS; re-running the script keeps an existing type.)
-DO $pgmig$
-BEGIN
-    IF pg_catalog.to_regtype('pgmig.setting') IS NULL THEN
-        -- One row of pg_settings as the snapshot saw it; value NULL for a custom setting
-        -- that did not exist.
-        CREATE TYPE pgmig.setting AS (name text, value text, source text, reset_value text);
-    END IF;
-    IF pg_catalog.to_regtype('pgmig.caller_state') IS NULL THEN
-        -- What the migration executor needs to know of the caller, after every migration:
-        -- small, because it is passed at every call (the whole snapshot would be copied).
-        CREATE TYPE pgmig.caller_state AS (
-            may_be_local      boolean,  -- the caller may hold SET LOCAL values in this transaction
-            warn_if_restored  text[],   -- settings the caller itself had changed from the default
-            search_path_reset text      -- the session default of search_path (RESET search_path)
-        );
-    END IF;
-    IF pg_catalog.to_regtype('pgmig.session_state') IS NULL THEN
-        CREATE TYPE pgmig.session_state AS (
-            settings         pgmig.setting[],  -- every setting SET can change that pg_settings lists (_settings_now)
-            custom           pgmig.setting[],  -- custom settings pg_settings never lists: pgmig's own
-            common           text[],           -- pgmig._settings(): compared after every migration
-            caller           pgmig.caller_state, -- for the executor
-            search_path      text,             -- the caller's (the engine pins its own while it works)
-            role             text,             -- the caller's current_setting('role')
-            application_name text,             -- the caller's, recorded in the history
-            residue          text[]            -- what else the session holds (pgmig._session_residue)
-        );
-    END IF;
-    IF pg_catalog.to_regtype('pgmig.integrity_state') IS NULL THEN
-        -- pgmig's own objects and history as they were right after the history lock was
-        -- granted (pgmig._integrity_snapshot, pgmig._assert_intact).
-        CREATE TYPE pgmig.integrity_state AS (
-            objects      xid[],   -- xmin of every catalog row that defines them (pgmig._integrity_objects)
-            functions    xid[],   -- the same of pgmig's functions alone (pgmig._functions_digest)
-            history_rows bigint   -- rows in pgmig.history
-        );
-    END IF;
-END
-$pgmig$;
 -- The version is substituted by `make sql` from pgmig.control's default_version.
 CREATE OR REPLACE FUNCTION pgmig.engine_version()
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $fn$ SELECT '0.1.0'::text $fn$;
 COMMENT ON FUNCTION pgmig.engine_version() IS 'The installed pgmig engine version.';
--- Settings a migration commonly changes, compared after every migration so that one
--- migration's SET does not leak into the next or into the bookkeeping (tern runs each
--- migration in its own transaction, so there a SET LOCAL ends with the migration; here the
--- whole batch shares one transaction). search_path and role are handled by
--- _execute_as_caller itself because they must be restored before any unqualified name is
--- resolved. Every other setting is put back once, when the call ends (_session_restore):
--- reading pg_settings costs ~0.6 ms, this array ~4 µs, and it is read once per migration;
--- so only settings that change what the next migration or the bookkeeping does are here
--- (not, say, application_name or default_transaction_*, which act on later transactions).
--- transaction_read_only is here to be noticed, not restored: a migration must not make the
--- caller's transaction read-only (_restore_settings refuses it).
+-- Settings a migration may change that must not leak into the next migration or into the
+-- bookkeeping (tern runs each migration in its own transaction, so there a SET LOCAL ends
+-- with the migration; here the whole batch shares one transaction). search_path and role are
+-- handled separately by _apply because they must be restored before any unqualified name is
+-- resolved. The list is explicit rather than a scan of pg_settings: that view costs ~0.4 ms
+-- per read, this array ~3 µs, and it is read once per migration.
 -- Each element is 'name=value'; setting names never contain '='. Settings unknown to this
 -- server (missing_ok) yield NULL elements, which _restore_settings skips.
 CREATE OR REPLACE FUNCTION pgmig._settings()
@@ -221,31 +171,16 @@ SELECT ARRAY[
     'xmloption='                           || pg_catalog.current_setting('xmloption', true),
     'standard_conforming_strings='         || pg_catalog.current_setting('standard_conforming_strings', true),
     'client_min_messages='                 || pg_catalog.current_setting('client_min_messages', true),
-    'client_encoding='                     || pg_catalog.current_setting('client_encoding', true),
     'synchronous_commit='                  || pg_catalog.current_setting('synchronous_commit', true),
     'work_mem='                            || pg_catalog.current_setting('work_mem', true),
-    'maintenance_work_mem='                || pg_catalog.current_setting('maintenance_work_mem', true),
-    'plpgsql.variable_conflict='           || pg_catalog.current_setting('plpgsql.variable_conflict', true),
-    -- Would end the session at the next error, even one the engine catches itself.
-    'exit_on_error='                       || pg_catalog.current_setting('exit_on_error', true),
-    'transaction_read_only='               || pg_catalog.current_setting('transaction_read_only', true)
+    'maintenance_work_mem='                || pg_catalog.current_setting('maintenance_work_mem', true)
 ]
 $fn$;
 
--- Before 0.1.0 settled, _restore_settings took only the array.
-DROP FUNCTION IF EXISTS pgmig._restore_settings(text[]);
-
--- Puts back every setting of p_settings (from _settings()) that differs now, at session level
--- (is_local => false): a migration's plain SET changed the session value, which would
--- otherwise survive the commit, and PostgreSQL does not show whether it was a SET or a SET
--- LOCAL (see docs/sql-api.md, "Session state"). With p_caller (the call's
--- _session_snapshot(...).caller), a setting the caller itself had set is reported (PM014) when the
--- caller may hold a SET LOCAL value, whose session value beneath cannot be put back.
--- p_version/p_name name the migration in errors and warnings.
-CREATE OR REPLACE FUNCTION pgmig._restore_settings(p_settings text[],
-                                                   p_caller pgmig.caller_state DEFAULT NULL,
-                                                   p_version bigint DEFAULT NULL,
-                                                   p_name text DEFAULT NULL)
+-- Puts back every setting of p_settings (from _settings()) that differs now. is_local =>
+-- false: a migration's plain SET changes the session value, which must be put back too, or it
+-- would survive the commit.
+CREATE OR REPLACE FUNCTION pgmig._restore_settings(p_settings text[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SET search_path TO pg_catalog, pg_temp
@@ -254,75 +189,16 @@ DECLARE
     v_pair  text;
     v_name  text;
     v_value text;
-    v_now   text;
-    v_state text;
-    v_msg   text;
 BEGIN
     FOREACH v_pair IN ARRAY p_settings LOOP
         CONTINUE WHEN v_pair IS NULL;
         v_name  := split_part(v_pair, '=', 1);
         v_value := substr(v_pair, length(v_name) + 2);
-        v_now   := current_setting(v_name, true);
-        CONTINUE WHEN v_now IS NOT DISTINCT FROM v_value;
-        IF v_name = 'transaction_read_only' THEN
-            -- SET TRANSACTION READ ONLY (or SET transaction_read_only) cannot be undone in the
-            -- same transaction, and the rest of the batch and its bookkeeping would fail in
-            -- the next migration, naming the wrong one.
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: migration %s (%s) made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
-                                 p_version, p_name),
-                HINT = pgmig._hint_transaction_characteristics();
-        END IF;
-        BEGIN
+        IF current_setting(v_name, true) IS DISTINCT FROM v_value THEN
             PERFORM set_config(v_name, v_value, false);
-        EXCEPTION WHEN OTHERS THEN
-            GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM015',
-                MESSAGE = format('pgmig: migration %s (%s) changed %s to %L, which cannot be put back to %L; nothing was applied',
-                                 p_version, p_name, v_name, v_now, v_value),
-                DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
-                HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
-        END;
-        IF p_caller.may_be_local AND v_name = ANY (p_caller.warn_if_restored) THEN
-            PERFORM pgmig._warn_restored(v_name, v_value, format('migration %s (%s)', p_version, p_name));
         END IF;
     END LOOP;
 END
-$fn$;
-
--- The PM014 warning: the setting p_name, which the caller itself had set to p_value before
--- the call, was changed by p_who and has been put back at session level. Exact when the
--- caller's value was a session value; when it was a SET LOCAL, the session value beneath it
--- is lost, because PostgreSQL exposes neither (docs/sql-api.md, "Session state").
-CREATE OR REPLACE FUNCTION pgmig._warn_restored(p_name text, p_value text, p_who text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RAISE WARNING USING
-        ERRCODE = 'PM014',
-        MESSAGE = format('pgmig: %s changed %s, which the caller had set to %L before the call; it is %L again, '
-                         'but if the caller had set it with SET LOCAL, %L now also stays after COMMIT',
-                         p_who, p_name, p_value, p_value, p_value),
-        DETAIL = 'PostgreSQL shows neither whether a value was set with SET LOCAL nor the session value beneath it, '
-              || 'so pgmig puts the caller''s value back at session level.',
-        HINT = 'Let migrations leave the settings the caller sets alone (a SET LOCAL in a migration is undone after it), '
-            || 'or call migrate_apply in a transaction of its own (autocommit), where every setting is put back exactly.';
-END
-$fn$;
-
--- The hint for a migration that tries to change its transaction's characteristics.
-CREATE OR REPLACE FUNCTION pgmig._hint_transaction_characteristics()
-RETURNS text
-LANGUAGE sql IMMUTABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-SELECT 'The transaction and its characteristics (isolation level, read-only, deferrable, snapshot) belong to the caller: '
-    || 'migrate_apply runs every migration in the caller''s READ COMMITTED read-write transaction. Remove the statement; '
-    || 'marking the migration non-transactional would not help (each of its statements then runs in a transaction of its own).'
 $fn$;
 -- Batch parsing and validation. Internal helpers pin search_path so that hostile objects in
 -- the caller's schemas (an overloaded jsonb_typeof, a public."=") cannot change what they see.
@@ -352,10 +228,8 @@ WITH entries AS (
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
     SELECT entries.*,
-           -- An integer written as one: scale 0. jsonb keeps the scale of what was written,
-           -- so 2.0 (or 20e-1) stays 2.0, which is not a bigint's text; 1e2 is 100.
            CASE WHEN version_type = 'number' THEN
-               CASE WHEN scale((obj->>'version')::numeric) = 0
+               CASE WHEN (obj->>'version')::numeric = trunc((obj->>'version')::numeric)
                      AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
                     THEN (obj->>'version')::bigint END
            END AS version
@@ -457,7 +331,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
                    WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
-                             AND scale((e->'version')::numeric) = 0) THEN false
+                             AND (e->'version')::numeric = trunc((e->'version')::numeric)) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
                    WHEN e ? 'sql' THEN
                         jsonb_typeof(e->'sql') = 'string'
@@ -597,816 +471,13 @@ SELECT string_agg(
          END, E'\n')
 FROM pgmig._lock_holder() AS h
 $fn$;
--- Session state: nothing a migration does may outlive the call (docs/sql-api.md, "Session
--- state"). _session_snapshot notes the caller's session before the first migration runs;
--- _session_restore puts it back before the call returns (and before every COMMIT of a call
--- that commits by itself). Between migrations, _execute_as_caller puts back the common
--- settings of _settings() cheaply; these two cover everything else, once per call.
---
--- What PostgreSQL lets a function see, and therefore what this can and cannot do:
--- * pg_settings lists every setting except custom placeholders (a SET of 'myapp.x' creates
---   one, flagged GUC_NO_SHOW_ALL) and role/session_authorization; with its source: 'session'
---   when a SET, SET LOCAL, set_config or a function's SET clause gave the value, otherwise
---   the session default (configuration file, ALTER ROLE/DATABASE, connection options...),
---   which RESET restores exactly, source included.
--- * The GUC stack is not exposed at all: neither whether the current value is a SET LOCAL
---   nor the session value beneath it (guc.c keeps it in the stack entry's "prior"/"masked",
---   and no SQL function or view reads those). A migration runs in a subtransaction of the
---   caller's transaction; when that ends, a plain SET made in it turns a SET LOCAL of the
---   caller into a session value (AtEOXact_GUC merges it downward as GUC_SET), and no SQL
---   statement turns it back. So a setting the caller set with SET LOCAL and a migration
---   changed cannot be restored beneath: pgmig puts the caller's value back for the rest of
---   its transaction, keeps it after COMMIT too, and says so (PM014), rather than guess.
---   A caller that cannot hold SET LOCAL values (one statement in its own transaction, not
---   called from another function) gets every setting back exactly.
-
--- True unless the caller certainly holds no SET LOCAL value (nor a function SET clause) that
--- a migration could turn into a session value: false only when this call is the whole of
--- its transaction's first client message (statement_timestamp() = transaction_timestamp():
--- the simple protocol, as psql -c or pg_cron send it; the extended protocol restamps the
--- statement at Bind and Execute, so it always counts as "may") and is not called from a
--- function other than pgmig's. Not seen, because PostgreSQL shows it nowhere: several
--- statements sent in one simple-protocol message ('SET LOCAL ...; SELECT migrate_apply(...)'),
--- which share one transaction and one statement_timestamp(), and a set_config(..., true)
--- earlier in the same statement. (A transaction block shows only in the error of a statement
--- that refuses to run in one, and catching that error takes a subtransaction, which counts as
--- a block itself.)
-CREATE OR REPLACE FUNCTION pgmig._caller_may_hold_local()
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_context text;
-    v_frame   text;
-BEGIN
-    -- An earlier message of the same transaction: BEGIN, then statements; a pipeline.
-    IF statement_timestamp() <> transaction_timestamp() THEN
-        RETURN true;
-    END IF;
-    -- A wrapper function or a DO block: it may have run SET LOCAL, or have a SET clause.
-    -- (LIKE rather than a regular expression: nothing to compile in a new connection.)
-    GET DIAGNOSTICS v_context = PG_CONTEXT;
-    FOREACH v_frame IN ARRAY string_to_array(v_context, E'\n') LOOP
-        CONTINUE WHEN v_frame NOT LIKE 'PL/pgSQL function %' AND v_frame NOT LIKE 'SQL function %';
-        v_frame := replace(replace(replace(v_frame, 'PL/pgSQL function ', ''), 'SQL function ', ''), '"', '');
-        IF NOT (v_frame LIKE 'pgmig.%' OR v_frame LIKE '\_%' OR v_frame LIKE 'migrate\_%' OR v_frame LIKE '%.migrate\_%'
-                OR v_frame LIKE 'nontx\_%') THEN
-            RETURN true;
-        END IF;
-    END LOOP;
-    RETURN false;
-END
-$fn$;
-
--- The custom settings a migration names in a SET, RESET or set_config call, lowercased.
--- PostgreSQL lists custom settings nowhere, so the migration's text is the only place to
--- learn them from; one set through a name built at run time, or inside a function the
--- migration calls, is not seen (docs/sql-api.md, "Session state").
-CREATE OR REPLACE FUNCTION pgmig._custom_settings_in(p_sql text)
-RETURNS text[]
-LANGUAGE plpgsql IMMUTABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    -- PL/pgSQL rather than SQL for its cached plan (a SQL function is planned at every call).
-    RETURN ARRAY(
-        SELECT DISTINCT lower(regexp_replace(m[1], '["[:space:]]', '', 'g'))
-        FROM regexp_matches(p_sql,
-                            '(?:\m(?:re)?set(?:\s+(?:session|local))?\s+|set_config\s*\(\s*'')'
-                            '("?[a-z_][a-z0-9_$]*"?\s*\.\s*"?[a-z_][a-z0-9_$.]*"?)', 'gi') AS m);
-END
-$fn$;
-
--- Objects in the session's temporary schema, 'catalog:oid' (what _session_restore drops
--- when a migration created them).
-CREATE OR REPLACE FUNCTION pgmig._temp_objects()
-RETURNS text[]
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_ns oid := pg_my_temp_schema();
-BEGIN
-    IF v_ns = 0 THEN
-        RETURN '{}';
-    END IF;
-    RETURN ARRAY(
-        SELECT 'pg_class:' || c.oid FROM pg_class AS c
-         WHERE c.relnamespace = v_ns AND c.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'c')
-        UNION ALL
-        SELECT 'pg_proc:' || p.oid FROM pg_proc AS p WHERE p.pronamespace = v_ns
-        UNION ALL
-        SELECT 'pg_type:' || t.oid FROM pg_type AS t
-         WHERE t.typnamespace = v_ns AND t.typtype IN ('d', 'e', 'r', 'm'));
-END
-$fn$;
-
--- Releases every session-level hold of one advisory lock as pg_locks shows it.
--- pg_advisory_unlock returns false, with a WARNING, for a lock held only at transaction level
--- (which the commit releases anyway): hence client_min_messages for this function only.
-CREATE OR REPLACE FUNCTION pgmig._release_session_advisory(p_classid oid, p_objid oid, p_objsubid smallint, p_mode text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-SET client_min_messages TO error
-AS $fn$
-DECLARE
-    v_key    bigint;
-    v_k1     integer;
-    v_k2     integer;
-    v_shared boolean := p_mode = 'ShareLock';
-BEGIN
-    IF p_objsubid = 1 THEN
-        -- One bigint key: its high half in classid, its low half in objid (unsigned).
-        v_key := (p_classid::bigint << 32) | p_objid::bigint;
-        LOOP
-            EXIT WHEN NOT CASE WHEN v_shared THEN pg_advisory_unlock_shared(v_key) ELSE pg_advisory_unlock(v_key) END;
-        END LOOP;
-    ELSE
-        -- Two integer keys, stored as unsigned oids.
-        v_k1 := (p_classid::bigint - CASE WHEN p_classid::bigint > 2147483647 THEN 4294967296 ELSE 0 END)::integer;
-        v_k2 := (p_objid::bigint - CASE WHEN p_objid::bigint > 2147483647 THEN 4294967296 ELSE 0 END)::integer;
-        LOOP
-            EXIT WHEN NOT CASE WHEN v_shared THEN pg_advisory_unlock_shared(v_k1, v_k2) ELSE pg_advisory_unlock(v_k1, v_k2) END;
-        END LOOP;
-    END IF;
-END
-$fn$;
-
--- Every setting SET can change (context user or superuser) that pg_settings lists, in its
--- order: what _session_snapshot notes and _session_restore compares, by one shared statement
--- (a new connection plans it once). Excluded: the transaction's own characteristics, which
--- belong to the transaction and cannot be changed back in it (a migration that changes them
--- fails).
-CREATE OR REPLACE FUNCTION pgmig._settings_now()
-RETURNS pgmig.setting[]
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN ARRAY(SELECT ROW(x.name, x.setting, x.source, x.reset_val)::pgmig.setting
-                 FROM pg_settings AS x
-                 WHERE x.context IN ('user', 'superuser')
-                   AND x.name NOT IN ('transaction_isolation', 'transaction_read_only', 'transaction_deferrable'));
-END
-$fn$;
-
--- What a session holds besides settings, 'kind:id' each: WITH HOLD cursors, prepared
--- statements, advisory locks ('advisory:classid:objid:objsubid:mode'), objects in its
--- temporary schema ('temp:catalog:oid'). One statement, shared like _settings_now.
-CREATE OR REPLACE FUNCTION pgmig._session_residue()
-RETURNS text[]
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN ARRAY(
-        SELECT 'cursor:' || c.name FROM pg_cursors AS c WHERE c.is_holdable
-        UNION ALL
-        SELECT 'prepared:' || p.name FROM pg_prepared_statements AS p
-        UNION ALL
-        SELECT 'advisory:' || concat_ws(':', l.classid, l.objid, l.objsubid, l.mode)
-        FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid()
-        UNION ALL
-        SELECT 'temp:' || o FROM unnest(pgmig._temp_objects()) AS o
-        ORDER BY 1);
-END
-$fn$;
-
--- The caller's session as it is now, before the first migration runs: every setting, pgmig's
--- own custom settings, and what else a session holds (WITH HOLD cursors, prepared
--- statements, advisory locks, temporary objects). Call it once at the start of a call, with
--- search_path already pinned, and give it the caller's (p_caller_path, read before pinning):
--- _execute_as_caller restores search_path after each migration, _unpin_search_path at the end.
--- p_may_be_local: whether the caller may hold SET LOCAL values (NULL: _caller_may_hold_local
--- decides; a procedure called outside any transaction block, which commits by itself, knows
--- that it cannot and says false).
-CREATE OR REPLACE FUNCTION pgmig._session_snapshot(p_caller_path text DEFAULT NULL, p_may_be_local boolean DEFAULT NULL)
-RETURNS pgmig.session_state
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    s pgmig.session_state;
-BEGIN
-    s.settings := pgmig._settings_now();
-    s.common := pgmig._settings();
-    s.application_name := current_setting('application_name');
-    s.search_path := p_caller_path;
-    s.role := current_setting('role');
-    -- Custom settings pg_settings does not list: pgmig's own (the others a migration names
-    -- are read by _execute_as_caller before it runs).
-    s.custom := ARRAY[ROW('pgmig.maintenance', current_setting('pgmig.maintenance', true), NULL, NULL)::pgmig.setting,
-                      ROW('pgmig.api_schema', current_setting('pgmig.api_schema', true), NULL, NULL)::pgmig.setting];
-    s.caller := ROW(coalesce(p_may_be_local, pgmig._caller_may_hold_local()),
-                    ARRAY(SELECT b.name FROM unnest(s.settings) AS b
-                          WHERE b.source = 'session' AND b.value IS DISTINCT FROM b.reset_value),
-                    (SELECT b.reset_value FROM unnest(s.settings) AS b WHERE b.name = 'search_path'))::pgmig.caller_state;
-    s.residue := pgmig._session_residue();
-    RETURN s;
-END
-$fn$;
-
--- 'migration 3 (a)', 'one of the migrations 3 (a), 4 (b)', for messages about what the
--- migrations of a call (or of one transaction of it) did together.
-CREATE OR REPLACE FUNCTION pgmig._migrations_text(p_versions bigint[], p_names text[])
-RETURNS text
-LANGUAGE plpgsql IMMUTABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    RETURN CASE WHEN coalesce(cardinality(p_versions), 0) = 0 THEN 'a migration of this call'
-                WHEN cardinality(p_versions) = 1 THEN format('migration %s (%s)', p_versions[1], left(p_names[1], 100))
-                ELSE 'one of the migrations ' || (SELECT string_agg(format('%s (%s)', u.v, left(u.n, 100)), ', ' ORDER BY u.v)
-                                                 FROM unnest(p_versions, p_names) AS u(v, n)) END;
-END
-$fn$;
-
--- Puts the session back as p_snapshot saw it: every setting (exactly, except the case
--- _caller_may_hold_local describes: PM014), custom settings pgmig can name, and drops what
--- migrations left in it (WITH HOLD cursors, whose query the commit would run, prepared
--- statements, session advisory locks, temporary objects). State of the caller that a
--- migration destroyed and that cannot be rebuilt (PM015) fails the call, which also rolls
--- back what the transaction can. p_ran_versions/p_ran_names, the migrations the call ran,
--- name them in messages. Call it after the last migration, as the caller's role, with
--- search_path pinned (it does not touch search_path or role: _execute_as_caller restored
--- them after each migration). p_failed: called from an error handler, after the rollback of
--- the migrations' subtransaction, which undid everything transactional: only drops what a
--- rollback leaves (prepared statements, session advisory locks), and raises nothing.
--- This part only compares; the work is in _restore_residue and _restore_session_settings,
--- which a new connection then does not even compile in the common case, where nothing changed.
-CREATE OR REPLACE FUNCTION pgmig._session_restore(p_snapshot pgmig.session_state,
-                                                  p_ran_versions bigint[] DEFAULT NULL,
-                                                  p_ran_names text[] DEFAULT NULL,
-                                                  p_failed boolean DEFAULT false)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_now      text[] := pgmig._session_residue();
-    v_settings pgmig.setting[];
-BEGIN
-    IF v_now IS DISTINCT FROM p_snapshot.residue THEN
-        PERFORM pgmig._restore_residue(p_snapshot, v_now, p_ran_versions, p_ran_names, p_failed);
-    END IF;
-    IF p_failed THEN
-        RETURN;
-    END IF;
-    -- When the caller cannot hold a SET LOCAL, its role goes back at session level even when
-    -- it reads as before: a migration may have hidden a SET ROLE beneath a SET LOCAL ROLE.
-    IF NOT (p_snapshot.caller).may_be_local THEN
-        PERFORM set_config('role', p_snapshot.role, false);
-    END IF;
-    v_settings := pgmig._settings_now();
-    -- So do the caller's own settings (see _restore_session_settings); pgmig.maintenance
-    -- whenever it exists.
-    IF v_settings IS DISTINCT FROM p_snapshot.settings
-       OR (NOT (p_snapshot.caller).may_be_local
-           AND EXISTS (SELECT FROM unnest(p_snapshot.settings) AS b WHERE b.source = 'session' AND b.name <> 'search_path'))
-       OR EXISTS (SELECT FROM unnest(p_snapshot.custom) AS c
-                  WHERE c.value IS NOT NULL OR current_setting(c.name, true) IS NOT NULL) THEN
-        PERFORM pgmig._restore_session_settings(p_snapshot, v_settings, p_ran_versions, p_ran_names);
-    END IF;
-END
-$fn$;
-
--- _session_restore's work on what the session holds (p_now: _session_residue() now).
-CREATE OR REPLACE FUNCTION pgmig._restore_residue(p_snapshot pgmig.session_state, p_now text[],
-                                                  p_ran_versions bigint[], p_ran_names text[], p_failed boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    r      record;
-    v_now  text[] := p_now;
-    v_lost text[];
-    v_msg  text;
-BEGIN
-    FOR r IN SELECT split_part(n, ':', 1) AS kind, substr(n, strpos(n, ':') + 1) AS id
-             FROM unnest(v_now) AS n WHERE n <> ALL (coalesce(p_snapshot.residue, '{}'))
-             ORDER BY split_part(n, ':', 1) <> 'cursor', n LOOP
-        IF r.kind = 'cursor' THEN
-            -- Its query would run to completion at COMMIT, outside every migration (it
-            -- could still write the history then), and it would stay open in the session.
-            EXECUTE format('CLOSE %I', r.id);
-        ELSIF r.kind = 'prepared' THEN
-            EXECUTE format('DEALLOCATE %I', r.id);
-        ELSIF r.kind = 'advisory' THEN
-            PERFORM pgmig._release_session_advisory(split_part(r.id, ':', 1)::oid, split_part(r.id, ':', 2)::oid,
-                                                    split_part(r.id, ':', 3)::smallint, split_part(r.id, ':', 4));
-        ELSIF r.kind = 'temp' AND NOT p_failed THEN
-            -- IF EXISTS: dropping a table already took its dependent objects with it.
-            IF split_part(r.id, ':', 1) = 'pg_class' THEN
-                SELECT format('DROP %s IF EXISTS %s CASCADE',
-                              CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' WHEN 'S' THEN 'SEQUENCE'
-                                             WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'c' THEN 'TYPE' ELSE 'TABLE' END,
-                              CASE WHEN c.relkind = 'c' THEN format_type(c.reltype, NULL) ELSE c.oid::regclass::text END)
-                  INTO v_msg FROM pg_class AS c WHERE c.oid = split_part(r.id, ':', 2)::oid;
-            ELSIF split_part(r.id, ':', 1) = 'pg_proc' THEN
-                SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure) INTO v_msg
-                  FROM pg_proc AS p WHERE p.oid = split_part(r.id, ':', 2)::oid;
-            ELSE
-                SELECT format('DROP %s IF EXISTS %s CASCADE', CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, format_type(t.oid, NULL))
-                  INTO v_msg FROM pg_type AS t WHERE t.oid = split_part(r.id, ':', 2)::oid;
-            END IF;
-            IF v_msg IS NOT NULL THEN
-                EXECUTE v_msg;
-            END IF;
-        END IF;
-    END LOOP;
-    -- What the caller had and a migration destroyed: not transactional (prepared
-    -- statements, cursors, session advisory locks, which another session may hold by now),
-    -- or dropped temporary objects. Failing the call brings back what a rollback can.
-    IF NOT p_failed THEN
-        v_lost := ARRAY(SELECT CASE split_part(n, ':', 1) WHEN 'cursor' THEN 'WITH HOLD cursor ' WHEN 'prepared' THEN 'prepared statement '
-                                    WHEN 'advisory' THEN 'session advisory lock ' ELSE 'temporary object ' END
-                               || substr(n, strpos(n, ':') + 1)
-                        FROM unnest(p_snapshot.residue) AS n WHERE n <> ALL (v_now));
-        IF v_lost <> '{}' THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM015',
-                MESSAGE = format('pgmig: %s removed session state the caller had: %s; nothing was applied',
-                                 pgmig._migrations_text(p_ran_versions, p_ran_names), array_to_string(v_lost, ', ')),
-                HINT = 'A migration must leave the session as it found it: no DEALLOCATE, CLOSE, DISCARD, pg_advisory_unlock_all() or DROP of objects it did not create. '
-                    || 'Prepared statements, cursors and session advisory locks are not transactional: the client may have to reconnect.';
-        END IF;
-    END IF;
-END
-$fn$;
-
--- _session_restore's work on settings (p_now: _settings_now() now).
-CREATE OR REPLACE FUNCTION pgmig._restore_session_settings(p_snapshot pgmig.session_state, p_now pgmig.setting[],
-                                                           p_ran_versions bigint[], p_ran_names text[])
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    r       record;
-    v_name  text;
-    v_from  text;
-    v_to    text;
-    v_state text;
-    v_msg   text;
-BEGIN
-    -- Settings. A setting the caller had not set (its source is a session default) goes back
-    -- with RESET, which restores its source too; one the caller had set goes back to its
-    -- value at session level (see above: PM014 when it may have been a SET LOCAL). When the
-    -- caller cannot hold a SET LOCAL, those go back even when they read as before: a
-    -- migration may have hidden a session-level SET beneath a SET LOCAL of the same value,
-    -- which only the COMMIT would reveal; the caller's own SET values are exact either way.
-    v_name := NULL;
-    BEGIN
-        FOR r IN
-            SELECT coalesce(b.name, n.name) AS name, b.value AS v0, b.source AS s0, n.value AS v1, n.source AS s1
-            FROM unnest(p_snapshot.settings) AS b
-            FULL JOIN unnest(p_now) AS n ON n.name = b.name
-            WHERE coalesce(b.name, n.name) <> 'search_path'
-              AND ((b.value, b.source) IS DISTINCT FROM (n.value, n.source)
-                   OR (b.source = 'session' AND NOT (p_snapshot.caller).may_be_local))
-        LOOP
-            -- Gone (cannot happen), or defined during the call by a library a migration
-            -- loaded and still at its default.
-            CONTINUE WHEN r.v1 IS NULL OR (r.v0 IS NULL AND r.s1 <> 'session');
-            v_name := r.name; v_from := r.v1; v_to := coalesce(r.v0, 'its default');
-            IF r.s0 IS DISTINCT FROM 'session' THEN
-                EXECUTE format('RESET %I', r.name);
-            ELSE
-                PERFORM set_config(r.name, r.v0, false);
-                IF (p_snapshot.caller).may_be_local AND r.name = ANY ((p_snapshot.caller).warn_if_restored) AND r.v1 IS DISTINCT FROM r.v0 THEN
-                    PERFORM pgmig._warn_restored(r.name, r.v0, pgmig._migrations_text(p_ran_versions, p_ran_names));
-                END IF;
-            END IF;
-        END LOOP;
-        v_name := NULL;
-        FOR r IN SELECT c.name, c.value AS v0, current_setting(c.name, true) AS v1 FROM unnest(p_snapshot.custom) AS c LOOP
-            v_name := r.name; v_from := r.v1; v_to := coalesce(r.v0, '');
-            IF r.name = 'pgmig.maintenance' THEN
-                -- Put back unconditionally: a migration could hide a session-level 'on'
-                -- beneath a SET LOCAL of the old value, unseen until the commit. The
-                -- caller's own 'on' stays for the rest of its transaction only: the history
-                -- guard's switch is never left on for later transactions by a call.
-                IF r.v0 IS NOT NULL OR r.v1 IS NOT NULL THEN
-                    PERFORM set_config('pgmig.maintenance', CASE WHEN r.v0 = 'on' THEN '' ELSE coalesce(r.v0, '') END, false);
-                    IF r.v0 = 'on' THEN
-                        PERFORM set_config('pgmig.maintenance', 'on', true);
-                    END IF;
-                END IF;
-            ELSIF r.v1 IS DISTINCT FROM r.v0 OR (r.v0 IS NOT NULL AND NOT (p_snapshot.caller).may_be_local) THEN
-                -- A custom setting cannot be undefined again: one that did not exist is left empty.
-                PERFORM set_config(r.name, coalesce(r.v0, ''), false);
-                IF (p_snapshot.caller).may_be_local AND r.v0 IS NOT NULL AND r.v1 IS DISTINCT FROM r.v0 THEN
-                    PERFORM pgmig._warn_restored(r.name, r.v0, pgmig._migrations_text(p_ran_versions, p_ran_names));
-                END IF;
-            END IF;
-        END LOOP;
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-        IF v_name IS NULL THEN
-            RAISE;
-        END IF;
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM015',
-            MESSAGE = format('pgmig: %s changed %s to %L, which cannot be put back to %L; nothing was applied',
-                             pgmig._migrations_text(p_ran_versions, p_ran_names), v_name, v_from, v_to),
-            DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
-            HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
-    END;
-END
-$fn$;
-
--- The last statement of a call: search_path back to the caller's, as the caller had it. The
--- engine pinned its own for the transaction (SET LOCAL): now the caller's value, and its
--- source when it was the session default (SET LOCAL search_path TO DEFAULT). When the caller
--- cannot hold a SET LOCAL, also at session level: a migration may have hidden a
--- session-level SET search_path beneath a SET LOCAL, which only the COMMIT would reveal
--- (and which would then point every later statement of the session at its schemas). When it
--- may, and a migration changed search_path (_execute_as_caller then put the session value
--- back), the session default goes back with RESET: the stacked value PostgreSQL restores at
--- COMMIT would otherwise carry source 'session'.
--- Nothing may be resolved through search_path after it: call it last, by qualified name.
--- No SET clause: it would undo a SET LOCAL made in here.
-CREATE OR REPLACE FUNCTION pgmig._unpin_search_path(p_snapshot pgmig.session_state)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-AS $fn$
-DECLARE
-    v_default boolean := p_snapshot.search_path IS NOT DISTINCT FROM (p_snapshot.caller).search_path_reset;
-    v_ignored text;
-BEGIN
-    IF p_snapshot.search_path IS NULL THEN
-        RETURN;
-    END IF;
-    IF v_default AND (NOT (p_snapshot.caller).may_be_local
-                      OR pg_catalog.current_setting('pgmig.search_path_restored', true) = 'on') THEN
-        EXECUTE 'RESET search_path';
-    ELSIF NOT (p_snapshot.caller).may_be_local THEN
-        v_ignored := pg_catalog.set_config('search_path', p_snapshot.search_path, false);
-    ELSIF v_default THEN
-        EXECUTE 'SET LOCAL search_path TO DEFAULT';
-    ELSE
-        v_ignored := pg_catalog.set_config('search_path', p_snapshot.search_path, true);
-    END IF;
-END
-$fn$;
--- Bookkeeping a migration cannot fool (docs/sql-api.md, "What is guaranteed"). Right after
--- the history lock is granted, before the first migration, _integrity_snapshot notes
--- pgmig's own objects and the history; after the engine wrote its own rows and before the
--- transaction can commit, _assert_intact proves that they are intact, that nothing changed
--- them in between, and that the history holds exactly the rows the engine wrote. Migrations
--- cannot write the bookkeeping at all (_history_guard); this covers what a trigger cannot
--- see: DDL on pgmig's objects (a disabled or dropped trigger, a replaced function, a rule or
--- trigger that swallows or rewrites the engine's INSERT, a new column, row security,
--- ownership...).
-
--- The xmin of every catalog row that defines pgmig's objects, in a fixed order. Any change
--- to one of them writes a new row version, whose xmin is the transaction that made it: so a
--- change made and undone again (DISABLE TRIGGER, DELETE, ENABLE TRIGGER) shows too, and
--- contents need not be compared. (VACUUM and ANALYZE update pg_class in place, without a new
--- xmin: they do not count.) The rows: the schema, its relations (tables, indexes, sequences,
--- types: a new, dropped or rebuilt one shows, and so do a new column, CHECK constraint, the
--- first rule, row security, an inheritance child, a new owner or privilege, which all change
--- pg_class), the columns and triggers of pgmig's four tables, the ALTER ROLE/DATABASE
--- defaults of pgmig.maintenance in this database, and the functions of schema pgmig whose name starts with an
--- underscore (an index range scan), plus the non-transactional protocol's and engine_version.
--- Rules, policies and inheritance that leave pg_class alone are refused outright by
--- _integrity_problems; a changed column default or constraint mode does not count (the
--- engine names every column it writes). As few catalogs and operators as that, and no text:
--- a new connection (every push opens one) pays for each it uses the first time. PL/pgSQL
--- rather than SQL: its plan is cached, a SQL function's is made again at every call; and a
--- generic plan at once (plan_cache_mode, for these checkers alone), not a new custom plan at
--- each of the first five calls of a connection.
-CREATE OR REPLACE FUNCTION pgmig._integrity_objects()
-RETURNS xid[]
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-SET plan_cache_mode TO force_generic_plan
-AS $fn$
-DECLARE
-    v_ns     oid := to_regnamespace('pgmig');
-    v_tables oid[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'),
-                            to_regclass('pgmig.nontx_run'), to_regclass('pgmig.install_log')];
-    v_db     oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
-BEGIN
-    RETURN ARRAY(SELECT n.xmin FROM pg_namespace AS n WHERE n.oid = v_ns)
-        || ARRAY(SELECT c.xmin FROM pg_class AS c WHERE c.relnamespace = v_ns ORDER BY c.oid)
-        || ARRAY(SELECT a.xmin FROM pg_attribute AS a WHERE a.attrelid = ANY (v_tables) ORDER BY a.attrelid, a.attnum)
-        || ARRAY(SELECT g.xmin FROM pg_trigger AS g WHERE g.tgrelid = ANY (v_tables) ORDER BY g.oid)
-        || ARRAY(SELECT d.xmin FROM pg_db_role_setting AS d
-                 WHERE d.setdatabase IN (0, v_db) AND d.setconfig::text ILIKE '%pgmig.maintenance=%'
-                 ORDER BY d.setdatabase, d.setrole)
-        || pgmig._functions_digest()
-        || ARRAY(SELECT p.xmin FROM pg_proc AS p
-                 WHERE p.pronamespace = v_ns AND p.proname = ANY ('{engine_version,nontx_begin,nontx_progress,nontx_finish}'::name[])
-                 ORDER BY p.oid);
-END
-$fn$;
-
--- The xmin of pgmig's functions whose name starts with an underscore, in oid order: every
--- checker among them. A migration run as their owner can replace a checker, and PostgreSQL
--- then runs the new body at the next call; only a function already running keeps its own
--- for the call. So migrate_apply, after the migrations and before it calls _assert_intact,
--- compares this with _integrity_snapshot's in its own body (docs/sql-api.md, "What is
--- guaranteed"); this function shows the query it inlines.
-CREATE OR REPLACE FUNCTION pgmig._functions_digest()
-RETURNS xid[]
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-SET plan_cache_mode TO force_generic_plan
-AS $fn$
-BEGIN
-    RETURN ARRAY(SELECT p.xmin FROM pg_proc AS p
-                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
-                 ORDER BY p.oid);
-END
-$fn$;
-
--- The migrations a PM013 names: those whose SQL mentions pgmig, if any, else all that ran
--- ('no migration ran' when none did). p_ran_sql NULL: their SQL is read from the history
--- (where the engine just recorded it), when it is still there. Only on the way to an error.
-CREATE OR REPLACE FUNCTION pgmig._suspects(p_ran_versions bigint[], p_ran_names text[], p_ran_sql text[] DEFAULT NULL)
-RETURNS text
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_versions bigint[];
-    v_names    text[];
-    v_sql      text[] := p_ran_sql;
-BEGIN
-    IF v_sql IS NULL AND to_regclass('pgmig.history') IS NOT NULL THEN
-        BEGIN
-            v_sql := ARRAY(SELECT h.sql FROM unnest(p_ran_versions) WITH ORDINALITY AS u(version, o)
-                           LEFT JOIN pgmig.history AS h ON h.version = u.version ORDER BY u.o);
-        EXCEPTION WHEN OTHERS THEN
-            v_sql := NULL; -- (a table past recognition: name them all)
-        END;
-    END IF;
-    SELECT array_agg(u.version ORDER BY u.version), array_agg(u.name ORDER BY u.version) INTO v_versions, v_names
-      FROM unnest(p_ran_versions, p_ran_names, v_sql) AS u(version, name, sql)
-     WHERE u.sql ~* 'pgmig';
-    IF v_versions IS NULL THEN
-        v_versions := p_ran_versions;
-        v_names := p_ran_names;
-    END IF;
-    IF coalesce(cardinality(v_versions), 0) = 0 THEN
-        RETURN 'this transaction before the call (no migration ran)';
-    END IF;
-    RETURN pgmig._migrations_text(v_versions, v_names);
-END
-$fn$;
-
--- What is wrong with pgmig's objects as they are now, whoever did it, one problem a row:
--- what the engine's guarantees rest on, and what a trigger on the history cannot watch.
--- (tgtype 62: BEFORE, FOR EACH STATEMENT, INSERT, DELETE, UPDATE and TRUNCATE.)
--- Owners: one role owns the history, its fellow tables and the functions that guard and run
--- migrations (the installer); a role that owns one of them could disable or replace it
--- later, outside any call.
--- Runs once a call, in a new connection as often as not (every push opens one), where every
--- statement is planned for the first time and every catalog read for the first time: so one
--- statement, over the catalogs the digest reads anyway, with pg_class's flags standing for
--- the catalogs it would otherwise read (relhasrules for rules, relrowsecurity for policies,
--- relhassubclass for children); only when a flag is up (PostgreSQL leaves relhasrules and
--- relhassubclass up after the last rule or child is gone) are rules, policies and children
--- looked up, to be named.
-CREATE OR REPLACE FUNCTION pgmig._integrity_problems()
-RETURNS SETOF text
-LANGUAGE plpgsql STABLE
-SET search_path TO pg_catalog, pg_temp
-SET plan_cache_mode TO force_generic_plan
-AS $fn$
-DECLARE
-    v_guard   oid := to_regprocedure('pgmig._history_guard()');
-    v_exec    oid := to_regprocedure('pgmig._execute_as_caller(text,text,text,text[],bigint,text,pgmig.caller_state)');
-    v_owner   oid := (SELECT c.relowner FROM pg_class AS c WHERE c.oid = to_regclass('pgmig.history'));
-    v_db      oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
-    v_tables  regclass[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'), to_regclass('pgmig.nontx_run')];
-    v_names   text[] := '{history,audit,nontx_run}';
-    v_trigs   text[] := '{history_append_only,audit_append_only,nontx_run_guard}';
-    v_flagged boolean;
-BEGIN
-    IF to_regnamespace('pgmig') IS NULL THEN
-        RETURN NEXT 'schema pgmig is missing';
-        RETURN;
-    END IF;
-    RETURN QUERY
-    WITH t (name, trig, rel) AS (SELECT * FROM unnest(v_names, v_trigs, v_tables))
-    SELECT 'the guard function pgmig._history_guard() is missing' WHERE v_guard IS NULL
-    UNION ALL
-    SELECT format('table pgmig.%s is missing', t.name) FROM t WHERE t.rel IS NULL
-    UNION ALL
-    SELECT x.problem
-    FROM t JOIN pg_class AS c ON c.oid = t.rel
-    LEFT JOIN pg_trigger AS g ON g.tgrelid = c.oid AND g.tgname = t.trig,
-    LATERAL (VALUES
-        (CASE WHEN c.relkind <> 'r' THEN format('pgmig.%s is not an ordinary table', t.name) END),
-        (CASE WHEN c.relowner <> v_owner
-              THEN format('pgmig.%s is owned by %s, not by %s, the owner of pgmig.history', t.name, c.relowner::regrole, v_owner::regrole) END),
-        (CASE WHEN g.oid IS NULL THEN format('trigger %s on pgmig.%s is missing', t.trig, t.name)
-              WHEN g.tgenabled <> 'A'
-              THEN format('trigger %s on pgmig.%s is %s, not ENABLE ALWAYS', t.trig, t.name,
-                          CASE g.tgenabled WHEN 'D' THEN 'disabled' WHEN 'R' THEN 'enabled for replicas only' ELSE 'enabled for origin sessions only' END) END),
-        (CASE WHEN g.oid IS NOT NULL AND (g.tgfoid IS DISTINCT FROM v_guard OR g.tgtype <> 62)
-              THEN format('trigger %s on pgmig.%s no longer runs pgmig._history_guard() before every INSERT, UPDATE, DELETE and TRUNCATE', t.trig, t.name) END),
-        (CASE WHEN c.relrowsecurity OR c.relforcerowsecurity THEN format('pgmig.%s has row level security enabled', t.name) END)
-    ) AS x (problem)
-    WHERE x.problem IS NOT NULL
-    UNION ALL
-    SELECT format('pgmig.%s has a trigger of someone else''s: %s', t.name, quote_ident(g.tgname))
-    FROM t JOIN pg_trigger AS g ON g.tgrelid = t.rel AND g.tgname <> t.trig AND NOT g.tgisinternal
-    UNION ALL
-    -- Exactly once rests on the primary key.
-    SELECT 'pgmig.history lost its primary key on version'
-    WHERE NOT EXISTS (SELECT FROM pg_index AS i
-                      WHERE i.indrelid = v_tables[1] AND i.indisprimary AND i.indisvalid AND i.indnatts = 1
-                        AND i.indkey[0] = (SELECT a.attnum FROM pg_attribute AS a WHERE a.attrelid = v_tables[1] AND a.attname = 'version'))
-    UNION ALL
-    SELECT format('function %s is owned by %s, not by %s, the owner of pgmig.history', p.oid::regprocedure, p.proowner::regrole, v_owner::regrole)
-    FROM pg_proc AS p WHERE p.oid IN (v_guard, v_exec) AND p.proowner <> v_owner
-    UNION ALL
-    -- For any role, in this database or all of them: every session that gets it would have
-    -- the history guard's switch on (and the guard refuses to honour it).
-    SELECT format('pgmig.maintenance is set by ALTER %s: %s', CASE WHEN d.setrole = 0 THEN 'DATABASE' ELSE 'ROLE ' || d.setrole::regrole::text END, c)
-    FROM pg_db_role_setting AS d, unnest(d.setconfig) AS c
-    WHERE lower(c) LIKE 'pgmig.maintenance=%' AND d.setdatabase IN (0, v_db);
-
-    SELECT bool_or(c.relhasrules OR c.relrowsecurity OR c.relforcerowsecurity OR c.relhassubclass) INTO v_flagged
-      FROM pg_class AS c WHERE c.oid = ANY (v_tables);
-    IF v_flagged THEN
-        RETURN QUERY
-        WITH t (name, rel) AS (SELECT * FROM unnest(v_names, v_tables))
-        SELECT format('pgmig.%s has a rule: %s', t.name, quote_ident(w.rulename)) FROM t JOIN pg_rewrite AS w ON w.ev_class = t.rel
-        UNION ALL
-        SELECT format('pgmig.%s has a row security policy: %s', t.name, quote_ident(p.polname)) FROM t JOIN pg_policy AS p ON p.polrelid = t.rel
-        UNION ALL
-        SELECT format('pgmig.%s has a child table, %s', t.name, h.inhrelid::regclass) FROM t JOIN pg_inherits AS h ON h.inhparent = t.rel;
-    END IF;
-END
-$fn$;
-
--- Right after the history lock is granted, before the first migration: notes pgmig's
--- objects and the history for _assert_intact. (Whether they are intact is checked once, by
--- _assert_intact, before the call can commit: every check costs a new connection its first
--- planning, and a call that finds them tampered with before it fails either way.)
-CREATE OR REPLACE FUNCTION pgmig._integrity_snapshot()
-RETURNS pgmig.integrity_state
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-SET plan_cache_mode TO force_generic_plan
-AS $fn$
-DECLARE
-    s pgmig.integrity_state;
-BEGIN
-    s.functions := pgmig._functions_digest();
-    s.objects := pgmig._integrity_objects();
-    SELECT count(*) INTO s.history_rows FROM pgmig.history;
-    RETURN s;
-END
-$fn$;
-
--- After the engine wrote its own rows and before the transaction can commit: raises PM013
--- unless pgmig's objects are exactly as p_snapshot saw them and intact, and the history holds
--- exactly the rows the engine wrote: p_history_delta rows more than at the snapshot, and for
--- each p_written_versions[i] a row with checksum p_written_checksums[i] (NULL: no row, the
--- version was removed). p_ran_versions/p_ran_names are the migrations (or down migrations)
--- this transaction ran: the suspects the message names (those whose SQL, p_ran_sql or else
--- the history's, mentions pgmig, if any; else all). Costs about 1 µs per written row.
-CREATE OR REPLACE FUNCTION pgmig._assert_intact(p_snapshot pgmig.integrity_state,
-                                                p_ran_versions bigint[], p_ran_names text[],
-                                                p_history_delta bigint,
-                                                p_written_versions bigint[], p_written_checksums text[],
-                                                p_ran_sql text[] DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-SET plan_cache_mode TO force_generic_plan
-AS $fn$
-DECLARE
-    v_problems text[];
-    v_changed  boolean;
-    v_rows     bigint;
-    v_present  bigint;
-    v_absent   bigint;
-BEGIN
-    -- Structure first: row security could hide rows from the counts below.
-    v_problems := ARRAY(SELECT pgmig._integrity_problems());
-    v_changed := to_regnamespace('pgmig') IS NULL OR pgmig._integrity_objects() IS DISTINCT FROM p_snapshot.objects;
-    IF v_problems <> '{}' AND NOT v_changed THEN
-        -- Not this call's doing: altered before it, outside pgmig.
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM013',
-            MESSAGE = 'pgmig: pgmig''s own objects are not intact (altered before this call, outside pgmig); nothing was applied',
-            DETAIL = array_to_string(v_problems, E'\n'),
-            HINT = 'Reinstall the engine (pgmig install, or psql -f pgmig.sql), which restores its triggers and functions, '
-                || 'and remove what it lists as someone else''s (triggers, rules, policies, child tables, ALTER ROLE/DATABASE ... SET pgmig.maintenance).';
-    END IF;
-    IF v_problems = '{}' AND v_changed THEN
-        v_problems := v_problems || 'the definition of pgmig''s objects changed (a table, column, default, constraint, index, trigger, function, owner or privilege of schema pgmig)'::text;
-    END IF;
-    IF v_problems = '{}' THEN
-        SELECT count(*) INTO v_rows FROM pgmig.history;
-        IF v_rows <> p_snapshot.history_rows + p_history_delta THEN
-            v_problems := v_problems || format('pgmig.history has %s rows, %s expected (%s before, %s written by the engine)',
-                                               v_rows, p_snapshot.history_rows + p_history_delta, p_snapshot.history_rows, p_history_delta);
-        END IF;
-        -- Counted first (a hash join), itemized only when something is off.
-        SELECT count(*) INTO v_present
-          FROM unnest(p_written_versions, p_written_checksums) AS w(version, checksum)
-          JOIN pgmig.history AS h ON h.version = w.version AND h.checksum = w.checksum;
-        SELECT count(*) INTO v_absent
-          FROM pgmig.history AS h
-         WHERE h.version = ANY (ARRAY(SELECT w.version FROM unnest(p_written_versions, p_written_checksums) AS w(version, checksum)
-                                      WHERE w.checksum IS NULL));
-        IF v_present <> (SELECT count(*) FROM unnest(p_written_checksums) AS c WHERE c IS NOT NULL) OR v_absent <> 0 THEN
-            v_problems := v_problems || ARRAY(
-                SELECT CASE WHEN w.checksum IS NULL THEN format('version %s is still in pgmig.history', w.version)
-                            WHEN h.version IS NULL THEN format('version %s is not in pgmig.history', w.version)
-                            ELSE format('version %s is recorded with checksum %s, not %s', w.version, h.checksum, w.checksum) END
-                FROM unnest(p_written_versions, p_written_checksums) AS w(version, checksum)
-                LEFT JOIN pgmig.history AS h ON h.version = w.version
-                WHERE (w.checksum IS NULL) <> (h.version IS NULL) OR h.checksum IS DISTINCT FROM coalesce(w.checksum, h.checksum)
-                ORDER BY w.version);
-        END IF;
-    END IF;
-    IF v_problems = '{}' THEN
-        RETURN;
-    END IF;
-
-    -- Which migration did it cannot be told afterwards; the ones that name pgmig in their SQL
-    -- are the likely ones.
-    RAISE EXCEPTION USING
-        ERRCODE = 'PM013',
-        MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing was applied',
-                         pgmig._suspects(p_ran_versions, p_ran_names, p_ran_sql)),
-        DETAIL = array_to_string(v_problems, E'\n'),
-        HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig): the history would no longer say what was applied, and later pushes would apply migrations again.';
-END
-$fn$;
-
--- After the last migration of a transaction, before the engine records anything: runs the
--- deferred constraint checks and constraint triggers now, beneath the migration executor,
--- instead of at COMMIT after the bookkeeping was verified (where a migration's deferred
--- trigger could still write the history, and where its error would name no migration).
--- Then defers every deferrable constraint again for the rest of the caller's transaction
--- (PostgreSQL cannot show the modes it had; deferring is the one that never fails a valid
--- transaction). Does nothing when the database has no deferrable trigger at all.
--- The first four arguments as for _execute_as_caller; p_ran_versions/p_ran_names name the
--- migrations in the PM010 warning that precedes a failure.
-CREATE OR REPLACE FUNCTION pgmig._execute_deferred(p_caller_path text, p_caller_role text, p_settings text[],
-                                                   p_caller pgmig.caller_state,
-                                                   p_ran_versions bigint[], p_ran_names text[])
-RETURNS void
-LANGUAGE plpgsql VOLATILE
-SET search_path TO pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    v_state text;
-    v_msg   text;
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_trigger AS g WHERE g.tgdeferrable) THEN
-        RETURN;
-    END IF;
-    BEGIN
-        PERFORM pgmig._execute_as_caller('SET CONSTRAINTS ALL IMMEDIATE; SET CONSTRAINTS ALL DEFERRED',
-                                         p_caller_path, p_caller_role, p_settings, NULL,
-                                         'deferred constraints and triggers', p_caller);
-    EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
-        RAISE WARNING USING
-            ERRCODE = 'PM010',
-            MESSAGE = format('pgmig: a deferred constraint or trigger pending after %s failed with SQLSTATE %s; nothing was applied',
-                             pgmig._migrations_text(p_ran_versions, p_ran_names), v_state);
-        IF v_state = 'PM008' THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM008',
-                MESSAGE = format('pgmig: a deferred trigger of %s tried to change pgmig''s bookkeeping: %s; nothing was applied',
-                                 pgmig._migrations_text(p_ran_versions, p_ran_names), regexp_replace(v_msg, '^pgmig: ', '')),
-                HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
-        END IF;
-        RAISE;
-    END;
-END
-$fn$;
--- Before 0.1.0 settled, _execute_as_caller took no snapshot.
-DROP FUNCTION IF EXISTS pgmig._execute_as_caller(text, text, text, text[], bigint, text);
-DROP FUNCTION IF EXISTS pgmig._execute_as_caller(text, text, text, text[], bigint, text, pgmig.session_state);
-
--- The migration executor: runs one migration's SQL (or its down SQL) as the caller would:
--- with the caller's search_path and role. Then undoes whatever the SQL changed in the
--- session (search_path, role, the settings of _settings(), custom settings it names) so that
--- nothing leaks into the bookkeeping or the next migration; _session_restore puts back the
--- rest when the call ends. p_caller is the call's _session_snapshot(...).caller (optional:
--- without it no PM014 warnings, and the caller is assumed to hold SET LOCAL values). Called with search_path pinned to pg_catalog, pg_temp; returns the
--- same way.
--- The history guard (_history_guard) recognises migration code by this function's frame in
--- the call stack: everything a migration runs runs beneath it. Keep the name.
+-- Runs one migration's SQL (or its down SQL) as the caller would: with the caller's
+-- search_path and role. Then undoes whatever the SQL changed in the session (search_path,
+-- role, the settings of _settings()) so that nothing leaks into the bookkeeping or the next
+-- migration. Called with search_path pinned to pg_catalog, pg_temp; returns the same way.
 CREATE OR REPLACE FUNCTION pgmig._execute_as_caller(p_sql text, p_caller_path text,
                                                     p_caller_role text, p_settings text[],
-                                                    p_version bigint, p_name text,
-                                                    p_caller pgmig.caller_state DEFAULT NULL)
+                                                    p_version bigint, p_name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $fn$
@@ -1415,20 +486,7 @@ DECLARE
     v_role_after text;
     v_session    text := pg_catalog.session_user();
     v_ignored    text;
-    v_custom     text[];
-    v_before     text[];
-    v_now        text;
-    v_local      boolean;
-    i            integer;
 BEGIN
-    -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
-    -- the migration names in a SET, RESET or set_config are read before it runs and put back
-    -- after. The patterns are a cheap pre-check for the rare migration that does.
-    IF p_sql ILIKE '%set%' AND p_sql ~* '(set_config|\m(re)?set\s+(session\s+|local\s+)?"?[a-z_][a-z0-9_$]*"?\s*\.)' THEN
-        v_custom := pgmig._custom_settings_in(p_sql);
-        v_before := ARRAY(SELECT pg_catalog.current_setting(n, true) FROM unnest(v_custom) WITH ORDINALITY AS u(n, o) ORDER BY o);
-    END IF;
-
     -- Between the two set_config calls only EXECUTE and pg_catalog-qualified calls: the SQL
     -- may point search_path at schemas holding hostile functions and operators, and even
     -- "IS DISTINCT FROM" resolves an operator through search_path.
@@ -1451,13 +509,8 @@ BEGIN
             HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
     END IF;
 
-    -- At session level: a plain SET ROLE would otherwise survive the commit (see
-    -- _session_restore on why a SET LOCAL of the caller's cannot be told apart).
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
-        IF p_caller.may_be_local AND p_caller_role <> 'none' THEN
-            PERFORM pgmig._warn_restored('role', p_caller_role, format('migration %s (%s)', p_version, p_name));
-        END IF;
     END IF;
     -- The bookkeeping needs the history table where it was.
     IF to_regclass('pgmig.history') IS NULL THEN
@@ -1470,40 +523,12 @@ BEGIN
 
     IF v_path_after IS DISTINCT FROM p_caller_path THEN
         -- A plain SET changed the session value, which would otherwise survive the commit:
-        -- put it back (at session level), then pin the safe path again for this transaction.
-        -- The session default goes back with RESET, which restores its source too.
-        -- (Qualified: between the two, names resolve through the caller's search_path.)
-        IF p_caller_path = p_caller.search_path_reset THEN
-            EXECUTE 'RESET search_path';
-        ELSE
-            v_ignored := pg_catalog.set_config('search_path', p_caller_path, false);
-        END IF;
-        v_ignored := pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        -- For _unpin_search_path: the session value was put back (transaction-local note).
-        v_ignored := pg_catalog.set_config('pgmig.search_path_restored', 'on', true);
-        IF p_caller.may_be_local AND p_caller_path IS DISTINCT FROM p_caller.search_path_reset THEN
-            PERFORM pgmig._warn_restored('search_path', p_caller_path, format('migration %s (%s)', p_version, p_name));
-        END IF;
+        -- put it back (is_local => false), then pin the safe path again for this transaction.
+        PERFORM set_config('search_path', p_caller_path, false);
+        PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
     END IF;
     IF pgmig._settings() IS DISTINCT FROM p_settings THEN
-        PERFORM pgmig._restore_settings(p_settings, p_caller, p_version, p_name);
-    END IF;
-    IF v_custom IS NOT NULL THEN
-        v_local := coalesce(p_caller.may_be_local, true);
-        FOR i IN 1 .. cardinality(v_custom) LOOP
-            v_now := current_setting(v_custom[i], true);
-            -- Also when it reads as before, if no SET LOCAL of the caller can lie beneath (none
-            -- possible, or the setting empty): a session-level SET hidden beneath a SET LOCAL of
-            -- the old value shows only at COMMIT.
-            IF v_now IS DISTINCT FROM v_before[i]
-               OR (v_now IS NOT NULL AND (coalesce(v_before[i], '') = '' OR NOT v_local)) THEN
-                -- A custom setting cannot be undefined again: one that did not exist is left empty.
-                PERFORM set_config(v_custom[i], coalesce(v_before[i], ''), false);
-                IF p_caller.may_be_local AND v_before[i] <> '' AND v_now IS DISTINCT FROM v_before[i] THEN
-                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], format('migration %s (%s)', p_version, p_name));
-                END IF;
-            END IF;
-        END LOOP;
+        PERFORM pgmig._restore_settings(p_settings);
     END IF;
 END
 $fn$;
@@ -1530,24 +555,6 @@ BEGIN
                 || 'For a change that must commit before the next migration, mark it with ---- pgmig: commit-after ---- ("commit_after": true).';
     END IF;
     IF p_state = '25001' THEN
-        -- One SQLSTATE, three kinds of statement; only the third runs anywhere else.
-        -- (PostgreSQL words these messages with the statement's own SQL keywords, untranslated.)
-        IF p_message ~ '^DISCARD' THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) resets the session (DISCARD); nothing was applied', p_what, p_version, p_name),
-                DETAIL = 'PostgreSQL said: ' || p_message,
-                HINT = 'DISCARD ALL throws away everything the session holds: the caller''s settings, prepared statements, temporary tables, listeners. '
-                    || 'A migration must not do that, in a transaction or out of one (as a non-transactional migration it would reset only pgmig''s own connection). '
-                    || 'Remove it: pgmig already puts back whatever a migration changes in the session.';
-        END IF;
-        IF p_message ~ 'SET TRANSACTION|read-write mode' THEN
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) changes its transaction''s characteristics; nothing was applied', p_what, p_version, p_name),
-                DETAIL = 'PostgreSQL said: ' || p_message,
-                HINT = pgmig._hint_transaction_characteristics();
-        END IF;
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: %s %s (%s) cannot run inside a transaction; nothing was applied',
@@ -1570,8 +577,8 @@ BEGIN
     IF p_state = 'PM008' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s %s (%s) tried to change pgmig''s bookkeeping: %s; nothing was applied',
-                             p_what, p_version, p_name, regexp_replace(p_message, '^pgmig: ', '')),
+            MESSAGE = format('pgmig: %s %s (%s) tried to change the history: %s; nothing was applied',
+                             p_what, p_version, p_name, p_message),
             HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
     END IF;
     IF p_state = '53200' THEN
@@ -1586,79 +593,21 @@ BEGIN
 END
 $fn$;
 
--- The guard of pgmig's tables (history, audit, nontx_run), a BEFORE ... FOR EACH STATEMENT
--- trigger enabled ALWAYS (so session_replication_role = replica does not silence it).
--- * No migration writes them, however it is spelled: migration code runs beneath the
---   executor (_execute_as_caller), whose frame the call stack shows for everything it runs:
---   nested functions, DO blocks, triggers, functions with a SET clause, SECURITY DEFINER
---   functions. Code a migration could leave to run later in the same transaction runs
---   beneath it too: _assert_intact fires deferred triggers through the executor, and
---   _session_restore closes WITH HOLD cursors, before the transaction can commit.
--- * The history and the audit trail are append-only for everyone else: UPDATE, DELETE and
---   TRUNCATE need pgmig.maintenance = 'on' in the transaction, which pgmig's own rollback and
---   repair set, as may an operator who means it; never a default from ALTER ROLE/DATABASE
---   (a migration could plant one for every later session).
--- Costs one call per INSERT statement (the engine records a call's migrations in one).
+-- The history is append-only for migrations: DELETE, UPDATE and TRUNCATE are refused unless
+-- pgmig's own rollback/repair (or an operator who means it) set pgmig.maintenance = 'on' for
+-- the transaction. A migration that empties the history by accident would otherwise make
+-- the next push apply everything again.
 CREATE OR REPLACE FUNCTION pgmig._history_guard()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    v_context text;
 BEGIN
-    GET DIAGNOSTICS v_context = PG_CONTEXT;
-    -- Matched with or without the schema: how PostgreSQL prints the name depends on the
-    -- search_path when the function was first compiled, and a false match only refuses.
-    IF strpos(v_context, '_execute_as_caller(') > 0 THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s on pgmig.%s refused: migrations must not write pgmig''s bookkeeping', TG_OP, TG_TABLE_NAME),
-            HINT = 'The history is changed only by migrate_apply, migrate_rollback, migrate_repair, migrate_baseline and migrate_resolve, outside migrations.';
-    END IF;
-    -- A non-transactional migration's statements run at top level on the client's second
-    -- connection, outside any function: that session is recognised by its run row instead.
-    -- What it could erase there with the switch set: the history (an UPDATE or DELETE would
-    -- wait for the history lock the same push holds) and the audit trail, which no lock
-    -- protects; appending is left to the engine's functions, which take that lock first. A
-    -- session that cannot read the run rows cannot have written one, so it is not one.
-    IF TG_OP <> 'INSERT' AND TG_TABLE_NAME <> 'nontx_run'
-       AND has_table_privilege('pgmig.nontx_run', 'SELECT')
-       AND EXISTS (SELECT FROM pgmig.nontx_run AS r WHERE r.pid = pg_backend_pid() AND r.state = 'running') THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s on pgmig.%s refused: a non-transactional migration is running in this session, and migrations must not write pgmig''s bookkeeping',
-                             TG_OP, TG_TABLE_NAME),
-            HINT = 'The history is changed only by migrate_apply, migrate_rollback, migrate_repair, migrate_baseline and migrate_resolve, outside migrations.';
-    END IF;
-    IF TG_OP = 'INSERT' OR TG_TABLE_NAME = 'nontx_run' THEN
-        RETURN NULL;
-    END IF;
     IF coalesce(current_setting('pgmig.maintenance', true), '') <> 'on' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s on pgmig.%s refused: the %s is append-only', TG_OP, TG_TABLE_NAME,
-                             CASE TG_TABLE_NAME WHEN 'audit' THEN 'audit trail' ELSE 'history' END),
-            HINT = 'Use migrate_rollback or migrate_repair. To edit it by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
-    END IF;
-    -- Defaults that apply to this session: of this database or all, of its login role or all.
-    IF EXISTS (SELECT FROM pg_db_role_setting AS d, unnest(d.setconfig) AS c
-               WHERE lower(c) LIKE 'pgmig.maintenance=%'
-                 AND d.setdatabase IN (0, (SELECT db.oid FROM pg_database AS db WHERE db.datname = current_database()))
-                 AND d.setrole IN (0, to_regrole(session_user))) THEN
-        RAISE EXCEPTION USING
-            ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s on pgmig.%s refused: pgmig.maintenance is set by ALTER ROLE or ALTER DATABASE', TG_OP, TG_TABLE_NAME),
-            DETAIL = (SELECT string_agg(format('%s %s: %s',
-                                               CASE WHEN d.setrole = 0 THEN 'every role' ELSE 'role ' || d.setrole::regrole::text END,
-                                               CASE WHEN d.setdatabase = 0 THEN 'in every database'
-                                                    ELSE 'in database ' || (SELECT quote_ident(db.datname) FROM pg_database AS db WHERE db.oid = d.setdatabase) END,
-                                               c), E'\n')
-                      FROM pg_db_role_setting AS d, unnest(d.setconfig) AS c
-                      WHERE lower(c) LIKE 'pgmig.maintenance=%'
-                        AND d.setdatabase IN (0, (SELECT db.oid FROM pg_database AS db WHERE db.datname = current_database()))
-                        AND d.setrole IN (0, to_regrole(session_user))),
-            HINT = 'The switch must be set by whoever edits the history, in that transaction, never as a default. Remove it: ALTER ROLE ... RESET pgmig.maintenance (or ALTER DATABASE ... RESET pgmig.maintenance).';
+            MESSAGE = format('pgmig: %s on pgmig.history refused: the history is append-only', TG_OP),
+            HINT = 'Use migrate_rollback or migrate_repair. To edit the history by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
     END IF;
     RETURN NULL;
 END
@@ -1854,11 +803,6 @@ DECLARE
     v_caller_role text := pg_catalog.current_setting('role');
     v_safe_path   constant text := 'pg_catalog, pg_temp';
     v_settings    text[];
-    v_snapshot    pgmig.session_state;    -- the caller's session, put back before returning
-    v_integrity   pgmig.integrity_state;  -- pgmig's objects after the lock, checked before returning
-    v_ran_version bigint[];
-    v_ran_name    text[];
-    v_ran_checksum text[];
     v_drift       boolean;
     v_ignored     text;   -- the value of a call made for its effect (cheaper than PERFORM)
     v_progress    boolean;
@@ -1897,8 +841,7 @@ DECLARE
     v_stopped     boolean := false;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', v_safe_path, true);
-    v_snapshot := pgmig._session_snapshot(v_caller_path);
-    v_settings := v_snapshot.common;
+    v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
 
     PERFORM pgmig._assert_can_migrate('migrate_apply');
@@ -1986,9 +929,6 @@ BEGIN
     v_progress := pg_catalog.current_setting('client_min_messages') NOT IN ('warning', 'error')
                   OR pg_catalog.current_setting('log_min_messages') IN ('debug5', 'debug4', 'debug3', 'debug2', 'debug1', 'info', 'notice');
     v_duration := array_fill(NULL::interval, ARRAY[coalesce(cardinality(v_version), 0)]);
-    IF v_total > 0 AND NOT p_dry_run THEN
-        v_integrity := pgmig._integrity_snapshot();
-    END IF;
     IF p_lock_budget IS NOT NULL THEN
         v_locks_prev := pgmig._locks_held();
     END IF;
@@ -2007,7 +947,7 @@ BEGIN
                     MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_cur_version, v_done, v_total, v_cur_name);
             END IF;
             v_started := clock_timestamp();
-            v_ignored := pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name, v_snapshot.caller)::text;
+            v_ignored := pgmig._execute_as_caller(v_sql[i], v_caller_path, v_caller_role, v_settings, v_cur_version, v_cur_name)::text;
             v_duration[i] := clock_timestamp() - v_started;
             v_at[i] := v_started;
             v_outcome[i] := 'applied';
@@ -2035,17 +975,12 @@ BEGIN
         -- outcome is identical; only a migration reading pgmig.history would notice that the
         -- batch's earlier entries are not there yet.
         IF v_done > 0 THEN
-            SELECT array_agg(u.version), array_agg(u.name), array_agg(u.checksum)
-              INTO v_ran_version, v_ran_name, v_ran_checksum
-              FROM unnest(v_version, v_name, v_checksum, v_outcome) AS u(version, name, checksum, outcome)
-             WHERE u.outcome = 'applied';
-            PERFORM pgmig._execute_deferred(v_caller_path, v_caller_role, v_settings, v_snapshot.caller, v_ran_version, v_ran_name);
             v_phase := 'recording';
             INSERT INTO pgmig.history (version, name, checksum, sql, down_sql, transactional, kind,
                                        applied_at, applied_by, login_role, client_application,
                                        client_addr, client_info, backend_pid, duration, engine_version)
             SELECT u.version, u.name, u.checksum, u.sql, u.down_sql, u.transactional, 'applied',
-                   u.started, current_user, session_user, v_snapshot.application_name,
+                   u.started, current_user, session_user, current_setting('application_name'),
                    inet_client_addr(), p_client_info, pg_backend_pid(), u.duration,
                    pgmig.engine_version()
             FROM unnest(v_version, v_name, v_checksum, v_sql, v_down, v_tx, v_at, v_duration, v_outcome)
@@ -2057,8 +992,6 @@ BEGIN
         -- this block is already rolled back, so nothing of the batch survives. A bare RAISE
         -- re-throws the original error with its SQLSTATE, detail, hint and internal
         -- query/position intact (rebuilding it with RAISE ... USING would lose the position).
-        -- What a rollback does not undo (prepared statements, session advisory locks).
-        PERFORM pgmig._session_restore(v_snapshot, p_failed => true);
         IF v_phase IS NULL THEN
             RAISE;
         END IF;
@@ -2071,10 +1004,6 @@ BEGIN
                 MESSAGE = format('pgmig: migration %s (%s) failed with SQLSTATE %s; nothing was applied',
                                  v_cur_version, v_cur_name, v_state);
             PERFORM pgmig._raise_explained('migration', v_cur_version, v_cur_name, v_state, v_message, v_commit_points);
-        ELSIF v_state = 'PM008' THEN
-            -- The guard refused the recording: this call runs inside a migration (a nested
-            -- migrate_apply), whose executor names it.
-            RAISE;
         ELSE
             -- Recording failed: a migration of this call altered pgmig.history (checked once
             -- here rather than after every migration). Name them all.
@@ -2092,21 +1021,6 @@ BEGIN
     END;
 
     IF v_done > 0 THEN
-        -- pgmig._functions_digest() inlined: a migration run as the owner may have replaced
-        -- the checkers called below; this body is the one PostgreSQL keeps for this call.
-        IF ARRAY(SELECT p.xmin FROM pg_proc AS p
-                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
-                 ORDER BY p.oid) IS DISTINCT FROM v_integrity.functions THEN
-            -- (Raised here, not by a function a migration could have replaced too.)
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM013',
-                MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing was applied',
-                                 pgmig._suspects(v_ran_version, v_ran_name)),
-                DETAIL = 'pgmig''s own functions, its checkers among them, were replaced or altered (CREATE OR REPLACE or ALTER FUNCTION in schema pgmig).',
-                HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
-        END IF;
-        PERFORM pgmig._session_restore(v_snapshot, v_ran_version, v_ran_name);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran_version, v_ran_name, v_done, v_ran_version, v_ran_checksum);
         RAISE NOTICE USING
             ERRCODE = 'PM012',
             MESSAGE = format('pgmig: applied %s migration%s in %s%s', v_done,
@@ -2120,7 +1034,7 @@ BEGIN
     RETURN QUERY
         SELECT u.version, u.name, u.outcome, u.duration, u.applied_at
         FROM unnest(v_version, v_name, v_outcome, v_duration, v_at) AS u(version, name, outcome, duration, applied_at);
-    PERFORM pgmig._unpin_search_path(v_snapshot);
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
 $fn$;
 -- What migrate_apply would do with this batch, without taking the lock: validates shape and
@@ -2219,11 +1133,6 @@ DECLARE
     v_caller_path text := pg_catalog.current_setting('search_path');
     v_caller_role text := pg_catalog.current_setting('role');
     v_settings    text[];
-    v_snapshot    pgmig.session_state;
-    v_integrity   pgmig.integrity_state;
-    v_ran_version bigint[] := '{}';
-    v_ran_name    text[] := '{}';
-    v_ran_sql     text[] := '{}';
     v_total       bigint;
     v_done        bigint := 0;
     v_missing     text;
@@ -2238,8 +1147,7 @@ DECLARE
     v_message     text;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    v_snapshot := pgmig._session_snapshot(v_caller_path);
-    v_settings := v_snapshot.common;
+    v_settings := pgmig._settings();
     v_batch_start := clock_timestamp();
     PERFORM pgmig._assert_can_migrate('migrate_rollback');
     IF p_to_version IS NULL OR p_to_version < 0 THEN
@@ -2249,7 +1157,6 @@ BEGIN
     END IF;
     PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
     PERFORM pgmig._assert_no_interrupted();
-    v_integrity := pgmig._integrity_snapshot();
 
     SELECT count(*),
            string_agg(format('%s (%s)', h.version, left(h.name, 100)), ', ' ORDER BY h.version)
@@ -2283,18 +1190,15 @@ BEGIN
                 ERRCODE = 'PM000',
                 MESSAGE = format('pgmig: rolling back version %s (%s/%s): %s', r.version, v_done, v_total, r.name);
             v_started := clock_timestamp();
-            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name, v_snapshot.caller);
+            PERFORM pgmig._execute_as_caller(r.down_sql, v_caller_path, v_caller_role, v_settings, r.version, r.name);
             v_duration := clock_timestamp() - v_started;
-            v_ran_version := v_ran_version || r.version;
-            v_ran_name := v_ran_name || r.name;
-            v_ran_sql := v_ran_sql || r.down_sql;
 
             v_phase := 'recording';
             PERFORM set_config('pgmig.maintenance', 'on', true);
             DELETE FROM pgmig.history AS h WHERE h.version = r.version;
             PERFORM set_config('pgmig.maintenance', '', true);
             INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
-            VALUES ('rollback', r.version, v_snapshot.application_name, inet_client_addr(), p_client_info,
+            VALUES ('rollback', r.version, current_setting('application_name'), inet_client_addr(), p_client_info,
                     jsonb_build_object('to_version', p_to_version, 'duration', v_duration::text,
                                        'history', to_jsonb(r)));
             v_phase := NULL;
@@ -2302,12 +1206,7 @@ BEGIN
             duration := v_duration;
             RETURN NEXT;
         END LOOP;
-        -- The down migrations' deferred triggers run now, beneath the executor, not at COMMIT.
-        IF v_done > 0 THEN
-            PERFORM pgmig._execute_deferred(v_caller_path, v_caller_role, v_settings, v_snapshot.caller, v_ran_version, v_ran_name);
-        END IF;
     EXCEPTION WHEN OTHERS THEN
-        PERFORM pgmig._session_restore(v_snapshot, p_failed => true);
         IF v_phase IS NULL THEN
             RAISE;
         END IF;
@@ -2323,28 +1222,13 @@ BEGIN
     END;
 
     IF v_done > 0 THEN
-        -- pgmig._functions_digest() inlined (see migrate_apply).
-        IF ARRAY(SELECT p.xmin FROM pg_proc AS p
-                 WHERE p.pronamespace = to_regnamespace('pgmig') AND p.proname >= '_' AND p.proname < '`'
-                 ORDER BY p.oid) IS DISTINCT FROM v_integrity.functions THEN
-            -- (Raised here, not by a function a migration could have replaced too.)
-            RAISE EXCEPTION USING
-                ERRCODE = 'PM013',
-                MESSAGE = format('pgmig: the bookkeeping was tampered with during this call by %s; nothing was applied',
-                                 pgmig._suspects(v_ran_version, v_ran_name, v_ran_sql)),
-                DETAIL = 'pgmig''s own functions, its checkers among them, were replaced or altered (CREATE OR REPLACE or ALTER FUNCTION in schema pgmig).',
-                HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
-        END IF;
-        PERFORM pgmig._session_restore(v_snapshot, v_ran_version, v_ran_name);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran_version, v_ran_name, -v_done,
-                                     v_ran_version, array_fill(NULL::text, ARRAY[cardinality(v_ran_version)]), v_ran_sql);
         RAISE NOTICE USING
             ERRCODE = 'PM012',
             MESSAGE = format('pgmig: rolled back %s migration%s in %s', v_done,
                              CASE WHEN v_done > 1 THEN 's' ELSE '' END,
                              date_trunc('milliseconds', clock_timestamp() - v_batch_start));
     END IF;
-    PERFORM pgmig._unpin_search_path(v_snapshot);
+    PERFORM pg_catalog.set_config('search_path', v_caller_path, true);
 END
 $fn$;
 
@@ -2362,9 +1246,6 @@ DECLARE
     v_above    text;
     v_count    bigint;
     v_now      timestamptz := clock_timestamp();
-    v_integrity pgmig.integrity_state;
-    v_versions bigint[];
-    v_checksums text[];
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_baseline');
     PERFORM pgmig._assert_well_formed(p_batch);
@@ -2380,7 +1261,6 @@ BEGIN
     END IF;
     PERFORM pgmig._lock_history(p_lock_timeout);
     PERFORM pgmig._assert_no_interrupted();
-    v_integrity := pgmig._integrity_snapshot();
 
     SELECT string_agg(h.version::text, ', ' ORDER BY h.version) INTO v_above
       FROM pgmig.history AS h WHERE h.version > p_version;
@@ -2402,10 +1282,6 @@ BEGIN
     FROM pgmig._plan_rows(p_batch) AS p
     WHERE p.outcome = 'pending' AND p.version <= p_version;
     GET DIAGNOSTICS v_count = ROW_COUNT;
-    SELECT array_agg(p.version), array_agg(p.checksum) INTO v_versions, v_checksums
-      FROM pgmig._plan_rows(p_batch) AS p WHERE p.outcome = 'already_applied' AND p.version <= p_version
-       AND EXISTS (SELECT FROM pgmig.history AS h WHERE h.version = p.version AND h.kind = 'baseline' AND h.applied_at = v_now);
-    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', v_count, v_versions, v_checksums);
 
     INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
     VALUES ('baseline', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
@@ -2443,14 +1319,10 @@ AS $fn$
 DECLARE
     v_bad text;
     r     record;
-    v_integrity pgmig.integrity_state;
-    v_versions  bigint[] := '{}';
-    v_checksums text[] := '{}';
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_repair');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
-    v_integrity := pgmig._integrity_snapshot();
 
     SELECT string_agg(v::text, ', ' ORDER BY v) INTO v_bad
       FROM unnest(p_versions) AS v
@@ -2494,11 +1366,8 @@ BEGIN
         outcome    := 'repaired';
         duration   := NULL;
         applied_at := (r.old).applied_at;
-        v_versions := v_versions || r.version;
-        v_checksums := v_checksums || r.checksum;
         RETURN NEXT;
     END LOOP;
-    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', 0, v_versions, v_checksums);
 END
 $fn$;
 -- Non-transactional migrations (CREATE INDEX CONCURRENTLY, VACUUM, ALTER SYSTEM, ...).
@@ -2580,10 +1449,6 @@ BEGIN
     PERFORM pgmig._assert_can_migrate('nontx_begin');
     PERFORM pgmig._assert_well_formed(p_batch);
     PERFORM pgmig._lock_history(p_lock_timeout);
-    -- For nontx_finish, in this transaction: the client's application_name (renamed below)
-    -- and pgmig's objects before the statements run on the other connection.
-    PERFORM set_config('pgmig.client_application', current_setting('application_name'), true);
-    PERFORM set_config('pgmig.integrity', pgmig._integrity_snapshot()::text, true);
     -- Tell would-be waiters, from the moment the lock is ours, that queueing behind it from
     -- inside a statement would stall the coming index build (_lock_history checks this). The
     -- progress rows come later; application_name is visible to every role at once, and
@@ -2666,14 +1531,9 @@ BEGIN
                                applied_at, applied_by, login_role, client_application,
                                client_addr, client_info, backend_pid, duration, engine_version)
     VALUES (b.version, b.name, b.checksum, b.sql, b.down_sql, false, 'applied',
-            run.started_at, current_user, session_user,
-            coalesce(nullif(current_setting('pgmig.client_application', true), ''), current_setting('application_name')),
+            run.started_at, current_user, session_user, current_setting('application_name'),
             inet_client_addr(), p_client_info, run.pid, p_duration, pgmig.engine_version());
     DELETE FROM pgmig.nontx_run AS x WHERE x.version = p_version;
-    -- The statements ran, and committed, on the other connection: whatever they did to
-    -- pgmig's objects shows here.
-    PERFORM pgmig._assert_intact(current_setting('pgmig.integrity')::pgmig.integrity_state,
-                                 ARRAY[b.version], ARRAY[b.name], 1, ARRAY[b.version], ARRAY[b.checksum], ARRAY[b.sql]);
 END
 $fn$;
 
@@ -2689,7 +1549,6 @@ AS $fn$
 #variable_conflict use_column
 DECLARE
     run record;
-    v_integrity pgmig.integrity_state;
 BEGIN
     PERFORM pgmig._assert_can_migrate('migrate_resolve');
     IF p_action IS NULL OR p_action NOT IN ('retry', 'applied') THEN
@@ -2698,7 +1557,6 @@ BEGIN
             MESSAGE = format('pgmig: action must be ''retry'' or ''applied'', got %s', coalesce(quote_literal(p_action), 'NULL'));
     END IF;
     PERFORM pgmig._lock_history(coalesce(p_lock_timeout, interval '0'));
-    v_integrity := pgmig._integrity_snapshot();
     SELECT * INTO run FROM pgmig.nontx_run AS x WHERE x.version = p_version;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING
@@ -2718,8 +1576,6 @@ BEGIN
     INSERT INTO pgmig.audit (action, version, client_application, client_addr, client_info, details)
     VALUES ('resolve', p_version, current_setting('application_name'), inet_client_addr(), p_client_info,
             jsonb_build_object('action', p_action, 'run', to_jsonb(run)));
-    PERFORM pgmig._assert_intact(v_integrity, '{}', '{}', CASE p_action WHEN 'applied' THEN 1 ELSE 0 END,
-                                 ARRAY[run.version], ARRAY[CASE p_action WHEN 'applied' THEN run.checksum END]);
     version    := run.version;
     name       := run.name;
     outcome    := CASE p_action WHEN 'applied' THEN 'applied' ELSE 'pending' END;
@@ -2896,9 +1752,6 @@ BEGIN
         -- Extension member tables are not dumped by pg_dump unless marked as configuration.
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.history', '');
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.install_log', '');
-        -- The audit trail is kept forever: pg_dump must carry it (and where its ids are).
-        PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit', '');
-        PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit_id_seq', '');
     END IF;
 
     INSERT INTO pgmig.install_log (version, mode, api_schema)
@@ -2907,27 +1760,14 @@ BEGIN
 END
 $pgmig$;
 
--- The guard of pgmig's tables (pgmig._history_guard): before every INSERT, UPDATE, DELETE and
--- TRUNCATE statement, ENABLE ALWAYS so that session_replication_role = replica does not
--- silence it. Recreated unless it is exactly that: an older install guarded fewer
--- operations, and a disabled or redirected trigger is repaired here.
 DO $pgmig$
-DECLARE
-    v_table text;
-    v_trig  text;
 BEGIN
-    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run'] LOOP
-        v_trig := CASE v_table WHEN 'nontx_run' THEN 'nontx_run_guard' ELSE v_table || '_append_only' END;
-        IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
-                       WHERE g.tgrelid = pg_catalog.to_regclass('pgmig.' || v_table) AND g.tgname = v_trig
-                         AND g.tgfoid = 'pgmig._history_guard()'::pg_catalog.regprocedure
-                         AND g.tgtype = 62 AND g.tgenabled = 'A') THEN
-            EXECUTE pg_catalog.format('DROP TRIGGER IF EXISTS %I ON pgmig.%I', v_trig, v_table);
-            EXECUTE pg_catalog.format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE OR DELETE OR TRUNCATE ON pgmig.%I '
-                                      'FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard()', v_trig, v_table);
-            EXECUTE pg_catalog.format('ALTER TABLE pgmig.%I ENABLE ALWAYS TRIGGER %I', v_table, v_trig);
-        END IF;
-    END LOOP;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger
+                   WHERE tgrelid = 'pgmig.history'::pg_catalog.regclass AND tgname = 'history_append_only') THEN
+        CREATE TRIGGER history_append_only
+            BEFORE UPDATE OR DELETE OR TRUNCATE ON pgmig.history
+            FOR EACH STATEMENT EXECUTE FUNCTION pgmig._history_guard();
+    END IF;
 END
 $pgmig$;
 
