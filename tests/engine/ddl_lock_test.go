@@ -271,27 +271,10 @@ func TestBatchLockTimeoutKey(t *testing.T) {
 	ctx := context.Background()
 	db := pgtest.NewDB(t)
 	conn := db.Conn(t)
-	for value, ok := range map[string]bool{
+	checkEntryKey(t, conn, "lock_timeout", `[{"version": 1, "name": "one", "sql": "select 1", "lock_timeout": %s}]`, map[string]bool{
 		`"5s"`: true, `"500ms"`: true, `"0"`: true, `"2 minutes"`: true, `null`: true, `"24 days"`: true,
 		`"abc"`: false, `"-1s"`: false, `"30 days"`: false, `5`: false, `true`: false, `["5s"]`: false, `""`: false,
-	} {
-		b := fmt.Sprintf(`[{"version": 1, "name": "one", "sql": "select 1", "lock_timeout": %s}]`, value)
-		var batchOK bool
-		var problems int
-		if err := conn.QueryRow(ctx, "select pgmig._batch_ok($1::jsonb), (select count(*) from pgmig._batch_problems($1::jsonb))", b).
-			Scan(&batchOK, &problems); err != nil {
-			t.Fatal(err)
-		}
-		if batchOK != ok || (problems == 0) != ok {
-			t.Errorf("lock_timeout %s: _batch_ok %v, %d problems; want ok=%v", value, batchOK, problems, ok)
-		}
-		if !ok {
-			_, err := conn.Exec(ctx, "select * from pgmig.migrate_apply($1::jsonb)", b)
-			if pgErr := pgError(t, err, "PM001"); !strings.Contains(pgErr.Detail, `entry 1 (version 1): "lock_timeout" must be`) {
-				t.Errorf("lock_timeout %s: DETAIL %q", value, pgErr.Detail)
-			}
-		}
-	}
+	})
 	for _, v := range []string{"-1 second", "30 days"} {
 		_, err := apply(ctx, conn, tableBatch(1), fmt.Sprintf("ddl_lock_timeout => '%s'", v))
 		pgError(t, err, "PM001")
@@ -456,5 +439,32 @@ func TestRehearseFromSQL(t *testing.T) {
 	}
 	if after := rehearsalFingerprint(t, conn); after != before {
 		t.Fatal("the second rehearsal changed something")
+	}
+}
+
+// checkEntryKey: for each value of a batch entry's key (spliced into
+// batchFormat), _batch_ok and _batch_problems agree on whether it is valid as
+// want says, and an invalid one makes migrate_apply fail with PM001 whose
+// DETAIL names the entry and the key.
+func checkEntryKey(t *testing.T, conn *pgx.Conn, key, batchFormat string, want map[string]bool) {
+	t.Helper()
+	ctx := context.Background()
+	for value, ok := range want {
+		b := fmt.Sprintf(batchFormat, value)
+		var batchOK bool
+		var problems int
+		if err := conn.QueryRow(ctx, "select pgmig._batch_ok($1::jsonb), (select count(*) from pgmig._batch_problems($1::jsonb))", b).
+			Scan(&batchOK, &problems); err != nil {
+			t.Fatal(err)
+		}
+		if batchOK != ok || (problems == 0) != ok {
+			t.Errorf("%s %s: _batch_ok %v, %d problems; want ok=%v", key, value, batchOK, problems, ok)
+		}
+		if !ok {
+			_, err := conn.Exec(ctx, "select * from pgmig.migrate_apply($1::jsonb)", b)
+			if pgErr := pgError(t, err, "PM001"); !strings.Contains(pgErr.Detail, fmt.Sprintf(`entry 1 (version 1): %q must be`, key)) {
+				t.Errorf("%s %s: DETAIL %q", key, value, pgErr.Detail)
+			}
+		}
 	}
 }
