@@ -1189,7 +1189,7 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'commit_after'), 'boolean') <> 'boolean' THEN false
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
-                   WHEN NOT pgmig._statements_ok(e->'statements', e->'sql') THEN false
+                   WHEN e ? 'statements' AND NOT pgmig._statements_ok(e->'statements', e->'sql') THEN false
                    WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
                              AND scale((e->'version')::numeric) = 0) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
