@@ -83,8 +83,8 @@ BEGIN
             -- the next migration, naming the wrong one.
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: migration %s (%s) made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
-                                 p_version, p_name),
+                MESSAGE = format('pgmig: %s made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
+                                 pgmig._what(p_version, p_name)),
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         BEGIN
@@ -93,13 +93,13 @@ BEGIN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
             RAISE EXCEPTION USING
                 ERRCODE = 'PM015',
-                MESSAGE = format('pgmig: migration %s (%s) changed %s to %L, which cannot be put back to %L; nothing was applied',
-                                 p_version, p_name, v_name, v_now, v_value),
+                MESSAGE = format('pgmig: %s changed %s to %L, which cannot be put back to %L; nothing was applied',
+                                 pgmig._what(p_version, p_name), v_name, v_now, v_value),
                 DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
                 HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
         END;
         IF p_caller.may_be_local AND v_name = ANY (p_caller.warn_if_restored) THEN
-            PERFORM pgmig._warn_restored(v_name, v_value, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored(v_name, v_value, pgmig._what(p_version, p_name));
         END IF;
     END LOOP;
 END
