@@ -237,13 +237,21 @@ func TestRepeatableOnlyAndTarget(t *testing.T) {
 		t.Fatalf("with the target reaching the newest version: %v", got)
 	}
 	// A dry run reports them pending and runs nothing.
-	b = withRepeatables(tableBatch(3), rep("a", "create table only_a (id int)"), rep("v", "create or replace view v3 as select 1 as x from t_003"))
+	b = withRepeatables(tableBatch(3), rep("a", "create table only_a (id int)"), rep("v", "create or replace view v3 as select *, 1 as x from t_003"))
 	rows = mustApplyText(t, conn, b, "dry_run => true")
 	if got := repeatableOutcomes(rows); got["v"] != "repeatable_pending" {
 		t.Fatalf("dry run: %v", got)
 	}
 	if n := count(t, conn, "select count(*) from pgmig.repeatable where name = 'v'"); n != 1 {
 		t.Errorf("dry run recorded something: %d rows for v", n)
+	}
+	// A rehearsal runs it (after the versioned ones) and rolls it back.
+	got := mustQueryStrings(t, conn, "select coalesce(version::text, '-') || ' ' || name || ' ' || outcome from migrate_rehearse($1::jsonb, statement_timeout => '0')", b)
+	if strings.Join(got, "|") != "1 create_t_001 already_applied|2 create_t_002 already_applied|3 create_t_003 already_applied|- a repeatable_unchanged|- v rehearsed" {
+		t.Errorf("rehearsal: %q", got)
+	}
+	if n := count(t, conn, "select count(*) from pgmig.repeatable where name = 'v'"); n != 1 {
+		t.Errorf("rehearsal recorded something: %d rows for v", n)
 	}
 }
 
