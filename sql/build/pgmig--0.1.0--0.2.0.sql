@@ -754,6 +754,10 @@ DECLARE
     v_now   text;
     v_state text;
     v_msg   text;
+    -- (pgmig._what spelled out: this runs right after a migration, see _execute_as_caller)
+    v_what  text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                         WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                         ELSE 'repeatable migration ' || p_name END;
 BEGIN
     FOREACH v_pair IN ARRAY p_settings LOOP
         CONTINUE WHEN v_pair IS NULL;
@@ -768,7 +772,7 @@ BEGIN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
                 MESSAGE = format('pgmig: %s made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
-                                 pgmig._what(p_version, p_name)),
+                                 v_what),
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         BEGIN
@@ -778,12 +782,12 @@ BEGIN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM015',
                 MESSAGE = format('pgmig: %s changed %s to %L, which cannot be put back to %L; nothing was applied',
-                                 pgmig._what(p_version, p_name), v_name, v_now, v_value),
+                                 v_what, v_name, v_now, v_value),
                 DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
                 HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
         END;
         IF p_caller.may_be_local AND v_name = ANY (p_caller.warn_if_restored) THEN
-            PERFORM pgmig._warn_restored(v_name, v_value, pgmig._what(p_version, p_name));
+            PERFORM pgmig._warn_restored(v_name, v_value, v_what);
         END IF;
     END LOOP;
 END
@@ -2698,7 +2702,11 @@ DECLARE
     v_before     text[];
     v_now        text;
     v_local      boolean;
-    i            integer;
+    -- How messages name the migration (pgmig._what, spelled out: a migration may have dropped
+    -- schema pgmig or changed the session authorization to a role that cannot use it).
+    v_what       text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                              WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                              ELSE 'repeatable migration ' || p_name END;
 BEGIN
     -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
     -- the migration names in a SET, RESET or set_config are read before it runs and put back
@@ -2740,7 +2748,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: %s changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
-                             pgmig._what(p_version, p_name)),
+                             v_what),
             HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
     END IF;
 
@@ -2749,7 +2757,7 @@ BEGIN
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
         IF p_caller.may_be_local AND p_caller_role <> 'none' THEN
-            PERFORM pgmig._warn_restored('role', p_caller_role, pgmig._what(p_version, p_name));
+            PERFORM pgmig._warn_restored('role', p_caller_role, v_what);
         END IF;
     END IF;
     -- The bookkeeping needs the history table where it was.
@@ -2757,7 +2765,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: %s dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
-                             pgmig._what(p_version, p_name)),
+                             v_what),
             HINT = 'Migrations must not touch pgmig''s own objects.';
     END IF;
 
@@ -2775,7 +2783,7 @@ BEGIN
         -- For _unpin_search_path: the session value was put back (transaction-local note).
         v_ignored := pg_catalog.set_config('pgmig.search_path_restored', 'on', true);
         IF p_caller.may_be_local AND p_caller_path IS DISTINCT FROM p_caller.search_path_reset THEN
-            PERFORM pgmig._warn_restored('search_path', p_caller_path, pgmig._what(p_version, p_name));
+            PERFORM pgmig._warn_restored('search_path', p_caller_path, v_what);
         END IF;
     END IF;
     IF pgmig._settings() IS DISTINCT FROM p_settings THEN
@@ -2793,7 +2801,7 @@ BEGIN
                 -- A custom setting cannot be undefined again: one that did not exist is left empty.
                 PERFORM set_config(v_custom[i], coalesce(v_before[i], ''), false);
                 IF p_caller.may_be_local AND v_before[i] <> '' AND v_now IS DISTINCT FROM v_before[i] THEN
-                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], pgmig._what(p_version, p_name));
+                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], v_what);
                 END IF;
             END IF;
         END LOOP;

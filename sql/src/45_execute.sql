@@ -74,7 +74,11 @@ DECLARE
     v_before     text[];
     v_now        text;
     v_local      boolean;
-    i            integer;
+    -- How messages name the migration (pgmig._what, spelled out: a migration may have dropped
+    -- schema pgmig or changed the session authorization to a role that cannot use it).
+    v_what       text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                              WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                              ELSE 'repeatable migration ' || p_name END;
 BEGIN
     -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
     -- the migration names in a SET, RESET or set_config are read before it runs and put back
@@ -116,7 +120,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: %s changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
-                             pgmig._what(p_version, p_name)),
+                             v_what),
             HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
     END IF;
 
@@ -125,7 +129,7 @@ BEGIN
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
         IF p_caller.may_be_local AND p_caller_role <> 'none' THEN
-            PERFORM pgmig._warn_restored('role', p_caller_role, pgmig._what(p_version, p_name));
+            PERFORM pgmig._warn_restored('role', p_caller_role, v_what);
         END IF;
     END IF;
     -- The bookkeeping needs the history table where it was.
@@ -133,7 +137,7 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
             MESSAGE = format('pgmig: %s dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
-                             pgmig._what(p_version, p_name)),
+                             v_what),
             HINT = 'Migrations must not touch pgmig''s own objects.';
     END IF;
 
@@ -151,7 +155,7 @@ BEGIN
         -- For _unpin_search_path: the session value was put back (transaction-local note).
         v_ignored := pg_catalog.set_config('pgmig.search_path_restored', 'on', true);
         IF p_caller.may_be_local AND p_caller_path IS DISTINCT FROM p_caller.search_path_reset THEN
-            PERFORM pgmig._warn_restored('search_path', p_caller_path, pgmig._what(p_version, p_name));
+            PERFORM pgmig._warn_restored('search_path', p_caller_path, v_what);
         END IF;
     END IF;
     IF pgmig._settings() IS DISTINCT FROM p_settings THEN
@@ -169,7 +173,7 @@ BEGIN
                 -- A custom setting cannot be undefined again: one that did not exist is left empty.
                 PERFORM set_config(v_custom[i], coalesce(v_before[i], ''), false);
                 IF p_caller.may_be_local AND v_before[i] <> '' AND v_now IS DISTINCT FROM v_before[i] THEN
-                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], pgmig._what(p_version, p_name));
+                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], v_what);
                 END IF;
             END IF;
         END LOOP;
