@@ -8,12 +8,17 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // batchEntry is one element of the jsonb batch (docs/sql-api.md).
 type batchEntry struct {
-	Version       int64  `json:"version"`
+	// Version: none (0) for a repeatable migration.
+	Version int64 `json:"version,omitempty"`
+	// Repeatable: a repeatable migration (no version; docs/sql-api.md,
+	// "Repeatable migrations").
+	Repeatable    bool   `json:"repeatable,omitempty"`
 	Name          string `json:"name"`
 	Label         string `json:"label,omitempty"`
 	SQL           string `json:"sql,omitempty"`
@@ -49,20 +54,7 @@ func Manifest(migrations []*Migration) ([]byte, error) {
 func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte, error) {
 	entries := make([]batchEntry, len(migrations))
 	for i, m := range migrations {
-		entries[i] = batchEntry{Version: m.Version, Name: m.Name, Label: m.Label, Transactional: m.Transactional, Checksum: m.Checksum}
-		if withSQL(m) {
-			entries[i].CommitAfter = m.CommitAfter
-			if m.LockTimeout != nil {
-				entries[i].LockTimeout = strconv.FormatInt(ceilMillis(*m.LockTimeout), 10) + "ms"
-			}
-			entries[i].SQL = m.SQL
-			entries[i].Down = m.Down
-			if m.Transactional {
-				if starts := statementStarts(m.SQL); len(starts) > 1 {
-					entries[i].Statements = starts
-				}
-			}
-		}
+		entries[i] = newBatchEntry(m, withSQL(m))
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -74,6 +66,32 @@ func encodeBatch(migrations []*Migration, withSQL func(*Migration) bool) ([]byte
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
+// newBatchEntry is m's batch entry, with its SQL or as a manifest entry
+// (checksum only). A repeatable migration has no version (nor label, down
+// SQL or markers: the loader refuses them).
+func newBatchEntry(m *Migration, withSQL bool) batchEntry {
+	e := batchEntry{Version: m.Version, Name: m.Name, Label: m.Label, Transactional: m.Transactional, Checksum: m.Checksum}
+	if m.Repeatable {
+		e = batchEntry{Repeatable: true, Name: m.Name, Transactional: true, Checksum: m.Checksum}
+	}
+	if withSQL {
+		e.SQL = m.SQL
+		if !m.Repeatable {
+			e.CommitAfter = m.CommitAfter
+			if m.LockTimeout != nil {
+				e.LockTimeout = strconv.FormatInt(ceilMillis(*m.LockTimeout), 10) + "ms"
+			}
+			e.Down = m.Down
+		}
+		if m.Transactional {
+			if starts := statementStarts(m.SQL); len(starts) > 1 {
+				e.Statements = starts
+			}
+		}
+	}
+	return e
+}
+
 // ceilMillis is d in whole milliseconds, rounded up: lock_timeout counts
 // milliseconds, and a timeout must not round down to 0 (no limit).
 func ceilMillis(d time.Duration) int64 {
@@ -82,18 +100,32 @@ func ceilMillis(d time.Duration) int64 {
 
 // HistoryDigest is what the engine's migrate_history_digest() returns when exactly these
 // migrations are applied, unchanged: the lowercase hex sha256 over one line per migration in
-// version order, "<version>\t<name>\t<checksum>\n".
+// version order, "<version>\t<name>\t<checksum>\n", then one line per repeatable migration in
+// name order (byte order), "R\t<name>\t<checksum>\n".
 func HistoryDigest(migrations []*Migration) string {
 	sorted := migrations
-	byVersion := func(a, b *Migration) int { return cmp.Compare(a.Version, b.Version) }
-	if !slices.IsSortedFunc(sorted, byVersion) { // Load's are sorted
+	// Versioned first, by version; then repeatable, by name (Load's order).
+	order := func(a, b *Migration) int {
+		if a.Repeatable != b.Repeatable {
+			if a.Repeatable {
+				return 1
+			}
+			return -1
+		}
+		return cmp.Or(cmp.Compare(a.Version, b.Version), strings.Compare(a.Name, b.Name))
+	}
+	if !slices.IsSortedFunc(sorted, order) {
 		sorted = slices.Clone(migrations)
-		slices.SortStableFunc(sorted, byVersion)
+		slices.SortStableFunc(sorted, order)
 	}
 	h := sha256.New()
 	var line []byte
 	for _, m := range sorted {
-		line = strconv.AppendInt(line[:0], m.Version, 10)
+		if m.Repeatable {
+			line = append(line[:0], 'R')
+		} else {
+			line = strconv.AppendInt(line[:0], m.Version, 10)
+		}
 		line = append(line, '\t')
 		line = append(line, m.Name...)
 		line = append(line, '\t')

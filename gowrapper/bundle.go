@@ -320,10 +320,8 @@ func asciiBatch(ms []*Migration) (string, error) {
 	var b bytes.Buffer
 	b.WriteString("[")
 	for i, m := range ms {
-		e := batchEntry{Version: m.Version, Name: m.Name, Label: m.Label, Transactional: m.Transactional, Checksum: m.Checksum}
-		if m.Transactional {
-			e.SQL, e.Down, e.CommitAfter = m.SQL, m.Down, m.CommitAfter
-		}
+		e := newBatchEntry(m, m.Transactional)
+		e.LockTimeout, e.Statements = "", nil // (as before: the bundle carries neither)
 		var line bytes.Buffer
 		enc := json.NewEncoder(&line)
 		enc.SetEscapeHTML(false)

@@ -41,6 +41,7 @@ type runResult struct {
 	Migrations []MigrationResult `json:"-"`
 	Raw        []struct {
 		Version    int64      `json:"version"`
+		Repeatable bool       `json:"repeatable"`
 		Name       string     `json:"name"`
 		Label      string     `json:"label"`
 		Outcome    Outcome    `json:"outcome"`
@@ -77,7 +78,7 @@ func (c *Client) run(ctx context.Context, conn *pgx.Conn, batch []byte, opts *Pu
 	}
 	r.Migrations = make([]MigrationResult, len(r.Raw))
 	for i, m := range r.Raw {
-		r.Migrations[i] = MigrationResult{Version: m.Version, Name: m.Name, Label: m.Label, Outcome: m.Outcome, AppliedAt: m.AppliedAt}
+		r.Migrations[i] = MigrationResult{Version: m.Version, Repeatable: m.Repeatable, Name: m.Name, Label: m.Label, Outcome: m.Outcome, AppliedAt: m.AppliedAt}
 		if m.DurationUS != nil {
 			r.Migrations[i].Duration = time.Duration(*m.DurationUS) * time.Microsecond
 		}
@@ -141,14 +142,14 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 	}
 	var m *Migration
 	if failure != nil {
-		m = migrationByVersion(migrations, failure.Version)
+		m = failure.migration(migrations)
 		committed += failure.Committed
 	}
-	if v, ok := route.running(); m == nil && pgErr.Code == codeQueryCanceled && ok {
+	if k, ok := route.running(); m == nil && pgErr.Code == codeQueryCanceled && ok {
 		// Cancelled (statement_timeout, a cancel request): PL/pgSQL cannot
 		// catch that, so no PM010 came; the last progress notice named the
 		// migration that was running.
-		m = migrationByVersion(migrations, v)
+		m = k.migration(migrations)
 	}
 	if m == nil && !strings.HasPrefix(pgErr.Code, "PM") {
 		// No PM010 data reached us (a connection without HandleNotice, or a
@@ -160,7 +161,7 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 		return withApplied(engineError("pushing migrations", err), committed)
 	}
 	merr := &MigrationError{
-		Version: m.Version, Name: m.Name, File: m.File,
+		Version: m.Version, Repeatable: m.Repeatable, Name: m.Name, File: m.File,
 		Code: pgErr.Code, Message: pgErr.Message, Detail: pgErr.Detail, Hint: pgErr.Hint,
 		CurrentVersion: -1, Applied: committed,
 		PgError: pgErr,
@@ -174,7 +175,7 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 	if n := statementOf(pgErr.InternalQuery); n > 0 && n <= len(starts) && merr.Statement == 0 {
 		merr.Statement, merr.Statements = n, len(starts)
 	}
-	if failure != nil && failure.Version == m.Version {
+	if failure != nil && failure.migration(migrations) == m {
 		switch {
 		case failure.Statement > 0 && failure.Statement <= len(starts):
 			merr.Statement, merr.Statements = failure.Statement, len(starts)

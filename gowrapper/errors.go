@@ -163,8 +163,10 @@ func (e *EngineVersionError) Is(target error) bool { return target == ErrUnsuppo
 // Unwrap returns the *pgconn.PgError.
 type MigrationError struct {
 	Version int64
-	Name    string
-	File    string
+	// Repeatable: the failing migration is a repeatable one (Version 0).
+	Repeatable bool
+	Name       string
+	File       string
 	// Location of the error in File, when the server reported a position;
 	// for an error without one (a runtime error), the line where the
 	// failing statement starts, with Column 0, when the statement is known
@@ -223,10 +225,14 @@ func (e *MigrationError) Error() string {
 	case e.Location.Line > 0:
 		where = fmt.Sprintf(" at %s:%d (statement %d)", e.File, e.Location.Line, e.Statement)
 	}
-	if e.Blocked != "" {
-		return fmt.Sprintf("error applying version %d [%s]%s: cancelled: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Blocked, e.Code)
+	what := fmt.Sprintf("version %d [%s]", e.Version, e.Name)
+	if e.Repeatable {
+		what = fmt.Sprintf("repeatable migration [%s]", e.Name)
 	}
-	return fmt.Sprintf("error applying version %d [%s]%s: %s (SQLSTATE %s)", e.Version, e.Name, where, e.Message, e.Code)
+	if e.Blocked != "" {
+		return fmt.Sprintf("error applying %s%s: cancelled: %s (SQLSTATE %s)", what, where, e.Blocked, e.Code)
+	}
+	return fmt.Sprintf("error applying %s%s: %s (SQLSTATE %s)", what, where, e.Message, e.Code)
 }
 
 func (e *MigrationError) Unwrap() error { return e.PgError }

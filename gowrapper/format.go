@@ -142,13 +142,13 @@ func fileList(files []string) string {
 type Loaded struct {
 	// Format is the directory's format, detected or forced.
 	Format Format
-	// Migrations are the versioned migrations in version order: what Load
-	// returns and Push applies.
+	// Migrations are the versioned migrations in version order.
 	Migrations []*Migration
-	// Repeatable are Flyway's R__ files in name order (Version 0,
-	// Repeatable set). They are never part of Migrations: the engine does
-	// not apply repeatable migrations yet, so they must not be pushed as
-	// versioned ones.
+	// Repeatable are the repeatable migrations in name order (byte order):
+	// Flyway's R__ files, or the *.sql files of the repeatable/
+	// sub-directory in the other formats (Version 0, Repeatable set). Load
+	// returns them after Migrations; the engine applies them after the
+	// versioned ones whenever their checksum changed.
 	Repeatable []*Migration
 }
 
@@ -192,8 +192,12 @@ func LoadAll(fsys fs.FS, opts *LoadOpts) (*Loaded, error) {
 		return nil, err
 	}
 	format := opts.Format
+	hasRepeatableDir := slices.ContainsFunc(root, func(e fs.DirEntry) bool { return e.IsDir() && e.Name() == RepeatableDir })
 	if format == "" {
-		if format, err = d.detect(); err != nil {
+		if len(d.files) == 0 && hasRepeatableDir {
+			// Repeatable migrations only: their files are plain SQL, as in tern's format.
+			format = FormatTern
+		} else if format, err = d.detect(); err != nil {
 			return nil, err
 		}
 	}
@@ -201,6 +205,41 @@ func LoadAll(fsys fs.FS, opts *LoadOpts) (*Loaded, error) {
 		return nil, err
 	}
 	l := &Loaded{Format: format}
+	switch {
+	case len(d.files) == 0 && hasRepeatableDir && format != FormatFlyway:
+		// no versioned migration: nothing for the format's loader
+	default:
+		err = l.loadVersioned(fsys, d, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if format != FormatFlyway {
+		if l.Repeatable, err = loadRepeatableDir(fsys, root, format, opts); err != nil {
+			return nil, err
+		}
+	} else if err := checkRepeatables(l.Repeatable); err != nil {
+		return nil, err
+	}
+	if err := readLockTimeouts(l.Migrations); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// All is what Load returns: the versioned migrations in version order, then
+// the repeatable ones in name order.
+func (l *Loaded) All() []*Migration {
+	if len(l.Repeatable) == 0 {
+		return l.Migrations
+	}
+	return append(slices.Clip(l.Migrations), l.Repeatable...)
+}
+
+// loadVersioned loads the versioned migrations (and Flyway's repeatable ones)
+// in the format l.Format.
+func (l *Loaded) loadVersioned(fsys fs.FS, d *dirScan, opts *LoadOpts) (err error) {
+	format := l.Format
 	switch format {
 	case FormatTern:
 		l.Migrations, err = loadTern(fsys, d, opts)
@@ -215,13 +254,7 @@ func LoadAll(fsys fs.FS, opts *LoadOpts) (*Loaded, error) {
 	case FormatFlyway:
 		l.Migrations, l.Repeatable, err = loadFlyway(fsys, d, opts)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := readLockTimeouts(l.Migrations); err != nil {
-		return nil, err
-	}
-	return l, nil
+	return err
 }
 
 // noMigrations is the error for a directory without a migration file.
@@ -355,6 +388,9 @@ func scanDir(fsys fs.FS, root []fs.DirEntry, format Format) (*dirScan, error) {
 		for _, e := range root {
 			if !e.IsDir() {
 				continue
+			}
+			if e.Name() == RepeatableDir && format != FormatFlyway && !flywayAtRoot {
+				continue // the other formats' repeatable migrations (loadRepeatableDir)
 			}
 			err := fs.WalkDir(fsys, e.Name(), func(p string, de fs.DirEntry, err error) error {
 				if err != nil {

@@ -62,8 +62,8 @@ func TestPushEveryFormat(t *testing.T) {
 			`select obj_description('warehouses'::regclass) = 'owned by logistics, created by V2__comment_owner.sql'`,
 			`select count(*) = 1 from warehouses where code = 'BER1'`,
 			`select count(*) = 1 from information_schema.columns where table_name = 'stock' and column_name = 'updated_at'`,
-			// The repeatable migration is loaded apart and not applied.
-			`select to_regclass('warehouse_totals') is null`,
+			// The repeatable migration is applied after the versioned ones.
+			`select to_regclass('warehouse_totals') is not null`,
 		}},
 	} {
 		t.Run(string(tc.format), func(t *testing.T) {
@@ -87,17 +87,22 @@ func TestPushEveryFormat(t *testing.T) {
 			}
 			db := pgtest.NewDB(t)
 			client := connect(t, db.URL, nil)
-			res, err := client.Push(ctx, l.Migrations, nil)
+			res, err := client.Push(ctx, l.All(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			last := l.Migrations[len(l.Migrations)-1]
-			if res.Applied != len(l.Migrations) || res.Version != last.Version {
-				t.Fatalf("first push applied %d of %d, version %d (want %d)", res.Applied, len(l.Migrations), res.Version, last.Version)
+			if res.Applied != len(l.All()) || res.RepeatableApplied != len(l.Repeatable) || res.Version != last.Version {
+				t.Fatalf("first push applied %d of %d, version %d (want %d)", res.Applied, len(l.All()), res.Version, last.Version)
 			}
 			for i, r := range res.Migrations {
-				if m := l.Migrations[i]; r.Version != m.Version || r.Outcome != pgmig.OutcomeApplied || r.File != m.File {
-					t.Errorf("result %d: %+v, want %d (%s) applied", i, r, m.Version, m.File)
+				m := l.All()[i]
+				want := pgmig.OutcomeApplied
+				if m.Repeatable {
+					want = pgmig.OutcomeRepeatableApplied
+				}
+				if r.Version != m.Version || r.Name != m.Name || r.Outcome != want || r.File != m.File || r.Repeatable != m.Repeatable {
+					t.Errorf("result %d: %+v, want %d %s (%s) %s", i, r, m.Version, m.Name, m.File, want)
 				}
 			}
 			conn := db.Conn(t)
@@ -112,10 +117,10 @@ func TestPushEveryFormat(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(st.History) != len(l.Migrations) {
-				t.Fatalf("history holds %d rows, want %d", len(st.History), len(l.Migrations))
+			if len(st.History) != len(l.All()) {
+				t.Fatalf("history holds %d rows, want %d", len(st.History), len(l.All()))
 			}
-			for i, h := range st.History { // newest first
+			for i, h := range st.History[:len(l.Migrations)] { // newest first, then the repeatable ones
 				m := l.Migrations[len(l.Migrations)-1-i]
 				if h.Version != m.Version || h.Name != m.Name || h.Checksum != m.Checksum || h.State != "applied" {
 					t.Errorf("history row %d: %+v, want %d %s %s", i, h, m.Version, m.Name, m.Checksum)

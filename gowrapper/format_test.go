@@ -206,9 +206,10 @@ func TestFormatFixtureFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range ms {
-		if m.Repeatable || m.Version == 0 {
-			t.Errorf("LoadDir returned the repeatable %s", m.File)
+	// LoadDir: the versioned migrations, then the repeatable one.
+	for i, m := range ms {
+		if last := i == len(ms)-1; m.Repeatable != last || (m.Version == 0) != last {
+			t.Errorf("LoadDir returned %s (repeatable %v) at %d of %d", m.File, m.Repeatable, i, len(ms))
 		}
 	}
 }
@@ -751,18 +752,25 @@ func TestDbmateOptions(t *testing.T) {
 	}
 }
 
-// TestRepeatableOnly: a Flyway directory of repeatable migrations only has
-// nothing for Load to return (the engine does not apply them yet), which
-// it says.
+// TestRepeatableOnly: a directory of repeatable migrations only (Flyway's
+// R__ files, a repeatable/ sub-directory) is valid: Load returns them.
 func TestRepeatableOnly(t *testing.T) {
 	t.Parallel()
-	files := map[string]string{"R__views.sql": "create view v as select 1;"}
-	l, err := fsLoad(files, nil)
-	if err != nil || len(l.Migrations) != 0 || len(l.Repeatable) != 1 {
-		t.Fatalf("%v %+v", err, l)
+	for _, files := range []map[string]string{
+		{"R__views.sql": "create view v as select 1;"},
+		{"repeatable/views.sql": "create view v as select 1;"},
+	} {
+		l, err := fsLoad(files, nil)
+		if err != nil || len(l.Migrations) != 0 || len(l.Repeatable) != 1 {
+			t.Fatalf("%v: %v %+v", files, err, l)
+		}
+		ms, err := Load(mapFS(files), nil)
+		if err != nil || len(ms) != 1 || !ms[0].Repeatable || ms[0].Name != "views" {
+			t.Errorf("Load %v: %v %+v", files, err, ms)
+		}
 	}
-	if _, err := Load(mapFS(files), nil); !errors.Is(err, ErrNoMigrations) || !strings.Contains(err.Error(), "1 repeatable migrations") {
-		t.Errorf("Load: %v", err)
+	if _, err := Load(mapFS(map[string]string{"notes.txt": "x"}), nil); !errors.Is(err, ErrNoMigrations) {
+		t.Errorf("Load of nothing: %v", err)
 	}
 }
 

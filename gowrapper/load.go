@@ -73,8 +73,9 @@ type Migration struct {
 	File string
 	// Format is the format the file was read in.
 	Format Format
-	// Repeatable marks a Flyway R__ migration (Version 0), returned only in
-	// Loaded.Repeatable, never by Load.
+	// Repeatable marks a repeatable migration (Version 0): Flyway's R__
+	// files, the other formats' repeatable/*.sql. The engine applies it
+	// after the versioned migrations whenever its checksum changed.
 	Repeatable bool
 	// SQL is the up SQL pgmig runs: for tern exactly what tern would run
 	// (the part above the down separator, trimmed, with templates
@@ -181,8 +182,10 @@ type dirFS struct {
 // Every format: a UTF-8 byte-order mark at the start of a file is ignored;
 // a .sql file that looks like a migration (its name starts with a digit,
 // or with V, U or R as Flyway's do) but matches no rule of the format is
-// an error, not skipped. Flyway's repeatable migrations are not returned:
-// see LoadAll.
+// an error, not skipped. Repeatable migrations (Flyway's R__ files, the
+// *.sql files of a repeatable/ sub-directory in the other formats) follow
+// the versioned ones, in name order, with Repeatable set and Version 0;
+// a directory may hold only those.
 //
 // Problems are reported as a *LoadError naming the file (with a
 // *LineError naming the line where there is one), matching one of
@@ -199,16 +202,13 @@ func Load(fsys fs.FS, opts *LoadOpts) ([]*Migration, error) {
 	return versioned(l)
 }
 
-// versioned: the versioned migrations of l, which must not be none.
+// versioned: the migrations of l (versioned, then repeatable), which must
+// not be none.
 func versioned(l *Loaded) ([]*Migration, error) {
-	if len(l.Migrations) == 0 {
-		err := noMigrations(l.Format)
-		if len(l.Repeatable) > 0 {
-			err = fmt.Errorf("%w; the %d repeatable migrations (R__) are not applied by pgmig yet", err, len(l.Repeatable))
-		}
-		return nil, err
+	if len(l.Migrations) == 0 && len(l.Repeatable) == 0 {
+		return nil, noMigrations(l.Format)
 	}
-	return l.Migrations, nil
+	return l.All(), nil
 }
 
 // loadTern loads a directory in tern's format, the files read already.

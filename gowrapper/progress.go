@@ -13,7 +13,9 @@ import (
 // engine's PM000 notices.
 type Progress struct {
 	Version int64
-	Name    string
+	// Repeatable: a repeatable migration (Version 0), named by Name.
+	Repeatable bool
+	Name       string
 	// Label is the version as written in the file name, when it is not the
 	// plain number (Migration.Label).
 	Label string
@@ -40,6 +42,7 @@ type (
 	progressEvent struct {
 		Event      string `json:"event"` // "applying", "applied", "rolling_back" or "rolled_back"
 		Version    int64  `json:"version"`
+		Repeatable bool   `json:"repeatable"`
 		Name       string `json:"name"`
 		Index      int    `json:"index"`
 		Total      int    `json:"total"`
@@ -48,10 +51,11 @@ type (
 	// failureEvent is the DETAIL of the PM010 WARNING that precedes the
 	// error of a failing migration.
 	failureEvent struct {
-		Version   int64  `json:"version"`
-		Name      string `json:"name"`
-		SQLState  string `json:"sqlstate"`
-		Committed int    `json:"committed"`
+		Version    int64  `json:"version"`
+		Repeatable bool   `json:"repeatable"`
+		Name       string `json:"name"`
+		SQLState   string `json:"sqlstate"`
+		Committed  int    `json:"committed"`
 		// Statement (1-based) and Line: where the engine, running the
 		// statements one by one, saw the migration fail; Context: the
 		// error's CONTEXT inside the migration.
@@ -74,12 +78,12 @@ type (
 type noticeRoute struct {
 	progress func(Progress)
 	notice   func(*pgconn.Notice)
-	files    map[int64]*Migration
+	files    map[migrationKey]*Migration
 
 	mu sync.Mutex
 	// current is the migration the last PM000 notice named: the one
 	// running when an error arrives.
-	current    int64
+	current    migrationKey
 	hasCurrent bool
 	failure    *failureEvent
 	drift      *driftEvent
@@ -91,9 +95,9 @@ type noticeRoute struct {
 func newNoticeRoute(progress func(Progress), notice func(*pgconn.Notice), migrations []*Migration) *noticeRoute {
 	r := &noticeRoute{progress: progress, notice: notice}
 	if progress != nil {
-		r.files = make(map[int64]*Migration, len(migrations))
+		r.files = make(map[migrationKey]*Migration, len(migrations))
 		for _, m := range migrations {
-			r.files[m.Version] = m
+			r.files[keyOf(m)] = m
 		}
 	}
 	return r
@@ -110,7 +114,7 @@ func (r *noticeRoute) reset() {
 }
 
 // running is the migration the last PM000 notice named, if any.
-func (r *noticeRoute) running() (int64, bool) {
+func (r *noticeRoute) running() (migrationKey, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.current, r.hasCurrent
@@ -123,7 +127,7 @@ func (r *noticeRoute) failed() (*failureEvent, *driftEvent) {
 }
 
 func (r *noticeRoute) emit(p Progress) {
-	if m := r.files[p.Version]; m != nil {
+	if m := r.files[progressKey(p.Version, p.Name, p.Repeatable)]; m != nil {
 		p.File, p.Label = m.File, m.Label
 	}
 	r.progress(p)
@@ -156,11 +160,11 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 	switch n.Code {
 	case codeProgress:
 		var e progressEvent
-		if json.Unmarshal([]byte(n.Detail), &e) != nil || e.Version == 0 {
+		if json.Unmarshal([]byte(n.Detail), &e) != nil || e.Version == 0 && !e.Repeatable {
 			return // a pgmig notice without data (notices => 'text'): nothing to route
 		}
 		r.mu.Lock()
-		r.current, r.hasCurrent = e.Version, true
+		r.current, r.hasCurrent = progressKey(e.Version, e.Name, e.Repeatable), true
 		if r.total == 0 {
 			// The first engine call of a push counts everything it will apply.
 			r.total = e.Total
@@ -170,7 +174,7 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 		if r.progress == nil {
 			return
 		}
-		p := Progress{Version: e.Version, Name: e.Name, Index: offset + e.Index, Total: total, At: time.Now()}
+		p := Progress{Version: e.Version, Repeatable: e.Repeatable, Name: e.Name, Index: offset + e.Index, Total: total, At: time.Now()}
 		if e.Event == "applied" || e.Event == "rolled_back" {
 			p.Done, p.Duration, p.Index = true, time.Duration(e.DurationUS)*time.Microsecond, 0
 		}
@@ -178,10 +182,10 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 		return
 	case codeMigrationFailed:
 		var e failureEvent
-		if json.Unmarshal([]byte(n.Detail), &e) == nil && e.Version != 0 {
+		if json.Unmarshal([]byte(n.Detail), &e) == nil && (e.Version != 0 || e.Repeatable) {
 			r.mu.Lock()
 			r.failure = &e
-			r.current, r.hasCurrent = e.Version, true
+			r.current, r.hasCurrent = progressKey(e.Version, e.Name, e.Repeatable), true
 			r.mu.Unlock()
 		}
 		return
@@ -201,6 +205,27 @@ func HandleNotice(c *pgconn.PgConn, n *pgconn.Notice) {
 	if r.notice != nil {
 		r.notice(n)
 	}
+}
+
+// progressKey: the key of the migration an engine notice names.
+func progressKey(version int64, name string, repeatable bool) migrationKey {
+	if repeatable {
+		return migrationKey{name: name}
+	}
+	return migrationKey{version: version}
+}
+
+// migration: the migration of migrations that k names, if any.
+func (k migrationKey) migration(migrations []*Migration) *Migration {
+	if k.version == 0 {
+		return repeatableByName(migrations, k.name)
+	}
+	return migrationByVersion(migrations, k.version)
+}
+
+// migration: the migration of migrations the failure names, if any.
+func (e *failureEvent) migration(migrations []*Migration) *Migration {
+	return progressKey(e.Version, e.Name, e.Repeatable).migration(migrations)
 }
 
 func attachRoute(c *pgconn.PgConn, r *noticeRoute) func() {

@@ -19,17 +19,31 @@ const (
 	OutcomeBeyondTarget   Outcome = "beyond_target"   // pending, above the target version
 	OutcomeAhead          Outcome = "ahead"           // applied, newer than every pushed migration
 	OutcomeMissing        Outcome = "missing"         // applied, not pushed, older than the newest pushed (AllowMissing)
+
+	// Repeatable migrations (MigrationResult.Repeatable, no version).
+	OutcomeRepeatableApplied   Outcome = "repeatable_applied"   // applied by this call: new, or changed since it was last applied
+	OutcomeRepeatableUnchanged Outcome = "repeatable_unchanged" // applied with the same checksum: not run again
+	OutcomeRepeatablePending   Outcome = "repeatable_pending"   // would be applied: a dry run, a plan, or a call that left versioned migrations pending
+	OutcomeRepeatableMissing   Outcome = "repeatable_missing"   // applied once, not pushed now (not an error)
 )
+
+// IsApplied: applied by this call (a versioned or a repeatable migration).
+func (o Outcome) IsApplied() bool { return o == OutcomeApplied || o == OutcomeRepeatableApplied }
+
+// IsPending: would be applied (a versioned or a repeatable migration).
+func (o Outcome) IsPending() bool { return o == OutcomePending || o == OutcomeRepeatablePending }
 
 // MigrationResult is one migration as the engine reported it.
 type MigrationResult struct {
-	Version   int64         `json:"version"`
-	Name      string        `json:"name"`
-	Label     string        `json:"label,omitempty"`
-	File      string        `json:"file,omitempty"`
-	Outcome   Outcome       `json:"outcome"`
-	Duration  time.Duration `json:"duration_ns"`
-	AppliedAt *time.Time    `json:"applied_at,omitempty"`
+	Version int64 `json:"version"`
+	// Repeatable: a repeatable migration (Version 0), identified by Name.
+	Repeatable bool          `json:"repeatable,omitempty"`
+	Name       string        `json:"name"`
+	Label      string        `json:"label,omitempty"`
+	File       string        `json:"file,omitempty"`
+	Outcome    Outcome       `json:"outcome"`
+	Duration   time.Duration `json:"duration_ns"`
+	AppliedAt  *time.Time    `json:"applied_at,omitempty"`
 }
 
 // PushOpts configures Push. A nil *PushOpts means defaults.
@@ -119,8 +133,11 @@ type PushResult struct {
 	// Migrations: one per pushed migration, in version order, plus one per
 	// applied version that was not pushed (OutcomeAhead / OutcomeMissing).
 	Migrations []MigrationResult `json:"migrations"`
-	// Applied is how many migrations this call applied.
+	// Applied is how many migrations this call applied, repeatable ones
+	// included.
 	Applied int `json:"applied"`
+	// RepeatableApplied: how many of them were repeatable migrations.
+	RepeatableApplied int `json:"repeatable_applied,omitempty"`
 	// Version is the newest applied version after the call (0: none).
 	Version int64 `json:"version"`
 	// Ahead: the database has versions newer than every pushed migration
@@ -215,7 +232,7 @@ func (c *Client) pushOnce(ctx context.Context, migrations []*Migration, opts *Pu
 		return nil, fmt.Errorf("encoding batch: %w", err)
 	}
 	var (
-		applied = map[int64]MigrationResult{} // by this push, across engine calls
+		applied = map[migrationKey]MigrationResult{} // by this push, across engine calls
 		last    *runResult
 		steps   int
 		stops   int
@@ -233,8 +250,8 @@ func (c *Client) pushOnce(ctx context.Context, migrations []*Migration, opts *Pu
 		stops += r.LockBudgetStops
 		budget = r.LockBudget
 		for _, m := range r.Migrations {
-			if m.Outcome == OutcomeApplied {
-				applied[m.Version] = m
+			if m.Outcome.IsApplied() {
+				applied[resultKey(m)] = m
 			}
 		}
 		last = r
@@ -253,7 +270,7 @@ func (c *Client) pushOnce(ctx context.Context, migrations []*Migration, opts *Pu
 		}
 		steps++
 		if res.Outcome == OutcomeApplied {
-			applied[res.Version] = res
+			applied[resultKey(res)] = res
 		}
 	}
 
@@ -330,15 +347,36 @@ func (c *Client) historyDigest(ctx context.Context, conn *pgx.Conn) (engine, dig
 // mergeResults is the engine's last report with the migrations that
 // earlier calls of the same push applied marked as such (the last call sees
 // them as already applied).
-func mergeResults(last []MigrationResult, applied map[int64]MigrationResult) []MigrationResult {
+func mergeResults(last []MigrationResult, applied map[migrationKey]MigrationResult) []MigrationResult {
 	results := make([]MigrationResult, len(last))
 	copy(results, last)
 	for i, r := range results {
-		if a, ok := applied[r.Version]; ok {
+		if a, ok := applied[resultKey(r)]; ok {
 			results[i] = a
 		}
 	}
 	return results
+}
+
+// migrationKey identifies a migration: its version, or for a repeatable one
+// its name.
+type migrationKey struct {
+	version int64
+	name    string
+}
+
+func keyOf(m *Migration) migrationKey {
+	if m.Repeatable {
+		return migrationKey{name: m.Name}
+	}
+	return migrationKey{version: m.Version}
+}
+
+func resultKey(r MigrationResult) migrationKey {
+	if r.Repeatable {
+		return migrationKey{name: r.Name}
+	}
+	return migrationKey{version: r.Version}
 }
 
 // lostBeforeApply: a connection that failed before the engine was called
@@ -353,7 +391,17 @@ func lostBeforeApply(conn *pgx.Conn, op string, err error) error {
 
 func migrationByVersion(migrations []*Migration, v int64) *Migration {
 	for _, m := range migrations {
-		if m.Version == v {
+		if m.Version == v && !m.Repeatable {
+			return m
+		}
+	}
+	return nil
+}
+
+// repeatableByName: the repeatable migration of that name, if any.
+func repeatableByName(migrations []*Migration, name string) *Migration {
+	for _, m := range migrations {
+		if m.Repeatable && m.Name == name {
 			return m
 		}
 	}
@@ -361,12 +409,12 @@ func migrationByVersion(migrations []*Migration, v int64) *Migration {
 }
 
 func addFiles(results []MigrationResult, migrations []*Migration) {
-	byVersion := make(map[int64]*Migration, len(migrations))
+	byKey := make(map[migrationKey]*Migration, len(migrations))
 	for _, m := range migrations {
-		byVersion[m.Version] = m
+		byKey[keyOf(m)] = m
 	}
 	for i := range results {
-		if m := byVersion[results[i].Version]; m != nil {
+		if m := byKey[resultKey(results[i])]; m != nil {
 			results[i].File = m.File
 			if results[i].Label == "" {
 				results[i].Label = m.Label
@@ -381,6 +429,9 @@ func summarize(results []MigrationResult) *PushResult {
 		switch r.Outcome {
 		case OutcomeApplied:
 			res.Applied++
+		case OutcomeRepeatableApplied:
+			res.Applied++
+			res.RepeatableApplied++
 		case OutcomeAhead:
 			res.Ahead = true
 		}
@@ -399,6 +450,9 @@ func allApplied(migrations []*Migration) []MigrationResult {
 	results := make([]MigrationResult, len(migrations))
 	for i, m := range migrations {
 		results[i] = MigrationResult{Version: m.Version, Name: m.Name, Label: m.Label, File: m.File, Outcome: OutcomeAlreadyApplied}
+		if m.Repeatable {
+			results[i].Repeatable, results[i].Outcome = true, OutcomeRepeatableUnchanged
+		}
 	}
 	return results
 }

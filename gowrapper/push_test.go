@@ -379,13 +379,12 @@ func TestPushLockTimeout(t *testing.T) {
 }
 
 // A migrator waiting for the lock gets it when the holder commits, not at
-// its next poll. The holder keeps the lock 1.5 s, long enough for a poller's
-// backoff to reach its 200 ms cap, then commits at the worst moment for a
-// poller: just after it found the lock taken (its session turned idle less
-// than 20 ms ago), so it would sleep ~180 ms more at least; a waiter queued
-// in LOCK TABLE is granted the lock at once. The bound, 100 ms from the
-// COMMIT to the waiter's first progress notice (the lock, the digest check
-// and the start of migrate_apply), leaves room for a loaded machine.
+// its next poll: it waits in PostgreSQL's lock queue (LOCK TABLE, granted
+// at the holder's COMMIT), which a poller never does. Proved by what the
+// server shows, not by timing: while the holder keeps the lock, the waiter
+// is seen queued for pgmig.history (an ungranted lock in pg_locks, its
+// backend waiting on a Lock event), and it is still queued, not between
+// attempts, when the holder commits. How long it then took is logged only.
 // The session's lock_timeout (42 s here) is the limit of the whole wait,
 // and the migrations run with it again, whatever the queued attempts set.
 func TestPushGetsLockAsHolderCommits(t *testing.T) {
@@ -427,20 +426,31 @@ func TestPushGetsLockAsHolderCommits(t *testing.T) {
 		done <- err
 	}()
 
-	time.Sleep(1500 * time.Millisecond)
 	observer := db.Conn(t)
-	for {
-		var ready bool
-		if err := observer.QueryRow(ctx, `select coalesce(state = 'active' and wait_event_type = 'Lock'
-			or state = 'idle' and clock_timestamp() - state_change < interval '20 ms', false)
-			from pg_stat_activity where pid = $1`, waiter).Scan(&ready); err != nil {
+	queued := func() bool {
+		var q bool
+		if err := observer.QueryRow(ctx, `select exists (select from pg_locks as l join pg_stat_activity as a using (pid)
+			where l.pid = $1 and l.relation = 'pgmig.history'::regclass and not l.granted
+			  and a.state = 'active' and a.wait_event_type = 'Lock')`, waiter).Scan(&q); err != nil {
 			t.Fatal(err)
 		}
-		if ready {
-			break
+		return q
+	}
+	// Seen queued several times over a few slices (a queued attempt lasts
+	// 200 ms, then the next one queues again at once).
+	for seen := 0; seen < 5; {
+		if queued() {
+			seen++
 		}
+		time.Sleep(50 * time.Millisecond)
 		if time.Since(locked) > 20*time.Second {
-			t.Fatal("the waiting push never showed up as waiting")
+			t.Fatal("the waiting push was never seen in the lock queue of pgmig.history")
+		}
+	}
+	// Commit right after seeing it queued.
+	for !queued() {
+		if time.Since(locked) > 20*time.Second {
+			t.Fatal("the waiting push left the lock queue")
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -449,11 +459,7 @@ func TestPushGetsLockAsHolderCommits(t *testing.T) {
 	committed := time.Now()
 	select {
 	case at := <-progress:
-		if d := at.Sub(committed); d > 100*time.Millisecond {
-			t.Errorf("the waiting push started applying %v after the holder committed, want < 100ms", d)
-		} else {
-			t.Logf("the waiting push started applying %v after the holder committed", d)
-		}
+		t.Logf("the waiting push started applying %v after the holder committed", at.Sub(committed))
 	case err := <-done:
 		t.Fatalf("push ended without progress: %v", err)
 	case <-time.After(20 * time.Second):

@@ -173,8 +173,14 @@ func (c *Client) Rehearse(ctx context.Context, migrations []*Migration, opts *Re
 			var wal *int64
 			var rels []byte
 			var note *string
-			if err = rows.Scan(&m.Version, &m.Name, &m.Outcome, &dur, &wal, &rels, &note); err != nil {
+			var version *int64 // NULL: a repeatable migration
+			if err = rows.Scan(&version, &m.Name, &m.Outcome, &dur, &wal, &rels, &note); err != nil {
 				break
+			}
+			if version != nil {
+				m.Version = *version
+			} else {
+				m.Repeatable = true
 			}
 			if dur != nil {
 				m.Duration = *dur

@@ -49,7 +49,12 @@ type PlanEntry struct {
 // PlanResult is what a push would do now.
 type PlanResult struct {
 	// Migrations as the engine plans them, in version order: pending ones
-	// (OutcomePending) would be applied, OutcomeBeyondTarget ones not.
+	// (OutcomePending) would be applied, OutcomeBeyondTarget ones not; then
+	// the repeatable ones in name order (OutcomeRepeatablePending,
+	// OutcomeRepeatableUnchanged, OutcomeRepeatableMissing).
+	// A repeatable one pending while versioned ones stay beyond the target
+	// is not applied by that push (it follows the last versioned one): it
+	// has no Step, and Pending does not count it.
 	Migrations []PlanEntry `json:"migrations"`
 	// Pending is how many migrations a push would apply.
 	Pending int `json:"pending"`
@@ -98,11 +103,13 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 	var drift *DriftError
 	for rows.Next() {
 		var e PlanEntry
+		var version pgtype.Int8
 		var label, kinds, detail pgtype.Text
 		var step pgtype.Int4
-		if err := rows.Scan(&e.Version, &e.Name, &label, &e.Outcome, &e.AppliedAt, &e.Transactional, &e.CommitAfter, &step, &kinds, &detail, &e.DownDiffers); err != nil {
+		if err := rows.Scan(&version, &e.Name, &label, &e.Outcome, &e.AppliedAt, &e.Transactional, &e.CommitAfter, &step, &kinds, &detail, &e.DownDiffers); err != nil {
 			return nil, engineError("planning", err)
 		}
+		e.Version, e.Repeatable = version.Int64, !version.Valid
 		e.Label, e.Step, e.Drift, e.Detail = label.String, int(step.Int32), kinds.String, detail.String
 		if e.Drift != "" {
 			if drift == nil {
@@ -112,11 +119,13 @@ func (c *Client) Plan(ctx context.Context, migrations []*Migration, opts *PlanOp
 				drift.add(e.Version, k)
 			}
 		}
-		switch e.Outcome {
-		case OutcomePending:
+		switch {
+		case e.Outcome == OutcomeRepeatablePending && e.Step == 0:
+			// left for the push that applies the versioned ones beyond the target
+		case e.Outcome == OutcomePending || e.Outcome == OutcomeRepeatablePending:
 			res.Pending++
 			res.Steps = max(res.Steps, e.Step)
-		case OutcomeAhead:
+		case e.Outcome == OutcomeAhead:
 			res.Ahead = true
 		}
 		if e.Outcome != OutcomePending && e.Outcome != OutcomeBeyondTarget && e.Version > res.Version {
@@ -175,7 +184,9 @@ type StatusResult struct {
 	EngineVersion string `json:"engine_version"`
 	// History, newest first, without the in-progress row. State is
 	// "applied" or "baseline", or for a non-transactional migration
-	// started and not recorded "running", "failed" or "interrupted".
+	// started and not recorded "running", "failed" or "interrupted"; then
+	// the repeatable migrations as last applied (state "repeatable",
+	// Version 0, Detail "applied N times"), in name order.
 	History []HistoryEntry `json:"history"`
 	// InProgress is set while a migrator holds the lock.
 	InProgress *HistoryEntry `json:"in_progress,omitempty"`

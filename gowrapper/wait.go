@@ -252,11 +252,15 @@ func (w *waiter) look(ctx context.Context, res *WaitResult) (WaitState, bool, er
 	var applied int64 // the newest applied version, as of the plan
 	for rows.Next() {
 		var v int64
+		var version *int64 // NULL: a repeatable migration
 		var outcome Outcome
 		var kinds *string
-		if err := rows.Scan(&v, &outcome, &kinds); err != nil {
+		if err := rows.Scan(&version, &outcome, &kinds); err != nil {
 			rows.Close()
 			return state, false, engineError("waiting for migrations", err)
+		}
+		if version != nil {
+			v = *version
 		}
 		if kinds != nil && *kinds != "" {
 			if drift == nil {
@@ -267,7 +271,7 @@ func (w *waiter) look(ctx context.Context, res *WaitResult) (WaitState, bool, er
 			}
 		}
 		switch outcome {
-		case OutcomePending, OutcomeBeyondTarget:
+		case OutcomePending, OutcomeBeyondTarget, OutcomeRepeatablePending:
 			state.Pending++
 		case OutcomeAhead:
 			ahead = append(ahead, v)

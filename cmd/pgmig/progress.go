@@ -15,6 +15,9 @@ func label(file string, version int64, name string) string {
 	if file != "" {
 		return file
 	}
+	if version == 0 {
+		return fmt.Sprintf("repeatable migration %s", name)
+	}
 	return fmt.Sprintf("version %d (%s)", version, name)
 }
 

@@ -35,6 +35,7 @@ type jsonErrorBody struct {
 	// the relation and the sessions in its way.
 	Blocked        *blockedJSON `json:"blocked,omitempty"`
 	Version        int64        `json:"version,omitempty"`
+	Repeatable     bool         `json:"repeatable,omitempty"`
 	Name           string       `json:"name,omitempty"`
 	CurrentVersion *int64       `json:"current_version,omitempty"`
 	// The connection failed mid-push (exit 5): re-running is safe;
@@ -115,7 +116,7 @@ func (o *output) errorObject(err error) jsonError {
 	if errors.As(err, &merr) {
 		j.Error.Message = merr.Message
 		j.Error.File, j.Error.Line, j.Error.Column = merr.File, merr.Location.Line, merr.Location.Column
-		j.Error.Version, j.Error.Name = merr.Version, merr.Name
+		j.Error.Version, j.Error.Name, j.Error.Repeatable = merr.Version, merr.Name, merr.Repeatable
 		j.Error.Statement, j.Error.Context = merr.Statement, merr.Context
 		if merr.CurrentVersion >= 0 {
 			j.Error.CurrentVersion = &merr.CurrentVersion
@@ -257,6 +258,10 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 			"Let the engine size transactions for this server (--segment-size auto, the default), apply fewer migrations per transaction (--segment-size N), "+
 			"or raise max_locks_per_transaction (needs a restart).\n")
 	}
+	what := fmt.Sprintf("Migration %d (%s)", e.Version, e.Name)
+	if e.Repeatable {
+		what = fmt.Sprintf("Repeatable migration %s", e.Name)
+	}
 	switch {
 	case e.Rollback:
 		fmt.Fprintf(w, "Rolling back version %d (%s) failed in its recorded down SQL; nothing was rolled back: the database is still at version %d.\n",
@@ -271,14 +276,14 @@ func (o *output) migrationError(e *pgmig.MigrationError) {
 		fmt.Fprintf(w, "Undo what they did and run `pgmig resolve %d --retry`, or finish the migration by hand and run `pgmig resolve %d --applied`.\n",
 			e.Version, e.Version)
 	case e.Applied > 0:
-		fmt.Fprintf(w, "Migration %d (%s) failed and its segment was rolled back; the %s of earlier segments stay applied: the database is at version %d.\n",
-			e.Version, e.Name, plural(e.Applied, "migration", "migrations"), e.CurrentVersion)
+		fmt.Fprintf(w, "%s failed and its segment was rolled back; the %s of earlier segments stay applied: the database is at version %d.\n",
+			what, plural(e.Applied, "migration", "migrations"), e.CurrentVersion)
 	case e.CurrentVersion > 0:
-		fmt.Fprintf(w, "Migration %d (%s) failed, nothing was applied: the database was left unchanged at version %d.\n", e.Version, e.Name, e.CurrentVersion)
+		fmt.Fprintf(w, "%s failed, nothing was applied: the database was left unchanged at version %d.\n", what, e.CurrentVersion)
 	case e.CurrentVersion == 0:
-		fmt.Fprintf(w, "Migration %d (%s) failed, nothing was applied: the database was left unchanged at version 0 (no migrations applied).\n", e.Version, e.Name)
+		fmt.Fprintf(w, "%s failed, nothing was applied: the database was left unchanged at version 0 (no migrations applied).\n", what)
 	default:
-		fmt.Fprintf(w, "Migration %d (%s) failed, nothing was applied: the database was left unchanged.\n", e.Version, e.Name)
+		fmt.Fprintf(w, "%s failed, nothing was applied: the database was left unchanged.\n", what)
 	}
 }
 

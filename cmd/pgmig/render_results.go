@@ -48,17 +48,21 @@ func (r pushResult) text(o *output) {
 	if r.live.printed == 0 {
 		// Notices did not reach us: list what was applied from the result.
 		for _, m := range res.Migrations {
-			if m.Outcome == pgmig.OutcomeApplied {
+			if m.Outcome.IsApplied() {
 				o.say("applied %s (%s)", label(m.File, m.Version, m.Name), formatDuration(m.Duration))
 			}
 		}
 	}
-	pending := 0
-	var ahead []string
+	pending, repeatablePending := 0, 0
+	var ahead, missing []string
 	for _, m := range res.Migrations {
 		switch m.Outcome {
 		case pgmig.OutcomeBeyondTarget:
 			pending++
+		case pgmig.OutcomeRepeatablePending:
+			repeatablePending++
+		case pgmig.OutcomeRepeatableMissing:
+			missing = append(missing, m.Name)
 		case pgmig.OutcomeAhead:
 			ahead = append(ahead, fmt.Sprint(m.Version))
 		}
@@ -68,8 +72,12 @@ func (r pushResult) text(o *output) {
 		if res.Segments > 1 {
 			inTx = fmt.Sprintf(" in %d steps", res.Segments)
 		}
-		o.say("%s %s%s in %s; the database is now at version %d.", paint(o.ttyOut, bold+green, "Applied"),
-			plural(res.Applied, "migration", "migrations"), inTx, formatDuration(res.Duration), res.Version)
+		repeatable := ""
+		if res.RepeatableApplied > 0 {
+			repeatable = fmt.Sprintf(" (%d repeatable)", res.RepeatableApplied)
+		}
+		o.say("%s %s%s%s in %s; the database is now at version %d.", paint(o.ttyOut, bold+green, "Applied"),
+			plural(res.Applied, "migration", "migrations"), repeatable, inTx, formatDuration(res.Duration), res.Version)
 		if res.SegmentSize > 0 {
 			o.say("Committed after every %s (each segment is atomic).", plural(res.SegmentSize, "migration", "migrations"))
 		}
@@ -81,6 +89,13 @@ func (r pushResult) text(o *output) {
 	}
 	if pending > 0 {
 		o.say("%s above the target version left pending.", plural(pending, "migration", "migrations"))
+	}
+	if repeatablePending > 0 {
+		o.say("%s left pending: they are applied after the last versioned migration.", plural(repeatablePending, "repeatable migration", "repeatable migrations"))
+	}
+	if len(missing) > 0 {
+		o.say("%s repeatable migration(s) %s applied earlier, missing from these files (not an error; the database keeps what they made).",
+			paint(o.ttyOut, yellow, "Note:"), strings.Join(missing, ", "))
 	}
 	if len(ahead) > 0 {
 		o.say("%s the database is ahead of these files: version(s) %s applied by a newer release.",
@@ -103,6 +118,16 @@ func (r planResult) text(o *output) {
 	if r.format != "" {
 		o.say("Files: %s format.", r.format)
 	}
+	var missing []string
+	for _, m := range r.res.Migrations {
+		if m.Outcome == pgmig.OutcomeRepeatableMissing {
+			missing = append(missing, m.Name)
+		}
+	}
+	if len(missing) > 0 {
+		defer o.say("%s repeatable migration(s) %s applied earlier, missing from these files (not an error).",
+			paint(o.ttyOut, yellow, "Note:"), strings.Join(missing, ", "))
+	}
 	if r.res.Pending == 0 {
 		o.say("Nothing to apply: the database is at version %d.", r.res.Version)
 		return
@@ -115,6 +140,17 @@ func (r planResult) text(o *output) {
 	beyond := 0
 	for _, m := range r.res.Migrations {
 		switch m.Outcome {
+		case pgmig.OutcomeRepeatablePending:
+			if m.Step == 0 {
+				beyond++ // waits for the versioned migrations beyond the target
+				continue
+			}
+			var notes []string
+			if r.res.Steps > 1 {
+				notes = append(notes, fmt.Sprintf("step %d", m.Step))
+			}
+			notes = append(notes, "repeatable: new or changed")
+			o.say("  %s%s", label(m.File, m.Version, m.Name), paint(o.ttyOut, dim, "  ["+strings.Join(notes, ", ")+"]"))
 		case pgmig.OutcomePending:
 			var notes []string
 			if r.res.Steps > 1 {
@@ -178,7 +214,7 @@ func (r statusResult) jsonValue() any {
 	}{StatusResult: r.st, Format: r.format}
 	if r.plan != nil {
 		for _, m := range r.plan.Migrations {
-			if m.Outcome == pgmig.OutcomePending {
+			if m.Outcome.IsPending() {
 				v.Pending = append(v.Pending, m.MigrationResult)
 			}
 		}
@@ -192,8 +228,13 @@ func (r statusResult) text(o *output) {
 	}
 	st := r.st
 	var unfinished []pgmig.HistoryEntry
+	repeatables := 0
 	for _, h := range st.History {
-		if h.State != "applied" && h.State != "baseline" {
+		switch h.State {
+		case "applied", "baseline":
+		case "repeatable":
+			repeatables++
+		default:
 			unfinished = append(unfinished, h)
 		}
 	}
@@ -201,8 +242,12 @@ func (r statusResult) text(o *output) {
 	if st.Scope != "" {
 		what = "schema " + st.Scope
 	}
-	fmt.Fprintf(o.stdout, "Engine %s; %s is at version %d (%s applied).\n",
-		st.EngineVersion, what, st.Version, plural(len(st.History)-len(unfinished), "migration", "migrations"))
+	rep := ""
+	if repeatables > 0 {
+		rep = fmt.Sprintf(", and %s", plural(repeatables, "repeatable migration", "repeatable migrations"))
+	}
+	fmt.Fprintf(o.stdout, "Engine %s; %s is at version %d (%s applied%s).\n",
+		st.EngineVersion, what, st.Version, plural(len(st.History)-len(unfinished)-repeatables, "migration", "migrations"), rep)
 	if n := len(st.Tenants); n > 0 {
 		lo, hi := st.Tenants[0].Version, st.Tenants[0].Version
 		for _, s := range st.Tenants {
@@ -243,7 +288,11 @@ func (r statusResult) text(o *output) {
 			if h.AppliedAt != nil {
 				at = h.AppliedAt.Local().Format("2006-01-02 15:04:05")
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Version, h.Name, h.State, at, formatDuration(h.Duration), h.AppliedBy)
+			version := fmt.Sprint(h.Version)
+			if h.State == "repeatable" {
+				version = "R" // a repeatable migration has no version
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", version, h.Name, h.State, at, formatDuration(h.Duration), h.AppliedBy)
 		}
 		tw.Flush()
 		if len(history) < len(st.History) {
@@ -259,10 +308,19 @@ func (r statusResult) text(o *output) {
 		} else {
 			fmt.Fprintf(o.stdout, "Pending (%d):\n", r.plan.Pending)
 			for _, m := range r.plan.Migrations {
-				if m.Outcome == pgmig.OutcomePending {
+				if m.Outcome == pgmig.OutcomePending || m.Outcome == pgmig.OutcomeRepeatablePending && m.Step > 0 {
 					fmt.Fprintf(o.stdout, "  %s\n", label(m.File, m.Version, m.Name))
 				}
 			}
+		}
+		var missing []string
+		for _, m := range r.plan.Migrations {
+			if m.Outcome == pgmig.OutcomeRepeatableMissing {
+				missing = append(missing, m.Name)
+			}
+		}
+		if len(missing) > 0 {
+			fmt.Fprintf(o.stdout, "Repeatable migrations missing from the files (applied earlier; not an error): %s.\n", strings.Join(missing, ", "))
 		}
 		var downs []string
 		for _, m := range r.plan.Migrations {

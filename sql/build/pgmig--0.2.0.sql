@@ -561,6 +561,120 @@ BEGIN
     END IF;
 END
 $fn$;
+-- Repeatable migrations (added in 0.2.0): views, functions, grants that are applied again
+-- whenever their SQL changes (Flyway's R__ files, a repeatable/ directory in the other
+-- formats). A batch entry {"repeatable": true, "name": ..., "sql": ...} has no version; the
+-- engine applies it, under the history lock, after every versioned migration of the batch and
+-- in the same transaction as the last of them, when its checksum differs from the one
+-- recorded last for its name (or it was never applied), in name order (docs/sql-api.md,
+-- "Repeatable migrations").
+--
+-- Append-only, like the history: each application is a new row, and the current state of a
+-- name is its newest row. So the engine never updates a row (the guard of pgmig's tables,
+-- _history_guard, needs no exception for it: migrations cannot write it, and UPDATE, DELETE
+-- and TRUNCATE need pgmig.maintenance as for the history), and every version of a view that
+-- was ever applied stays on record, with who applied it and when.
+CREATE TABLE IF NOT EXISTS pgmig.repeatable (
+    id                 bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    scope              text        NOT NULL DEFAULT '',
+    name               text        NOT NULL CHECK (name <> ''),
+    checksum           text        NOT NULL CHECK (checksum ~ '^[0-9a-f]{64}$'),
+    sql                text,
+    applied_at         timestamptz NOT NULL,
+    applied_by         text        NOT NULL,
+    login_role         text        NOT NULL,
+    client_application text,
+    client_addr        inet,
+    client_info        text,
+    backend_pid        integer,
+    duration           interval    NOT NULL,
+    engine_version     text        NOT NULL
+);
+COMMENT ON TABLE pgmig.repeatable IS 'One row per application of a repeatable migration; the newest row of a (scope, name) is its current state.';
+COMMENT ON COLUMN pgmig.repeatable.checksum IS 'lowercase hex sha256 of the UTF-8 bytes of sql';
+CREATE INDEX IF NOT EXISTS repeatable_scope_name_id ON pgmig.repeatable (scope, name, id);
+REVOKE ALL ON pgmig.repeatable FROM PUBLIC;
+
+-- Upgrading (or installing into a database whose roles were granted the history before this
+-- table existed): whoever could write the history can record repeatables, whoever could read
+-- it can read them. Only while nobody but the owner has a grant on the table yet, so that a
+-- deliberate REVOKE later is not undone by the next install.
+DO $pgmig$
+DECLARE
+    r record;
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_class AS c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+               WHERE c.oid = 'pgmig.repeatable'::pg_catalog.regclass AND a.grantee <> c.relowner) THEN
+        RETURN;
+    END IF;
+    FOR r IN SELECT a.grantee::pg_catalog.regrole::text AS grantee,
+                    bool_or(a.privilege_type = 'INSERT') AS writes
+             FROM pg_catalog.pg_class AS c CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) AS a
+             WHERE c.oid = 'pgmig.history'::pg_catalog.regclass AND a.privilege_type IN ('SELECT', 'INSERT')
+               AND a.grantee <> 0 AND a.grantee <> c.relowner
+             GROUP BY a.grantee LOOP
+        EXECUTE pg_catalog.format('GRANT %s ON pgmig.repeatable TO %s',
+                                  CASE WHEN r.writes THEN 'SELECT, INSERT' ELSE 'SELECT' END, r.grantee);
+    END LOOP;
+END
+$pgmig$;
+
+-- How a migration is named in messages: 'migration 42 (add_users)', or for a repeatable one
+-- (no version) 'repeatable migration warehouse_view'. p_what replaces 'migration' ('rollback
+-- of migration'). (The executor also runs the deferred constraint checks, named as such.)
+CREATE OR REPLACE FUNCTION pgmig._what(p_version bigint, p_name text, p_what text DEFAULT 'migration')
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN p_version IS NOT NULL THEN format('%s %s (%s)', p_what, p_version, p_name)
+            WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+            ELSE format('repeatable %s %s', p_what, p_name) END
+$fn$;
+
+-- The current state of every repeatable migration of scope p_scope: the newest row per name.
+CREATE OR REPLACE FUNCTION pgmig._repeatable_state(p_scope text)
+RETURNS SETOF pgmig.repeatable
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT DISTINCT ON (r.name) r.*
+FROM pgmig.repeatable AS r
+WHERE r.scope = p_scope
+ORDER BY r.name, r.id DESC
+$fn$;
+
+-- The one way rows get into pgmig.repeatable (see _record_history): one row per repeatable
+-- migration this transaction applied. Raises PM005 when the table did not take exactly these
+-- rows (a rule or trigger a migration planted would be refused by _assert_intact too; this
+-- names the symptom at once).
+CREATE OR REPLACE FUNCTION pgmig._record_repeatables(p_rows pgmig.history_entry[], p_client_info text,
+                                                     p_client_application text, p_scope text)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count bigint;
+BEGIN
+    INSERT INTO pgmig.repeatable (scope, name, checksum, sql, applied_at, applied_by, login_role, client_application,
+                                  client_addr, client_info, backend_pid, duration, engine_version)
+    SELECT p_scope, r.name, r.checksum, r.sql, r.applied_at, current_user, session_user, p_client_application,
+           inet_client_addr(), p_client_info, coalesce(r.backend_pid, pg_backend_pid()),
+           coalesce(r.duration, interval '0'), pgmig.engine_version()
+    FROM unnest(p_rows) AS r;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count IS DISTINCT FROM cardinality(p_rows)::bigint THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PM005',
+            MESSAGE = format('pgmig: recording the applied repeatable migrations wrote %s rows instead of %s; nothing was applied',
+                             v_count, cardinality(p_rows)),
+            HINT = 'Something altered pgmig.repeatable (a rule or a trigger): reinstall the engine.';
+    END IF;
+    PERFORM pg_notify('pgmig_history', p_scope);
+    RETURN v_count;
+END
+$fn$;
 -- The version is substituted by `make sql` from pgmig.control's default_version.
 CREATE OR REPLACE FUNCTION pgmig.engine_version()
 RETURNS text
@@ -639,6 +753,10 @@ DECLARE
     v_now   text;
     v_state text;
     v_msg   text;
+    -- (pgmig._what spelled out: this runs right after a migration, see _execute_as_caller)
+    v_what  text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                         WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                         ELSE 'repeatable migration ' || p_name END;
 BEGIN
     FOREACH v_pair IN ARRAY p_settings LOOP
         CONTINUE WHEN v_pair IS NULL;
@@ -652,8 +770,8 @@ BEGIN
             -- the next migration, naming the wrong one.
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: migration %s (%s) made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
-                                 p_version, p_name),
+                MESSAGE = format('pgmig: %s made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
+                                 v_what),
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         BEGIN
@@ -662,13 +780,13 @@ BEGIN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
             RAISE EXCEPTION USING
                 ERRCODE = 'PM015',
-                MESSAGE = format('pgmig: migration %s (%s) changed %s to %L, which cannot be put back to %L; nothing was applied',
-                                 p_version, p_name, v_name, v_now, v_value),
+                MESSAGE = format('pgmig: %s changed %s to %L, which cannot be put back to %L; nothing was applied',
+                                 v_what, v_name, v_now, v_value),
                 DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
                 HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
         END;
         IF p_caller.may_be_local AND v_name = ANY (p_caller.warn_if_restored) THEN
-            PERFORM pgmig._warn_restored(v_name, v_value, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored(v_name, v_value, v_what);
         END IF;
     END LOOP;
 END
@@ -979,8 +1097,8 @@ BEGIN
                       ELSE 'nothing was applied' END;
     RAISE EXCEPTION USING
         ERRCODE = 'PM017',
-        MESSAGE = format('pgmig: migration %s (%s) waited %s (ddl_lock_timeout) for a lock on %s and gave up; %s',
-                         p_version, p_name, pgmig._duration_text(p_lock_ms / 1000.0),
+        MESSAGE = format('pgmig: %s waited %s (ddl_lock_timeout) for a lock on %s and gave up; %s',
+                         pgmig._what(p_version, p_name), pgmig._duration_text(p_lock_ms / 1000.0),
                          CASE WHEN v_first IS NULL THEN 'a relation it needs'
                               ELSE format('%s, held by %s%s', v_report->>'relation', pgmig._blocker_text(v_first),
                                           CASE WHEN v_others > 0 THEN format(' and %s other session%s', v_others,
@@ -1070,15 +1188,21 @@ WITH entries AS (
            jsonb_typeof(e.elem->'transactional') AS tx_type,
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
+           jsonb_typeof(e.elem->'repeatable') AS repeatable_type,
+           -- A repeatable migration (15_repeatable.sql): no version, applied whenever it changes.
+           coalesce(e.elem->'repeatable' = 'true'::jsonb, false) AS repeatable,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements,repeatable}'::text[] END AS unknown,
+           CASE WHEN jsonb_typeof(e.elem) = 'object' AND e.elem->'repeatable' = 'true'::jsonb
+                THEN ARRAY(SELECT k FROM jsonb_object_keys(e.elem) AS k
+                           WHERE k IN ('version', 'label', 'down', 'commit_after', 'lock_timeout') ORDER BY k) END AS not_repeatable
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
     SELECT entries.*,
            -- An integer written as one: scale 0. jsonb keeps the scale of what was written,
            -- so 2.0 (or 20e-1) stays 2.0, which is not a bigint's text; 1e2 is 100.
-           CASE WHEN version_type = 'number' THEN
+           CASE WHEN version_type = 'number' AND NOT repeatable THEN
                CASE WHEN scale((obj->>'version')::numeric) = 0
                      AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
                     THEN (obj->>'version')::bigint END
@@ -1095,7 +1219,7 @@ WITH entries AS (
     SELECT x.ord, x.version, unnest(x.msgs)
     FROM (SELECT c.ord, c.version, array_remove(ARRAY[
         (CASE WHEN c.obj IS NULL THEN format('is a JSON %s, not an object', c.kind) END),
-        (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL THEN
+        (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL AND NOT c.repeatable THEN
             CASE WHEN c.version_type IS NULL THEN '"version" is missing'
                  ELSE format('"version" must be an integer from 1 to 9223372036854775807, got %s',
                              left((c.obj->'version')::text, 40)) END
@@ -1117,6 +1241,13 @@ WITH entries AS (
                      THEN '"sql" is empty or only white space'
             END
          END),
+        (CASE WHEN c.repeatable_type <> 'boolean'
+              THEN format('"repeatable" must be true or false, got a JSON %s', c.repeatable_type) END),
+        (CASE WHEN c.not_repeatable <> '{}'
+              THEN format('a repeatable migration takes no %s (it has no version: it is applied again whenever its checksum changes)',
+                          array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(c.not_repeatable) AS k), ', ')) END),
+        (CASE WHEN c.repeatable AND c.obj->'transactional' = 'false'::jsonb
+              THEN 'a repeatable migration must be transactional ("transactional": false): it is applied in the transaction of the last versioned migration' END),
         (CASE WHEN c.label_type NOT IN ('string', 'null')
               THEN format('"label" must be a string or null, got a JSON %s', c.label_type) END),
         (CASE WHEN c.down_type NOT IN ('string', 'null')
@@ -1140,7 +1271,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout, statements)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout, statements, repeatable)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -1154,13 +1285,24 @@ WITH entries AS (
     WHERE version IS NOT NULL
     GROUP BY version
     HAVING count(*) > 1
+  UNION ALL
+    SELECT min(ord), NULL::bigint,
+           format('the same repeatable migration name appears %s times (entries %s)', count(*),
+                  string_agg(ord::text, ', ' ORDER BY ord))
+    FROM checked
+    WHERE repeatable AND name_type = 'string'
+    GROUP BY obj->>'name'
+    HAVING count(*) > 1
 )
-SELECT ord, version,
-       CASE WHEN ord = 0 THEN msg
-            ELSE format('entry %s%s: %s', ord,
-                        CASE WHEN version IS NOT NULL THEN format(' (version %s)', version) ELSE '' END, msg)
+SELECT p.ord, p.version,
+       CASE WHEN p.ord = 0 THEN p.msg
+            ELSE format('entry %s%s: %s', p.ord,
+                        CASE WHEN p.version IS NOT NULL THEN format(' (version %s)', p.version)
+                             WHEN c.repeatable AND c.name_type = 'string' THEN format(' (repeatable %s)', left(c.obj->>'name', 100))
+                             ELSE '' END, p.msg)
        END
-FROM problems ORDER BY ord, msg
+FROM problems AS p LEFT JOIN checked AS c ON c.ord = p.ord
+ORDER BY p.ord, p.msg
 $fn$;
 
 -- True when _batch_problems would find nothing: the same rules as one boolean per entry,
@@ -1174,14 +1316,19 @@ LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
-    SELECT bool_and(x.ok) AND count(*) = count(DISTINCT x.version)
+    SELECT bool_and(x.ok) AND count(x.version) = count(DISTINCT x.version) AND count(x.rname) = count(DISTINCT x.rname)
     FROM (SELECT CASE WHEN jsonb_typeof(e) = 'object' AND jsonb_typeof(e->'version') = 'number'
                       THEN (e->'version')::numeric END AS version,
+                 CASE WHEN jsonb_typeof(e) = 'object' AND e->'repeatable' = 'true'::jsonb AND jsonb_typeof(e->'name') = 'string'
+                      THEN e->>'name' END AS rname,
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[]) <> '{}'::jsonb THEN false
-                   WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements,repeatable}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN coalesce(jsonb_typeof(e->'repeatable'), 'boolean') <> 'boolean' THEN false
+                   WHEN e->'repeatable' = 'true'::jsonb
+                        AND (e ?| '{version,label,down,commit_after,lock_timeout}'::text[] OR e->'transactional' = 'false'::jsonb) THEN false
+                   WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' AND e->'repeatable' IS DISTINCT FROM 'true'::jsonb THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
                    WHEN coalesce(jsonb_typeof(e->'label'), 'null') NOT IN ('string', 'null') THEN false
@@ -1190,8 +1337,9 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
                    WHEN e ? 'statements' AND NOT pgmig._statements_ok(e->'statements', e->'sql') THEN false
-                   WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
-                             AND scale((e->'version')::numeric) = 0) THEN false
+                   WHEN e->'repeatable' IS DISTINCT FROM 'true'::jsonb
+                        AND NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
+                                 AND scale((e->'version')::numeric) = 0) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
                    WHEN e ? 'sql' THEN
                         jsonb_typeof(e->'sql') = 'string'
@@ -1211,8 +1359,9 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan_rows(jsonb)', 'SETO
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._drift_problems(jsonb,boolean,boolean)',
     'TABLE(version bigint, kind text, problem text)'); END $pgmig$;
 
--- The batch as rows, for a batch that _batch_ok found well-formed. The checksum is the
--- batch's own when given (it was verified against sql), otherwise computed here.
+-- The batch's versioned migrations as rows, for a batch that _batch_ok found well-formed
+-- (repeatable ones: _repeatable_rows). The checksum is the batch's own when given (it was
+-- verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
 RETURNS TABLE (version bigint, name text, label text, sql text, down_sql text, transactional boolean,
                commit_after boolean, checksum text, statements integer[])
@@ -1230,6 +1379,43 @@ SELECT (e->>'version')::bigint,
        CASE WHEN jsonb_typeof(e->'statements') = 'array'
             THEN ARRAY(SELECT s::integer FROM jsonb_array_elements_text(e->'statements') AS s) END
 FROM jsonb_array_elements(p_batch) AS e
+WHERE e->'repeatable' IS DISTINCT FROM 'true'::jsonb
+$fn$;
+
+-- The batch's repeatable migrations joined with their current state in scope p_scope (the
+-- engine calls it only after it holds the scope's lock), as plan entries without a version:
+-- 'pending' when the checksum differs from the one recorded last for the name or none is,
+-- 'already_applied' when it is the same, and one 'missing' entry per recorded name absent
+-- from the batch (not an error: status and plan report it). In name order, byte by byte
+-- (COLLATE "C": the same order whatever the database's collation, and the order the Go
+-- loader sorts files in).
+CREATE OR REPLACE FUNCTION pgmig._repeatable_rows(p_batch jsonb, p_scope text)
+RETURNS SETOF pgmig.plan_entry
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH b AS MATERIALIZED (
+    SELECT e->>'name' AS name, e->>'sql' AS sql,
+           coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex')) AS checksum,
+           CASE WHEN jsonb_typeof(e->'statements') = 'array'
+                THEN ARRAY(SELECT s::integer FROM jsonb_array_elements_text(e->'statements') AS s) END AS statements
+    FROM jsonb_array_elements(p_batch) AS e
+    WHERE e->'repeatable' = 'true'::jsonb
+), r AS MATERIALIZED (
+    SELECT * FROM pgmig._repeatable_state(p_scope)
+)
+SELECT * FROM (
+    SELECT NULL::bigint, b.name, NULL::text,
+           CASE WHEN r.checksum = b.checksum THEN 'already_applied' ELSE 'pending' END,
+           b.sql, NULL::text, true, false, b.checksum, r.name, r.checksum, r.applied_at, b.statements
+    FROM b LEFT JOIN r ON r.name = b.name
+  UNION ALL
+    SELECT NULL::bigint, r.name, NULL::text, 'missing', NULL::text, NULL::text, true, false, r.checksum, r.name, r.checksum,
+           r.applied_at, NULL::integer[]
+    FROM r WHERE NOT EXISTS (SELECT FROM b WHERE b.name = r.name)
+) AS rows (version, name, label, outcome, sql, down_sql, transactional, commit_after, checksum, recorded_name,
+           recorded_checksum, applied_at, statements)
+ORDER BY rows.name COLLATE "C"
 $fn$;
 
 -- The batch joined with the history of scope p_scope as of the calling statement's snapshot
@@ -1304,17 +1490,25 @@ ORDER BY d.version, d.kind
 $fn$;
 
 -- The digest migrate_history_digest() would return if exactly this (well-formed) batch were
--- applied: sha256 over "<version>\t<name>\t<checksum>\n" per entry in version order. Equal to
--- the history's digest under the lock, it proves that nothing is pending, ahead, missing or
--- drifted, so racing migrators of the same batch finish with one comparison each.
+-- applied: sha256 over "<version>\t<name>\t<checksum>\n" per entry in version order, then
+-- "R\t<name>\t<checksum>\n" per repeatable migration in name order (byte order; none, and
+-- the digest is what it was before repeatable migrations existed). Equal to the history's
+-- digest under the lock, it proves that nothing is pending, ahead, missing or drifted, and
+-- that every repeatable migration is applied as it is, so racing migrators of the same batch
+-- finish with one comparison each.
 CREATE OR REPLACE FUNCTION pgmig._batch_digest(p_batch jsonb)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT encode(sha256(convert_to(coalesce(string_agg(b.version::text || E'\t' || b.name || E'\t' || b.checksum || E'\n',
-                                                    '' ORDER BY b.version), ''), 'UTF8')), 'hex')
-FROM pgmig._batch_rows(p_batch) AS b
+SELECT encode(sha256(convert_to(
+           coalesce((SELECT string_agg(b.version::text || E'\t' || b.name || E'\t' || b.checksum || E'\n', '' ORDER BY b.version)
+                     FROM pgmig._batch_rows(p_batch) AS b), '')
+        || coalesce((SELECT string_agg('R' || E'\t' || (e->>'name') || E'\t'
+                                       || coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex')) || E'\n',
+                                       '' ORDER BY (e->>'name') COLLATE "C")
+                     FROM jsonb_array_elements(p_batch) AS e WHERE e->'repeatable' = 'true'::jsonb), ''),
+        'UTF8')), 'hex')
 $fn$;
 -- Who holds the history lock right now. pg_locks shows the lock, pg_stat_activity the
 -- session; sessions of other roles show NULL query/client_addr unless the caller has
@@ -1847,8 +2041,10 @@ SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     RETURN CASE WHEN coalesce(cardinality(p_versions), 0) = 0 THEN 'a migration of this call'
-                WHEN cardinality(p_versions) = 1 THEN format('migration %s (%s)', p_versions[1], left(p_names[1], 100))
-                ELSE 'one of the migrations ' || (SELECT string_agg(format('%s (%s)', u.v, left(u.n, 100)), ', ' ORDER BY u.v)
+                WHEN cardinality(p_versions) = 1 THEN pgmig._what(p_versions[1], left(p_names[1], 100))
+                ELSE 'one of the migrations ' || (SELECT string_agg(CASE WHEN u.v IS NULL THEN 'repeatable ' || left(u.n, 100)
+                                                                         ELSE format('%s (%s)', u.v, left(u.n, 100)) END,
+                                                                    ', ' ORDER BY u.v, u.n)
                                                  FROM unnest(p_versions, p_names) AS u(v, n)) END;
 END
 $fn$;
@@ -2103,7 +2299,7 @@ $fn$;
 -- xmin: they do not count.) The rows: the schema, its relations (tables, indexes, sequences,
 -- types: a new, dropped or rebuilt one shows, and so do a new column, CHECK constraint, the
 -- first rule, row security, an inheritance child, a new owner or privilege, which all change
--- pg_class), the columns and triggers of pgmig's four tables, the ALTER ROLE/DATABASE
+-- pg_class), the columns and triggers of pgmig's five tables, the ALTER ROLE/DATABASE
 -- defaults of pgmig.maintenance in this database, and the functions of schema pgmig whose name starts with an
 -- underscore (an index range scan), plus the non-transactional protocol's and engine_version.
 -- Rules, policies and inheritance that leave pg_class alone are refused outright by
@@ -2122,7 +2318,8 @@ AS $fn$
 DECLARE
     v_ns     oid := to_regnamespace('pgmig')::oid;
     v_tables oid[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'),
-                            to_regclass('pgmig.nontx_run'), to_regclass('pgmig.install_log')]::oid[];
+                            to_regclass('pgmig.nontx_run'), to_regclass('pgmig.install_log'),
+                            to_regclass('pgmig.repeatable')]::oid[];
     v_db     oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
 BEGIN
     RETURN ARRAY(SELECT n.xmin FROM pg_namespace AS n WHERE n.oid = v_ns)
@@ -2217,9 +2414,10 @@ DECLARE
     v_exec    oid := to_regprocedure('pgmig._execute_as_caller(text,text,text,text[],bigint,text,pgmig.caller_state,integer[])')::oid;
     v_owner   oid := (SELECT c.relowner FROM pg_class AS c WHERE c.oid = to_regclass('pgmig.history'));
     v_db      oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
-    v_tables  regclass[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'), to_regclass('pgmig.nontx_run')];
-    v_names   text[] := '{history,audit,nontx_run}'::text[];
-    v_trigs   text[] := '{history_append_only,audit_append_only,nontx_run_guard}'::text[];
+    v_tables  regclass[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'), to_regclass('pgmig.nontx_run'),
+                                  to_regclass('pgmig.repeatable')];
+    v_names   text[] := '{history,audit,nontx_run,repeatable}'::text[];
+    v_trigs   text[] := '{history_append_only,audit_append_only,nontx_run_guard,repeatable_append_only}'::text[];
     v_flagged boolean;
 BEGIN
     IF to_regnamespace('pgmig') IS NULL THEN
@@ -2503,6 +2701,11 @@ DECLARE
     v_before     text[];
     v_now        text;
     v_local      boolean;
+    -- How messages name the migration (pgmig._what, spelled out: a migration may have dropped
+    -- schema pgmig or changed the session authorization to a role that cannot use it).
+    v_what       text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                              WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                              ELSE 'repeatable migration ' || p_name END;
 BEGIN
     -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
     -- the migration names in a SET, RESET or set_config are read before it runs and put back
@@ -2543,8 +2746,8 @@ BEGIN
     IF session_user::text IS DISTINCT FROM v_session THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: migration %s (%s) changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
-                             p_version, p_name),
+            MESSAGE = format('pgmig: %s changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
+                             v_what),
             HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
     END IF;
 
@@ -2553,15 +2756,15 @@ BEGIN
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
         IF p_caller.may_be_local AND p_caller_role <> 'none' THEN
-            PERFORM pgmig._warn_restored('role', p_caller_role, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored('role', p_caller_role, v_what);
         END IF;
     END IF;
     -- The bookkeeping needs the history table where it was.
     IF to_regclass('pgmig.history') IS NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: migration %s (%s) dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
-                             p_version, p_name),
+            MESSAGE = format('pgmig: %s dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
+                             v_what),
             HINT = 'Migrations must not touch pgmig''s own objects.';
     END IF;
 
@@ -2579,7 +2782,7 @@ BEGIN
         -- For _unpin_search_path: the session value was put back (transaction-local note).
         v_ignored := pg_catalog.set_config('pgmig.search_path_restored', 'on', true);
         IF p_caller.may_be_local AND p_caller_path IS DISTINCT FROM p_caller.search_path_reset THEN
-            PERFORM pgmig._warn_restored('search_path', p_caller_path, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored('search_path', p_caller_path, v_what);
         END IF;
     END IF;
     IF pgmig._settings() IS DISTINCT FROM p_settings THEN
@@ -2597,7 +2800,7 @@ BEGIN
                 -- A custom setting cannot be undefined again: one that did not exist is left empty.
                 PERFORM set_config(v_custom[i], coalesce(v_before[i], ''), false);
                 IF p_caller.may_be_local AND v_before[i] <> '' AND v_now IS DISTINCT FROM v_before[i] THEN
-                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], format('migration %s (%s)', p_version, p_name));
+                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], v_what);
                 END IF;
             END IF;
         END LOOP;
@@ -2620,8 +2823,8 @@ BEGIN
     IF p_state = '2D000' OR (p_state = '0A000' AND p_message LIKE 'EXECUTE of transaction commands%') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: %s %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
-                             p_what, p_version, p_name),
+            MESSAGE = format('pgmig: %s contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
+                             pgmig._what(p_version, p_name, p_what)),
             DETAIL = 'PostgreSQL said: ' || p_message,
             HINT = 'pgmig runs it inside one transaction: remove the transaction control statements. '
                 || 'For a change that must commit before the next migration, mark it with ---- pgmig: commit-after ---- ("commit_after": true).';
@@ -2632,7 +2835,7 @@ BEGIN
         IF p_message ~ '^DISCARD' THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) resets the session (DISCARD); nothing was applied', p_what, p_version, p_name),
+                MESSAGE = format('pgmig: %s resets the session (DISCARD); nothing was applied', pgmig._what(p_version, p_name, p_what)),
                 DETAIL = 'PostgreSQL said: ' || p_message,
                 HINT = 'DISCARD ALL throws away everything the session holds: the caller''s settings, prepared statements, temporary tables, listeners. '
                     || 'A migration must not do that, in a transaction or out of one (as a non-transactional migration it would reset only pgmig''s own connection). '
@@ -2641,21 +2844,21 @@ BEGIN
         IF p_message ~ 'SET TRANSACTION|read-write mode' THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) changes its transaction''s characteristics; nothing was applied', p_what, p_version, p_name),
+                MESSAGE = format('pgmig: %s changes its transaction''s characteristics; nothing was applied', pgmig._what(p_version, p_name, p_what)),
                 DETAIL = 'PostgreSQL said: ' || p_message,
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: %s %s (%s) cannot run inside a transaction; nothing was applied',
-                             p_what, p_version, p_name),
+            MESSAGE = format('pgmig: %s cannot run inside a transaction; nothing was applied',
+                             pgmig._what(p_version, p_name, p_what)),
             DETAIL = 'PostgreSQL said: ' || p_message,
             HINT = 'Mark the migration non-transactional (tern: the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
     END IF;
     IF p_state = '55P04' THEN
         RAISE EXCEPTION USING
             ERRCODE = '55P04',
-            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            MESSAGE = format('pgmig: %s: %s; nothing was applied', pgmig._what(p_version, p_name, p_what), p_message),
             DETAIL = 'A new enum value cannot be used in the transaction that added it, and migrate_apply runs the whole batch in one transaction.',
             HINT = CASE WHEN p_commit_points IS NOT NULL
                         THEN format('This batch marks version %s with commit_after: from SQL, apply up to it first '
@@ -2667,14 +2870,14 @@ BEGIN
     IF p_state = 'PM008' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s %s (%s) tried to change pgmig''s bookkeeping: %s; nothing was applied',
-                             p_what, p_version, p_name, regexp_replace(p_message, '^pgmig: ', '')),
+            MESSAGE = format('pgmig: %s tried to change pgmig''s bookkeeping: %s; nothing was applied',
+                             pgmig._what(p_version, p_name, p_what), regexp_replace(p_message, '^pgmig: ', '')),
             HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
     END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING
             ERRCODE = '53200',
-            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            MESSAGE = format('pgmig: %s: %s; nothing was applied', pgmig._what(p_version, p_name, p_what), p_message),
             DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the shared lock table holds (max_locks_per_transaction = %s, max_connections = %s).',
                             current_setting('max_locks_per_transaction'), current_setting('max_connections')),
             HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
@@ -2683,7 +2886,7 @@ BEGIN
 END
 $fn$;
 
--- The guard of pgmig's tables (history, audit, nontx_run), a BEFORE ... FOR EACH STATEMENT
+-- The guard of pgmig's tables (history, audit, nontx_run, repeatable), a BEFORE ... FOR EACH STATEMENT
 -- trigger enabled ALWAYS (so session_replication_role = replica does not silence it).
 -- * No migration writes them, however it is spelled: migration code runs beneath the
 --   executor (_execute_as_caller), whose frame the call stack shows for everything it runs:
@@ -2735,7 +2938,8 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
             MESSAGE = format('pgmig: %s on pgmig.%s refused: the %s is append-only', TG_OP, TG_TABLE_NAME,
-                             CASE TG_TABLE_NAME WHEN 'audit' THEN 'audit trail' ELSE 'history' END),
+                             CASE TG_TABLE_NAME WHEN 'audit' THEN 'audit trail'
+                                                WHEN 'repeatable' THEN 'record of repeatable migrations' ELSE 'history' END),
             HINT = 'Use migrate_rollback or migrate_repair. To edit it by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
     END IF;
     -- Defaults that apply to this session: of this database or all, of its login role or all.
@@ -2932,9 +3136,11 @@ VALUES (p_scope, p_action, p_version, coalesce(p_client_application, current_set
         p_client_info, p_details)
 $fn$;
 
--- The plan, read once under the lock: every batch entry and applied version in version order
+-- The plan, read once under the lock: every batch entry and applied version in version order,
+-- then the repeatable migrations in name order (version NULL; see _repeatable_rows)
 -- (outcome 'pending' for what this call would apply, 'beyond_target' for pending versions
--- above p_target), and what the engine must know up front, computed in the same pass:
+-- above p_target, and for pending repeatable migrations while any is), and what the engine
+-- must know up front, computed in the same pass:
 -- whether _drift_problems would find anything (its rules as one flag; the report itself is
 -- built only when it will be raised), how many migrations are to apply, which of them carry
 -- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
@@ -2950,20 +3156,30 @@ AS $fn$
 SELECT array_agg((p.version, p.name, p.label,
                   CASE WHEN p.to_apply OR p.outcome <> 'pending' THEN p.outcome ELSE 'beyond_target' END,
                   p.sql, p.down_sql, p.transactional, p.commit_after, p.checksum,
-                  p.recorded_name, p.recorded_checksum, p.applied_at, p.statements)::pgmig.plan_entry ORDER BY p.version),
-       coalesce(bool_or(p.outcome = 'already_applied'
+                  p.recorded_name, p.recorded_checksum, p.applied_at, p.statements)::pgmig.plan_entry
+                 ORDER BY p.version, p.name COLLATE "C"),
+       -- (A changed or missing repeatable migration is not drift: changing is what it is for.)
+       coalesce(bool_or(p.outcome = 'already_applied' AND p.version IS NOT NULL
                         AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
-       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
+       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing' AND p.version IS NOT NULL), false))
        OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
                                                  < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
        count(*) FILTER (WHERE p.to_apply),
-       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
+       string_agg(coalesce(p.version::text, 'repeatable ' || p.name), ', ' ORDER BY p.version, p.name COLLATE "C")
+           FILTER (WHERE p.to_apply AND p.sql IS NULL),
        string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
            FILTER (WHERE p.to_apply AND NOT p.transactional),
        string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
        string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
-FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
-      FROM pgmig._plan_rows(p_batch, p_scope) AS r) AS p
+FROM (SELECT r.*,
+             r.outcome = 'pending'
+             AND CASE WHEN r.version IS NOT NULL THEN p_target IS NULL OR r.version <= p_target
+                      -- Repeatable migrations come after the last versioned one: not in a call
+                      -- whose target leaves versioned migrations pending.
+                      ELSE NOT coalesce(bool_or(r.outcome = 'pending' AND r.version > p_target) OVER (), false) END AS to_apply
+      FROM (SELECT * FROM pgmig._plan_rows(p_batch, p_scope)
+            UNION ALL
+            SELECT * FROM pgmig._repeatable_rows(p_batch, p_scope)) AS r) AS p
 $fn$;
 
 -- The migrations of p_plan that ran (those with a duration in p_durations, aligned with it):
@@ -3025,6 +3241,7 @@ DECLARE
     v_state       text;
     v_message     text;
     v_rows        pgmig.history_entry[];
+    v_repeatables pgmig.history_entry[];   -- the repeatable migrations applied, for pgmig.repeatable
     -- lock budget: locks held at the last count, and the most one migration added
     v_locks       integer;
     v_locks_prev  integer;
@@ -3063,19 +3280,23 @@ BEGIN
             END IF;
             done := done + 1;
             v_phase := 'migration';
+            IF v_progress THEN
+                v_message := CASE WHEN v_entry.version IS NULL
+                                  THEN format('pgmig: applying repeatable migration %s (%s/%s)', v_entry.name,
+                                              p_ctx.committed + done, p_ctx.total)
+                                  ELSE format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                              p_ctx.committed + done, p_ctx.total, v_entry.name) END;
+            END IF;
             IF v_json THEN
                 RAISE NOTICE USING
                     ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
-                                     p_ctx.committed + done, p_ctx.total, v_entry.name),
-                    DETAIL = json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                    MESSAGE = v_message,
+                    DETAIL = json_strip_nulls(json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                                                'index', p_ctx.committed + done, 'total', p_ctx.total,
-                                               'transaction', p_transaction)::text;
+                                               'transaction', p_transaction))::text;
             ELSIF v_progress THEN
-                RAISE NOTICE USING
-                    ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
-                                     p_ctx.committed + done, p_ctx.total, v_entry.name);
+                RAISE NOTICE USING ERRCODE = 'PM000', MESSAGE = v_message;
             END IF;
             v_t0 := clock_timestamp();
             -- Tell other sessions (migrate_status) which migration runs, since when; local to
@@ -3084,8 +3305,8 @@ BEGIN
             -- Not once a migration changed application_name itself: a transaction-local
             -- marker would hide that change from the restore at the end of the call.
             IF NOT v_app_touched THEN
-                v_marker := format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
-                                   p_ctx.client_application);
+                v_marker := format('pgmig: applying %s @%s %s', coalesce(v_entry.version::text, 'repeatable'),
+                                   (extract(epoch FROM v_t0) * 1000)::bigint, p_ctx.client_application);
                 v_ignored := set_config('application_name', v_marker, true);
             END IF;
             -- The DDL lock timeout covers the migration's own statements only: _execute_as_caller
@@ -3117,14 +3338,18 @@ BEGIN
             IF v_json THEN
                 RAISE NOTICE USING
                     ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applied version %s in %s', v_entry.version, durations[i]),
-                    DETAIL = json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                    MESSAGE = format('pgmig: applied %s in %s', pgmig._what(v_entry.version, v_entry.name), durations[i]),
+                    DETAIL = json_strip_nulls(json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                                                'duration_us', (extract(epoch FROM durations[i]) * 1000000)::bigint,
-                                               'transaction', p_transaction)::text;
+                                               'transaction', p_transaction))::text;
             END IF;
             i := i + 1;
 
-            IF p_ctx.run_mode AND v_entry.commit_after THEN
+            IF v_entry.version IS NULL THEN
+                -- Repeatable migrations: all of them in one transaction, whatever the limits.
+                NULL;
+            ELSIF p_ctx.run_mode AND v_entry.commit_after THEN
                 stopped := 'commit_after';
             ELSIF done >= p_ctx.max_per_transaction THEN
                 stopped := 'max_per_transaction';
@@ -3164,11 +3389,20 @@ BEGIN
             v_phase := 'recording';
             SELECT array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
                               e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
-              INTO v_rows
+                       FILTER (WHERE e.version IS NOT NULL),
+                   array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
+                              e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
+                       FILTER (WHERE e.version IS NULL)
+              INTO v_rows, v_repeatables
               FROM unnest(p_plan) WITH ORDINALITY AS e
               JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
              WHERE t.d IS NOT NULL;
-            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            IF v_rows IS NOT NULL THEN
+                v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            END IF;
+            IF v_repeatables IS NOT NULL THEN
+                v_ignored := pgmig._record_repeatables(v_repeatables, p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
@@ -3205,6 +3439,7 @@ BEGIN
                 SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
                 failure := jsonb_strip_nulls(jsonb_build_object(
                     'version', v_entry.version, 'name', v_entry.name, 'phase', v_phase, 'transaction', p_transaction,
+                    'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                     'sqlstate', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
                     'hint', nullif(v_hint, ''), 'context', nullif(v_context, ''),
                     'statement', v_where.statement, 'line', v_where.line, 'migration_context', v_where.context));
@@ -3222,7 +3457,7 @@ BEGIN
             -- client, also one that asked for no progress notices. Its DETAIL is for programs.
             GET STACKED DIAGNOSTICS v_context = PG_EXCEPTION_CONTEXT;
             SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
-            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s%s; %s', v_entry.version, v_entry.name, v_state,
+            v_message := format('pgmig: %s failed with SQLSTATE %s%s; %s', pgmig._what(v_entry.version, v_entry.name), v_state,
                                 CASE WHEN v_where.statement IS NOT NULL
                                      THEN format(' in statement %s (line %s)', v_where.statement, v_where.line) ELSE '' END,
                                 CASE WHEN p_ctx.committed > 0
@@ -3232,7 +3467,8 @@ BEGIN
             IF p_ctx.data THEN
                 RAISE WARNING USING
                     ERRCODE = 'PM010', MESSAGE = v_message,
-                    DETAIL = json_strip_nulls(json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
+                    DETAIL = json_strip_nulls(json_build_object('version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END, 'sqlstate', v_state,
                                                'transaction', p_transaction, 'committed', p_ctx.committed,
                                                'statement', v_where.statement, 'line', v_where.line,
                                                'context', v_where.context))::text;
@@ -3256,7 +3492,8 @@ BEGIN
                 ERRCODE = 'PM005',
                 MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this transaction altered pgmig.history: %s; nothing was applied',
                                  v_message,
-                                 (SELECT string_agg(format('%s (%s)', e.version, left(e.name, 100)), ', ' ORDER BY e.version)
+                                 (SELECT string_agg(CASE WHEN e.version IS NULL THEN 'repeatable ' || left(e.name, 100)
+                                                                  ELSE format('%s (%s)', e.version, left(e.name, 100)) END, ', ' ORDER BY e.version)
                                   FROM unnest(p_plan) WITH ORDINALITY AS e
                                   JOIN unnest(durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
                                   WHERE t.d IS NOT NULL)),
@@ -3433,6 +3670,33 @@ BEGIN
 END
 $fn$;
 
+-- The outcome of a plan entry as callers see it: the engine's own for a versioned migration;
+-- for a repeatable one (no version) 'repeatable_applied', 'repeatable_pending' (to apply, not
+-- applied by this call), 'repeatable_unchanged' (applied with this checksum, not run again) or
+-- 'repeatable_missing' (recorded, not in the batch).
+CREATE OR REPLACE FUNCTION pgmig._outcome(p_version bigint, p_outcome text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN p_version IS NOT NULL THEN p_outcome
+            WHEN p_outcome IN ('pending', 'beyond_target') THEN 'repeatable_pending'
+            WHEN p_outcome = 'already_applied' THEN 'repeatable_unchanged'
+            ELSE 'repeatable_' || p_outcome END
+$fn$;
+
+-- The versions and checksums of p_versions/p_checksums (what a transaction ran, _ran) that
+-- are versioned migrations: what it wrote to pgmig.history (repeatable ones have no version).
+CREATE OR REPLACE FUNCTION pgmig._versioned(p_versions bigint[], p_checksums text[],
+                                            OUT versions bigint[], OUT checksums text[], OUT count bigint)
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT coalesce(array_agg(u.v ORDER BY u.o), '{}'), coalesce(array_agg(u.c ORDER BY u.o), '{}'), count(*)
+FROM unnest(p_versions, p_checksums) WITH ORDINALITY AS u(v, c, o)
+WHERE u.v IS NOT NULL
+$fn$;
+
 -- The result rows of migrate_apply (and of a dry run) from a plan: outcome 'applied' with
 -- start and duration where this call applied the entry.
 CREATE OR REPLACE FUNCTION pgmig._result_rows(p_plan pgmig.plan_entry[], p_started timestamptz[], p_durations interval[])
@@ -3441,7 +3705,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT e.version, e.name,
-       CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END,
+       pgmig._outcome(e.version, CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END),
        t.d, coalesce(t.at, e.applied_at)
 FROM unnest(p_plan) WITH ORDINALITY AS e
 LEFT JOIN unnest(p_started, p_durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
@@ -3483,6 +3747,7 @@ DECLARE
     v_session     pgmig.session_state;    -- the caller's session, put back before returning
     v_integrity   pgmig.integrity_state;  -- pgmig's objects after the lock, checked before returning
     v_ran         record;
+    v_written     record;   -- what the migrations that ran wrote to the history (_versioned)
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_session := pgmig._session_snapshot(v_caller_path);
@@ -3510,9 +3775,13 @@ BEGIN
     v_digest := pgmig._history_digest(v_scope);
     IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
         RETURN QUERY
-            SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
-            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
-            ORDER BY b.version;
+            SELECT x.version, x.name, x.outcome, x.duration, x.applied_at FROM (
+                SELECT b.version, b.name, 'already_applied'::text AS outcome, NULL::interval AS duration, h.applied_at
+                FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
+                UNION ALL
+                SELECT NULL::bigint, r.name, 'repeatable_unchanged'::text, NULL::interval, r.applied_at
+                FROM pgmig._repeatable_state(v_scope) AS r) AS x
+            ORDER BY x.version, x.name COLLATE "C";
         PERFORM pgmig._unquiet(v_quiet);
         PERFORM pgmig._unpin_search_path(v_session);
         RETURN;
@@ -3554,7 +3823,8 @@ BEGIN
                 HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
         END IF;
         PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
+        SELECT * INTO v_written FROM pgmig._versioned(v_ran.versions, v_ran.checksums);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_written.count, v_written.versions, v_written.checksums);
         PERFORM pgmig._notice('PM012',
             format('pgmig: applied %s migration%s in %s%s', v_run.done,
                              CASE WHEN v_run.done > 1 THEN 's' ELSE '' END,
@@ -3626,6 +3896,7 @@ DECLARE
     v_pos         integer := 1;     -- where the next transaction continues in v_plan_array
     v_txn         integer := 0;     -- transactions that applied something
     v_applied_v   bigint[] := '{}'::bigint[];            -- what this call applied, in order: version,
+    v_applied_n   text[] := '{}'::text[];                -- name (a repeatable migration has no version),
     v_applied_at  timestamptz[] := '{}'::timestamptz[];  -- start
     v_applied_d   interval[] := '{}'::interval[];        -- and duration
     v_mark        text;             -- the history as this call left it at its last commit
@@ -3640,6 +3911,7 @@ DECLARE
     v_session     pgmig.session_state;    -- the caller's session, put back before every COMMIT
     v_integrity   pgmig.integrity_state;  -- pgmig's objects after each transaction's lock
     v_ran         record;
+    v_written     record;   -- what the migrations that ran wrote to the history (_versioned)
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -3753,8 +4025,8 @@ BEGIN
             EXIT;
         END IF;
         SELECT v_applied_v || array_agg(e.version ORDER BY e.ordinality), v_applied_at || array_agg(t.at ORDER BY e.ordinality),
-               v_applied_d || array_agg(t.d ORDER BY e.ordinality)
-          INTO v_applied_v, v_applied_at, v_applied_d
+               v_applied_d || array_agg(t.d ORDER BY e.ordinality), v_applied_n || array_agg(e.name ORDER BY e.ordinality)
+          INTO v_applied_v, v_applied_at, v_applied_d, v_applied_n
           FROM unnest(v_plan_array) WITH ORDINALITY AS e
           JOIN unnest(v_run.started, v_run.durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
          WHERE t.d IS NOT NULL;
@@ -3777,7 +4049,8 @@ BEGIN
                 HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
         END IF;
         PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
+        SELECT * INTO v_written FROM pgmig._versioned(v_ran.versions, v_ran.checksums);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_written.count, v_written.versions, v_written.checksums);
         v_mark := pgmig._history_mark(v_scope);
         COMMIT AND CHAIN;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -3801,10 +4074,13 @@ BEGIN
     -- The outcome, from the last plan and what this call applied.
     SELECT count(*) INTO v_left
       FROM unnest(v_plan_array) AS x
-      LEFT JOIN unnest(v_applied_v) AS a(version) ON a.version = x.version
-     WHERE x.outcome = 'pending' AND a.version IS NULL;
+      LEFT JOIN unnest(v_applied_v, v_applied_n) AS a(version, name)
+        ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)
+     WHERE x.outcome = 'pending' AND a.name IS NULL;
     p_result := jsonb_build_object(
         'applied', coalesce(cardinality(v_applied_v), 0),
+        -- of which repeatable migrations (counted in 'applied' too)
+        'repeatable_applied', (SELECT count(*) FROM unnest(v_applied_v) AS a(version) WHERE a.version IS NULL),
         'pending', v_left,
         'transactions', v_txn,
         'lock_budget', v_ctx.lock_budget,
@@ -3819,12 +4095,14 @@ BEGIN
         p_result := p_result || jsonb_build_object('migrations', coalesce((
             SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                        'version', x.version, 'name', x.name, 'label', x.label,
-                       'outcome', CASE WHEN a.o IS NOT NULL THEN 'applied' ELSE x.outcome END,
+                       'repeatable', CASE WHEN x.version IS NULL THEN true END,
+                       'outcome', pgmig._outcome(x.version, CASE WHEN a.o IS NOT NULL THEN 'applied' ELSE x.outcome END),
                        'duration_us', (extract(epoch FROM v_applied_d[a.o]) * 1000000)::bigint,
                        'applied_at', coalesce(v_applied_at[a.o], x.applied_at)))
-                   ORDER BY x.version)
-            FROM unnest(v_plan_array) AS x
-            LEFT JOIN unnest(v_applied_v) WITH ORDINALITY AS a(version, o) ON a.version = x.version), '[]'));
+                   ORDER BY x.ordinality)
+            FROM unnest(v_plan_array) WITH ORDINALITY AS x
+            LEFT JOIN unnest(v_applied_v, v_applied_n) WITH ORDINALITY AS a(version, name, o)
+              ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)), '[]'));
     END IF;
     IF v_ctx.committed > 0 THEN
         PERFORM pgmig._notice('PM012',
@@ -3857,7 +4135,8 @@ $fn$;
 
 -- A cheap mark of the history's state: changes whenever anyone else changes the history
 -- (a row added or removed changes the count or the newest version; a rollback, repair,
--- baseline or resolve also writes an audit row). migrate_run compares it across its commits
+-- baseline or resolve also writes an audit row; applying a repeatable migration adds a row to
+-- pgmig.repeatable). migrate_run compares it across its commits
 -- to know whether its plan still holds. Per scope (other tenants' changes do not matter).
 CREATE OR REPLACE FUNCTION pgmig._history_mark(p_scope text)
 RETURNS text
@@ -3867,7 +4146,9 @@ AS $fn$
 SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history AS h WHERE h.scope = p_scope),
                  (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = p_scope),
                  (SELECT max(a.id) FROM pgmig.audit AS a WHERE a.scope = p_scope),
-                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope))
+                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope),
+                 -- a repeatable migration applied by another migrator in between
+                 (SELECT max(r.id) FROM pgmig.repeatable AS r WHERE r.scope = p_scope))
 $fn$;
 -- Staged releases: migrate_stage stores a validated batch under a label (pgmig.staged);
 -- CALL migrate_run_staged(label) applies it later exactly as CALL migrate_run(batch) would, from
@@ -4497,7 +4778,7 @@ BEGIN
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'version', e.version, 'name', e.name,
                    'outcome', CASE WHEN t.d IS NOT NULL THEN 'rehearsed'
-                                   WHEN e.outcome = 'pending' THEN 'not_rehearsed' ELSE e.outcome END,
+                                   WHEN e.outcome = 'pending' THEN 'not_rehearsed' ELSE pgmig._outcome(e.version, e.outcome) END,
                    'duration', t.d, 'wal_bytes', t.m->'wal_bytes', 'relations', t.m->'relations',
                    'note', CASE
                        WHEN t.d IS NOT NULL OR e.outcome <> 'pending' THEN NULL
@@ -4542,7 +4823,9 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolea
 -- applied version whose down SQL in the batch is not the recorded one. step numbers the
 -- transactions migrate_run would use as far as the batch decides them: a commit_after
 -- migration ends one, a non-transactional migration is a step of its own (the lock budget may
--- cut more, which only running can tell).
+-- cut more, which only running can tell). Repeatable migrations follow the versioned ones
+-- (version NULL, name order) with outcome 'repeatable_pending', 'repeatable_unchanged' or
+-- 'repeatable_missing' (recorded, not in the batch), in the step of the last versioned one.
 CREATE OR REPLACE FUNCTION pgmig._plan(
     p_batch              jsonb,
     p_target_version     bigint,
@@ -4589,7 +4872,7 @@ BEGIN
         version := v_entry.version;
         name := v_entry.name;
         label := v_entry.label;
-        outcome := v_entry.outcome;
+        outcome := pgmig._outcome(v_entry.version, v_entry.outcome);
         applied_at := v_entry.applied_at;
         transactional := v_entry.transactional;
         commit_after := v_entry.commit_after;
@@ -4613,13 +4896,14 @@ BEGIN
         END IF;
         drift := v_drift->v_entry.version::text->>'kinds';
         detail := v_drift->v_entry.version::text->>'problems';
-        down_differs := v_downs ? v_entry.version::text;
+        down_differs := coalesce(v_downs ? v_entry.version::text, false);
         RETURN NEXT;
     END LOOP;
 END
 $fn$;
 
--- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
+-- The history, then the repeatable migrations as last applied (state 'repeatable'), plus,
+-- when a migrator holds the lock right now, one 'in_progress' row naming it
 -- (and the migration it is applying, with how long it has been at it), and one row per
 -- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
 -- EXCLUSIVE does not block: status never waits for a running migration. p_scope is checked
@@ -4638,6 +4922,17 @@ SELECT * FROM (
     WHERE h.scope = p_scope
     ORDER BY h.version
 ) AS applied
+UNION ALL
+-- Repeatable migrations as last applied (state 'repeatable'), in name order.
+SELECT * FROM (
+    SELECT NULL::bigint, r.name, NULL::text, 'repeatable', r.applied_at, r.applied_by,
+           nullif(concat_ws(' ', r.client_application, host(r.client_addr), r.client_info), ''),
+           r.duration, r.checksum,
+           format('applied %s time%s', n.times, CASE WHEN n.times > 1 THEN 's' ELSE '' END)
+    FROM pgmig._repeatable_state(p_scope) AS r
+    CROSS JOIN LATERAL (SELECT count(*) AS times FROM pgmig.repeatable AS x WHERE x.scope = p_scope AND x.name = r.name) AS n
+    ORDER BY r.name COLLATE "C"
+) AS repeatables
 UNION ALL
 -- Non-transactional migrations started and not recorded: running (their holder has the lock),
 -- failed, or interrupted (the client died).
@@ -4677,15 +4972,20 @@ $fn$;
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
 -- to do" case at every service start). Any difference means: call the engine.
+-- Repeatable migrations follow, one line each in name order (byte order),
+-- "R\t<name>\t<checksum>\n" with the checksum recorded last: so a changed repeatable file
+-- changes the files' digest too (see _batch_digest).
 CREATE OR REPLACE FUNCTION pgmig._history_digest(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
-                                                    '' ORDER BY h.version), ''), 'UTF8')), 'hex')
-FROM pgmig.history AS h
-WHERE h.scope = p_scope
+SELECT encode(sha256(convert_to(
+           coalesce((SELECT string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n', '' ORDER BY h.version)
+                     FROM pgmig.history AS h WHERE h.scope = p_scope), '')
+        || coalesce((SELECT string_agg('R' || E'\t' || r.name || E'\t' || r.checksum || E'\n', '' ORDER BY r.name COLLATE "C")
+                     FROM pgmig._repeatable_state(p_scope) AS r), ''),
+        'UTF8')), 'hex')
 $fn$;
 
 -- The digest of an empty history (sha256 of nothing).
@@ -6420,6 +6720,9 @@ BEGIN
         -- The audit trail is kept forever: pg_dump must carry it (and where its ids are).
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit', '');
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit_id_seq', '');
+        -- So is the record of repeatable migrations (append-only, like the history).
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.repeatable', '');
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.repeatable_id_seq', '');
     END IF;
 
     INSERT INTO pgmig.install_log (version, mode, api_schema)
@@ -6437,7 +6740,7 @@ DECLARE
     v_table text;
     v_trig  text;
 BEGIN
-    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run'] LOOP
+    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run', 'repeatable'] LOOP
         v_trig := CASE v_table WHEN 'nontx_run' THEN 'nontx_run_guard' ELSE v_table || '_append_only' END;
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
                        WHERE g.tgrelid = pg_catalog.to_regclass('pgmig.' || v_table) AND g.tgname = v_trig

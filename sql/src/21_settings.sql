@@ -70,6 +70,10 @@ DECLARE
     v_now   text;
     v_state text;
     v_msg   text;
+    -- (pgmig._what spelled out: this runs right after a migration, see _execute_as_caller)
+    v_what  text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                         WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                         ELSE 'repeatable migration ' || p_name END;
 BEGIN
     FOREACH v_pair IN ARRAY p_settings LOOP
         CONTINUE WHEN v_pair IS NULL;
@@ -83,8 +87,8 @@ BEGIN
             -- the next migration, naming the wrong one.
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: migration %s (%s) made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
-                                 p_version, p_name),
+                MESSAGE = format('pgmig: %s made the transaction read-only (SET TRANSACTION READ ONLY); nothing was applied',
+                                 v_what),
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         BEGIN
@@ -93,13 +97,13 @@ BEGIN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
             RAISE EXCEPTION USING
                 ERRCODE = 'PM015',
-                MESSAGE = format('pgmig: migration %s (%s) changed %s to %L, which cannot be put back to %L; nothing was applied',
-                                 p_version, p_name, v_name, v_now, v_value),
+                MESSAGE = format('pgmig: %s changed %s to %L, which cannot be put back to %L; nothing was applied',
+                                 v_what, v_name, v_now, v_value),
                 DETAIL = format('PostgreSQL said: %s (SQLSTATE %s)', v_msg, v_state),
                 HINT = 'A migration must leave the session as it found it. Remove the SET, or SET LOCAL it where PostgreSQL allows that.';
         END;
         IF p_caller.may_be_local AND v_name = ANY (p_caller.warn_if_restored) THEN
-            PERFORM pgmig._warn_restored(v_name, v_value, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored(v_name, v_value, v_what);
         END IF;
     END LOOP;
 END

@@ -271,8 +271,8 @@ BEGIN
                       ELSE 'nothing was applied' END;
     RAISE EXCEPTION USING
         ERRCODE = 'PM017',
-        MESSAGE = format('pgmig: migration %s (%s) waited %s (ddl_lock_timeout) for a lock on %s and gave up; %s',
-                         p_version, p_name, pgmig._duration_text(p_lock_ms / 1000.0),
+        MESSAGE = format('pgmig: %s waited %s (ddl_lock_timeout) for a lock on %s and gave up; %s',
+                         pgmig._what(p_version, p_name), pgmig._duration_text(p_lock_ms / 1000.0),
                          CASE WHEN v_first IS NULL THEN 'a relation it needs'
                               ELSE format('%s, held by %s%s', v_report->>'relation', pgmig._blocker_text(v_first),
                                           CASE WHEN v_others > 0 THEN format(' and %s other session%s', v_others,

@@ -41,15 +41,21 @@ WITH entries AS (
            jsonb_typeof(e.elem->'transactional') AS tx_type,
            jsonb_typeof(e.elem->'commit_after') AS commit_type,
            jsonb_typeof(e.elem->'checksum') AS checksum_type,
+           jsonb_typeof(e.elem->'repeatable') AS repeatable_type,
+           -- A repeatable migration (15_repeatable.sql): no version, applied whenever it changes.
+           coalesce(e.elem->'repeatable' = 'true'::jsonb, false) AS repeatable,
            CASE WHEN jsonb_typeof(e.elem) = 'object'
-                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[] END AS unknown
+                THEN e.elem - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements,repeatable}'::text[] END AS unknown,
+           CASE WHEN jsonb_typeof(e.elem) = 'object' AND e.elem->'repeatable' = 'true'::jsonb
+                THEN ARRAY(SELECT k FROM jsonb_object_keys(e.elem) AS k
+                           WHERE k IN ('version', 'label', 'down', 'commit_after', 'lock_timeout') ORDER BY k) END AS not_repeatable
     FROM jsonb_array_elements(CASE WHEN jsonb_typeof(p_batch) = 'array' THEN p_batch ELSE '[]' END)
          WITH ORDINALITY AS e(elem, ord)
 ), checked AS (
     SELECT entries.*,
            -- An integer written as one: scale 0. jsonb keeps the scale of what was written,
            -- so 2.0 (or 20e-1) stays 2.0, which is not a bigint's text; 1e2 is 100.
-           CASE WHEN version_type = 'number' THEN
+           CASE WHEN version_type = 'number' AND NOT repeatable THEN
                CASE WHEN scale((obj->>'version')::numeric) = 0
                      AND (obj->>'version')::numeric BETWEEN 1 AND 9223372036854775807
                     THEN (obj->>'version')::bigint END
@@ -66,7 +72,7 @@ WITH entries AS (
     SELECT x.ord, x.version, unnest(x.msgs)
     FROM (SELECT c.ord, c.version, array_remove(ARRAY[
         (CASE WHEN c.obj IS NULL THEN format('is a JSON %s, not an object', c.kind) END),
-        (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL THEN
+        (CASE WHEN c.obj IS NOT NULL AND c.version IS NULL AND NOT c.repeatable THEN
             CASE WHEN c.version_type IS NULL THEN '"version" is missing'
                  ELSE format('"version" must be an integer from 1 to 9223372036854775807, got %s',
                              left((c.obj->'version')::text, 40)) END
@@ -88,6 +94,13 @@ WITH entries AS (
                      THEN '"sql" is empty or only white space'
             END
          END),
+        (CASE WHEN c.repeatable_type <> 'boolean'
+              THEN format('"repeatable" must be true or false, got a JSON %s', c.repeatable_type) END),
+        (CASE WHEN c.not_repeatable <> '{}'
+              THEN format('a repeatable migration takes no %s (it has no version: it is applied again whenever its checksum changes)',
+                          array_to_string(ARRAY(SELECT quote_ident(k) FROM unnest(c.not_repeatable) AS k), ', ')) END),
+        (CASE WHEN c.repeatable AND c.obj->'transactional' = 'false'::jsonb
+              THEN 'a repeatable migration must be transactional ("transactional": false): it is applied in the transaction of the last versioned migration' END),
         (CASE WHEN c.label_type NOT IN ('string', 'null')
               THEN format('"label" must be a string or null, got a JSON %s', c.label_type) END),
         (CASE WHEN c.down_type NOT IN ('string', 'null')
@@ -111,7 +124,7 @@ WITH entries AS (
             END
          END),
         (CASE WHEN c.unknown <> '{}'::jsonb THEN
-            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout, statements)',
+            format('unknown key%s %s (allowed: version, name, label, sql, down, transactional, commit_after, checksum, lock_timeout, statements, repeatable)',
                    CASE WHEN (SELECT count(*) FROM jsonb_object_keys(c.unknown)) > 1 THEN 's' ELSE '' END,
                    (SELECT string_agg(quote_ident(k), ', ' ORDER BY k) FROM jsonb_object_keys(c.unknown) AS k))
          END)
@@ -125,13 +138,24 @@ WITH entries AS (
     WHERE version IS NOT NULL
     GROUP BY version
     HAVING count(*) > 1
+  UNION ALL
+    SELECT min(ord), NULL::bigint,
+           format('the same repeatable migration name appears %s times (entries %s)', count(*),
+                  string_agg(ord::text, ', ' ORDER BY ord))
+    FROM checked
+    WHERE repeatable AND name_type = 'string'
+    GROUP BY obj->>'name'
+    HAVING count(*) > 1
 )
-SELECT ord, version,
-       CASE WHEN ord = 0 THEN msg
-            ELSE format('entry %s%s: %s', ord,
-                        CASE WHEN version IS NOT NULL THEN format(' (version %s)', version) ELSE '' END, msg)
+SELECT p.ord, p.version,
+       CASE WHEN p.ord = 0 THEN p.msg
+            ELSE format('entry %s%s: %s', p.ord,
+                        CASE WHEN p.version IS NOT NULL THEN format(' (version %s)', p.version)
+                             WHEN c.repeatable AND c.name_type = 'string' THEN format(' (repeatable %s)', left(c.obj->>'name', 100))
+                             ELSE '' END, p.msg)
        END
-FROM problems ORDER BY ord, msg
+FROM problems AS p LEFT JOIN checked AS c ON c.ord = p.ord
+ORDER BY p.ord, p.msg
 $fn$;
 
 -- True when _batch_problems would find nothing: the same rules as one boolean per entry,
@@ -145,14 +169,19 @@ LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
-    SELECT bool_and(x.ok) AND count(*) = count(DISTINCT x.version)
+    SELECT bool_and(x.ok) AND count(x.version) = count(DISTINCT x.version) AND count(x.rname) = count(DISTINCT x.rname)
     FROM (SELECT CASE WHEN jsonb_typeof(e) = 'object' AND jsonb_typeof(e->'version') = 'number'
                       THEN (e->'version')::numeric END AS version,
+                 CASE WHEN jsonb_typeof(e) = 'object' AND e->'repeatable' = 'true'::jsonb AND jsonb_typeof(e->'name') = 'string'
+                      THEN e->>'name' END AS rname,
                  -- CASE, not AND: the order matters (e - keys fails on a non-object).
                  CASE
                    WHEN jsonb_typeof(e) <> 'object' THEN false
-                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements}'::text[]) <> '{}'::jsonb THEN false
-                   WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' THEN false
+                   WHEN (e - '{version,name,label,sql,down,transactional,commit_after,checksum,lock_timeout,statements,repeatable}'::text[]) <> '{}'::jsonb THEN false
+                   WHEN coalesce(jsonb_typeof(e->'repeatable'), 'boolean') <> 'boolean' THEN false
+                   WHEN e->'repeatable' = 'true'::jsonb
+                        AND (e ?| '{version,label,down,commit_after,lock_timeout}'::text[] OR e->'transactional' = 'false'::jsonb) THEN false
+                   WHEN jsonb_typeof(e->'version') IS DISTINCT FROM 'number' AND e->'repeatable' IS DISTINCT FROM 'true'::jsonb THEN false
                    WHEN jsonb_typeof(e->'name') IS DISTINCT FROM 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'down'), 'null') NOT IN ('string', 'null') THEN false
                    WHEN coalesce(jsonb_typeof(e->'label'), 'null') NOT IN ('string', 'null') THEN false
@@ -161,8 +190,9 @@ SELECT jsonb_typeof(p_batch) = 'array' AND coalesce((
                    WHEN coalesce(jsonb_typeof(e->'checksum'), 'string') <> 'string' THEN false
                    WHEN coalesce(jsonb_typeof(e->'lock_timeout'), 'null') <> 'null' AND pgmig._lock_timeout_ms(e->'lock_timeout') IS NULL THEN false
                    WHEN e ? 'statements' AND NOT pgmig._statements_ok(e->'statements', e->'sql') THEN false
-                   WHEN NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
-                             AND scale((e->'version')::numeric) = 0) THEN false
+                   WHEN e->'repeatable' IS DISTINCT FROM 'true'::jsonb
+                        AND NOT ((e->'version')::numeric BETWEEN 1 AND 9223372036854775807
+                                 AND scale((e->'version')::numeric) = 0) THEN false
                    WHEN btrim(e->>'name', E' \t\r\n') = '' THEN false
                    WHEN e ? 'sql' THEN
                         jsonb_typeof(e->'sql') = 'string'

@@ -7,8 +7,9 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan_rows(jsonb)', 'SETO
 DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._drift_problems(jsonb,boolean,boolean)',
     'TABLE(version bigint, kind text, problem text)'); END $pgmig$;
 
--- The batch as rows, for a batch that _batch_ok found well-formed. The checksum is the
--- batch's own when given (it was verified against sql), otherwise computed here.
+-- The batch's versioned migrations as rows, for a batch that _batch_ok found well-formed
+-- (repeatable ones: _repeatable_rows). The checksum is the batch's own when given (it was
+-- verified against sql), otherwise computed here.
 CREATE OR REPLACE FUNCTION pgmig._batch_rows(p_batch jsonb)
 RETURNS TABLE (version bigint, name text, label text, sql text, down_sql text, transactional boolean,
                commit_after boolean, checksum text, statements integer[])
@@ -26,6 +27,43 @@ SELECT (e->>'version')::bigint,
        CASE WHEN jsonb_typeof(e->'statements') = 'array'
             THEN ARRAY(SELECT s::integer FROM jsonb_array_elements_text(e->'statements') AS s) END
 FROM jsonb_array_elements(p_batch) AS e
+WHERE e->'repeatable' IS DISTINCT FROM 'true'::jsonb
+$fn$;
+
+-- The batch's repeatable migrations joined with their current state in scope p_scope (the
+-- engine calls it only after it holds the scope's lock), as plan entries without a version:
+-- 'pending' when the checksum differs from the one recorded last for the name or none is,
+-- 'already_applied' when it is the same, and one 'missing' entry per recorded name absent
+-- from the batch (not an error: status and plan report it). In name order, byte by byte
+-- (COLLATE "C": the same order whatever the database's collation, and the order the Go
+-- loader sorts files in).
+CREATE OR REPLACE FUNCTION pgmig._repeatable_rows(p_batch jsonb, p_scope text)
+RETURNS SETOF pgmig.plan_entry
+LANGUAGE sql STABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+WITH b AS MATERIALIZED (
+    SELECT e->>'name' AS name, e->>'sql' AS sql,
+           coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex')) AS checksum,
+           CASE WHEN jsonb_typeof(e->'statements') = 'array'
+                THEN ARRAY(SELECT s::integer FROM jsonb_array_elements_text(e->'statements') AS s) END AS statements
+    FROM jsonb_array_elements(p_batch) AS e
+    WHERE e->'repeatable' = 'true'::jsonb
+), r AS MATERIALIZED (
+    SELECT * FROM pgmig._repeatable_state(p_scope)
+)
+SELECT * FROM (
+    SELECT NULL::bigint, b.name, NULL::text,
+           CASE WHEN r.checksum = b.checksum THEN 'already_applied' ELSE 'pending' END,
+           b.sql, NULL::text, true, false, b.checksum, r.name, r.checksum, r.applied_at, b.statements
+    FROM b LEFT JOIN r ON r.name = b.name
+  UNION ALL
+    SELECT NULL::bigint, r.name, NULL::text, 'missing', NULL::text, NULL::text, true, false, r.checksum, r.name, r.checksum,
+           r.applied_at, NULL::integer[]
+    FROM r WHERE NOT EXISTS (SELECT FROM b WHERE b.name = r.name)
+) AS rows (version, name, label, outcome, sql, down_sql, transactional, commit_after, checksum, recorded_name,
+           recorded_checksum, applied_at, statements)
+ORDER BY rows.name COLLATE "C"
 $fn$;
 
 -- The batch joined with the history of scope p_scope as of the calling statement's snapshot
@@ -100,15 +138,23 @@ ORDER BY d.version, d.kind
 $fn$;
 
 -- The digest migrate_history_digest() would return if exactly this (well-formed) batch were
--- applied: sha256 over "<version>\t<name>\t<checksum>\n" per entry in version order. Equal to
--- the history's digest under the lock, it proves that nothing is pending, ahead, missing or
--- drifted, so racing migrators of the same batch finish with one comparison each.
+-- applied: sha256 over "<version>\t<name>\t<checksum>\n" per entry in version order, then
+-- "R\t<name>\t<checksum>\n" per repeatable migration in name order (byte order; none, and
+-- the digest is what it was before repeatable migrations existed). Equal to the history's
+-- digest under the lock, it proves that nothing is pending, ahead, missing or drifted, and
+-- that every repeatable migration is applied as it is, so racing migrators of the same batch
+-- finish with one comparison each.
 CREATE OR REPLACE FUNCTION pgmig._batch_digest(p_batch jsonb)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT encode(sha256(convert_to(coalesce(string_agg(b.version::text || E'\t' || b.name || E'\t' || b.checksum || E'\n',
-                                                    '' ORDER BY b.version), ''), 'UTF8')), 'hex')
-FROM pgmig._batch_rows(p_batch) AS b
+SELECT encode(sha256(convert_to(
+           coalesce((SELECT string_agg(b.version::text || E'\t' || b.name || E'\t' || b.checksum || E'\n', '' ORDER BY b.version)
+                     FROM pgmig._batch_rows(p_batch) AS b), '')
+        || coalesce((SELECT string_agg('R' || E'\t' || (e->>'name') || E'\t'
+                                       || coalesce(e->>'checksum', encode(sha256(convert_to(e->>'sql', 'UTF8')), 'hex')) || E'\n',
+                                       '' ORDER BY (e->>'name') COLLATE "C")
+                     FROM jsonb_array_elements(p_batch) AS e WHERE e->'repeatable' = 'true'::jsonb), ''),
+        'UTF8')), 'hex')
 $fn$;

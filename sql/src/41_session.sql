@@ -218,8 +218,10 @@ SET search_path TO pg_catalog, pg_temp
 AS $fn$
 BEGIN
     RETURN CASE WHEN coalesce(cardinality(p_versions), 0) = 0 THEN 'a migration of this call'
-                WHEN cardinality(p_versions) = 1 THEN format('migration %s (%s)', p_versions[1], left(p_names[1], 100))
-                ELSE 'one of the migrations ' || (SELECT string_agg(format('%s (%s)', u.v, left(u.n, 100)), ', ' ORDER BY u.v)
+                WHEN cardinality(p_versions) = 1 THEN pgmig._what(p_versions[1], left(p_names[1], 100))
+                ELSE 'one of the migrations ' || (SELECT string_agg(CASE WHEN u.v IS NULL THEN 'repeatable ' || left(u.n, 100)
+                                                                         ELSE format('%s (%s)', u.v, left(u.n, 100)) END,
+                                                                    ', ' ORDER BY u.v, u.n)
                                                  FROM unnest(p_versions, p_names) AS u(v, n)) END;
 END
 $fn$;

@@ -15,7 +15,7 @@
 -- xmin: they do not count.) The rows: the schema, its relations (tables, indexes, sequences,
 -- types: a new, dropped or rebuilt one shows, and so do a new column, CHECK constraint, the
 -- first rule, row security, an inheritance child, a new owner or privilege, which all change
--- pg_class), the columns and triggers of pgmig's four tables, the ALTER ROLE/DATABASE
+-- pg_class), the columns and triggers of pgmig's five tables, the ALTER ROLE/DATABASE
 -- defaults of pgmig.maintenance in this database, and the functions of schema pgmig whose name starts with an
 -- underscore (an index range scan), plus the non-transactional protocol's and engine_version.
 -- Rules, policies and inheritance that leave pg_class alone are refused outright by
@@ -34,7 +34,8 @@ AS $fn$
 DECLARE
     v_ns     oid := to_regnamespace('pgmig')::oid;
     v_tables oid[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'),
-                            to_regclass('pgmig.nontx_run'), to_regclass('pgmig.install_log')]::oid[];
+                            to_regclass('pgmig.nontx_run'), to_regclass('pgmig.install_log'),
+                            to_regclass('pgmig.repeatable')]::oid[];
     v_db     oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
 BEGIN
     RETURN ARRAY(SELECT n.xmin FROM pg_namespace AS n WHERE n.oid = v_ns)
@@ -129,9 +130,10 @@ DECLARE
     v_exec    oid := to_regprocedure('pgmig._execute_as_caller(text,text,text,text[],bigint,text,pgmig.caller_state,integer[])')::oid;
     v_owner   oid := (SELECT c.relowner FROM pg_class AS c WHERE c.oid = to_regclass('pgmig.history'));
     v_db      oid := (SELECT d.oid FROM pg_database AS d WHERE d.datname = current_database());
-    v_tables  regclass[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'), to_regclass('pgmig.nontx_run')];
-    v_names   text[] := '{history,audit,nontx_run}'::text[];
-    v_trigs   text[] := '{history_append_only,audit_append_only,nontx_run_guard}'::text[];
+    v_tables  regclass[] := ARRAY[to_regclass('pgmig.history'), to_regclass('pgmig.audit'), to_regclass('pgmig.nontx_run'),
+                                  to_regclass('pgmig.repeatable')];
+    v_names   text[] := '{history,audit,nontx_run,repeatable}'::text[];
+    v_trigs   text[] := '{history_append_only,audit_append_only,nontx_run_guard,repeatable_append_only}'::text[];
     v_flagged boolean;
 BEGIN
     IF to_regnamespace('pgmig') IS NULL THEN

@@ -74,6 +74,11 @@ DECLARE
     v_before     text[];
     v_now        text;
     v_local      boolean;
+    -- How messages name the migration (pgmig._what, spelled out: a migration may have dropped
+    -- schema pgmig or changed the session authorization to a role that cannot use it).
+    v_what       text := CASE WHEN p_version IS NOT NULL THEN format('migration %s (%s)', p_version, p_name)
+                              WHEN p_name = 'deferred constraints and triggers' THEN 'the ' || p_name
+                              ELSE 'repeatable migration ' || p_name END;
 BEGIN
     -- Custom settings ('myapp.tenant') are listed nowhere, not even in pg_settings: the ones
     -- the migration names in a SET, RESET or set_config are read before it runs and put back
@@ -114,8 +119,8 @@ BEGIN
     IF session_user::text IS DISTINCT FROM v_session THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: migration %s (%s) changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
-                             p_version, p_name),
+            MESSAGE = format('pgmig: %s changed the session authorization (SET SESSION AUTHORIZATION); nothing was applied',
+                             v_what),
             HINT = 'Use SET LOCAL ROLE in the migration instead; pgmig puts the role back after each migration.';
     END IF;
 
@@ -124,15 +129,15 @@ BEGIN
     IF v_role_after IS DISTINCT FROM p_caller_role THEN
         PERFORM set_config('role', p_caller_role, false);
         IF p_caller.may_be_local AND p_caller_role <> 'none' THEN
-            PERFORM pgmig._warn_restored('role', p_caller_role, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored('role', p_caller_role, v_what);
         END IF;
     END IF;
     -- The bookkeeping needs the history table where it was.
     IF to_regclass('pgmig.history') IS NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: migration %s (%s) dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
-                             p_version, p_name),
+            MESSAGE = format('pgmig: %s dropped, renamed or moved pgmig.history (or schema pgmig); nothing was applied',
+                             v_what),
             HINT = 'Migrations must not touch pgmig''s own objects.';
     END IF;
 
@@ -150,7 +155,7 @@ BEGIN
         -- For _unpin_search_path: the session value was put back (transaction-local note).
         v_ignored := pg_catalog.set_config('pgmig.search_path_restored', 'on', true);
         IF p_caller.may_be_local AND p_caller_path IS DISTINCT FROM p_caller.search_path_reset THEN
-            PERFORM pgmig._warn_restored('search_path', p_caller_path, format('migration %s (%s)', p_version, p_name));
+            PERFORM pgmig._warn_restored('search_path', p_caller_path, v_what);
         END IF;
     END IF;
     IF pgmig._settings() IS DISTINCT FROM p_settings THEN
@@ -168,7 +173,7 @@ BEGIN
                 -- A custom setting cannot be undefined again: one that did not exist is left empty.
                 PERFORM set_config(v_custom[i], coalesce(v_before[i], ''), false);
                 IF p_caller.may_be_local AND v_before[i] <> '' AND v_now IS DISTINCT FROM v_before[i] THEN
-                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], format('migration %s (%s)', p_version, p_name));
+                    PERFORM pgmig._warn_restored(v_custom[i], v_before[i], v_what);
                 END IF;
             END IF;
         END LOOP;
@@ -191,8 +196,8 @@ BEGIN
     IF p_state = '2D000' OR (p_state = '0A000' AND p_message LIKE 'EXECUTE of transaction commands%') THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: %s %s (%s) contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
-                             p_what, p_version, p_name),
+            MESSAGE = format('pgmig: %s contains transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT); nothing was applied',
+                             pgmig._what(p_version, p_name, p_what)),
             DETAIL = 'PostgreSQL said: ' || p_message,
             HINT = 'pgmig runs it inside one transaction: remove the transaction control statements. '
                 || 'For a change that must commit before the next migration, mark it with ---- pgmig: commit-after ---- ("commit_after": true).';
@@ -203,7 +208,7 @@ BEGIN
         IF p_message ~ '^DISCARD' THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) resets the session (DISCARD); nothing was applied', p_what, p_version, p_name),
+                MESSAGE = format('pgmig: %s resets the session (DISCARD); nothing was applied', pgmig._what(p_version, p_name, p_what)),
                 DETAIL = 'PostgreSQL said: ' || p_message,
                 HINT = 'DISCARD ALL throws away everything the session holds: the caller''s settings, prepared statements, temporary tables, listeners. '
                     || 'A migration must not do that, in a transaction or out of one (as a non-transactional migration it would reset only pgmig''s own connection). '
@@ -212,21 +217,21 @@ BEGIN
         IF p_message ~ 'SET TRANSACTION|read-write mode' THEN
             RAISE EXCEPTION USING
                 ERRCODE = 'PM005',
-                MESSAGE = format('pgmig: %s %s (%s) changes its transaction''s characteristics; nothing was applied', p_what, p_version, p_name),
+                MESSAGE = format('pgmig: %s changes its transaction''s characteristics; nothing was applied', pgmig._what(p_version, p_name, p_what)),
                 DETAIL = 'PostgreSQL said: ' || p_message,
                 HINT = pgmig._hint_transaction_characteristics();
         END IF;
         RAISE EXCEPTION USING
             ERRCODE = 'PM005',
-            MESSAGE = format('pgmig: %s %s (%s) cannot run inside a transaction; nothing was applied',
-                             p_what, p_version, p_name),
+            MESSAGE = format('pgmig: %s cannot run inside a transaction; nothing was applied',
+                             pgmig._what(p_version, p_name, p_what)),
             DETAIL = 'PostgreSQL said: ' || p_message,
             HINT = 'Mark the migration non-transactional (tern: the line ---- tern: disable-tx ----; batch: "transactional": false) and apply it with `pgmig push`.';
     END IF;
     IF p_state = '55P04' THEN
         RAISE EXCEPTION USING
             ERRCODE = '55P04',
-            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            MESSAGE = format('pgmig: %s: %s; nothing was applied', pgmig._what(p_version, p_name, p_what), p_message),
             DETAIL = 'A new enum value cannot be used in the transaction that added it, and migrate_apply runs the whole batch in one transaction.',
             HINT = CASE WHEN p_commit_points IS NOT NULL
                         THEN format('This batch marks version %s with commit_after: from SQL, apply up to it first '
@@ -238,14 +243,14 @@ BEGIN
     IF p_state = 'PM008' THEN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
-            MESSAGE = format('pgmig: %s %s (%s) tried to change pgmig''s bookkeeping: %s; nothing was applied',
-                             p_what, p_version, p_name, regexp_replace(p_message, '^pgmig: ', '')),
+            MESSAGE = format('pgmig: %s tried to change pgmig''s bookkeeping: %s; nothing was applied',
+                             pgmig._what(p_version, p_name, p_what), regexp_replace(p_message, '^pgmig: ', '')),
             HINT = 'Migrations must not touch pgmig''s own objects; the history is changed only by migrate_rollback and migrate_repair.';
     END IF;
     IF p_state = '53200' THEN
         RAISE EXCEPTION USING
             ERRCODE = '53200',
-            MESSAGE = format('pgmig: %s %s (%s): %s; nothing was applied', p_what, p_version, p_name, p_message),
+            MESSAGE = format('pgmig: %s: %s; nothing was applied', pgmig._what(p_version, p_name, p_what), p_message),
             DETAIL = format('One transaction holds a lock on every object it creates or alters until it commits; this batch needed more than the shared lock table holds (max_locks_per_transaction = %s, max_connections = %s).',
                             current_setting('max_locks_per_transaction'), current_setting('max_connections')),
             HINT = '`pgmig push` sizes segments to the server''s lock table by itself (--segment-size auto, the default); otherwise apply fewer '
@@ -254,7 +259,7 @@ BEGIN
 END
 $fn$;
 
--- The guard of pgmig's tables (history, audit, nontx_run), a BEFORE ... FOR EACH STATEMENT
+-- The guard of pgmig's tables (history, audit, nontx_run, repeatable), a BEFORE ... FOR EACH STATEMENT
 -- trigger enabled ALWAYS (so session_replication_role = replica does not silence it).
 -- * No migration writes them, however it is spelled: migration code runs beneath the
 --   executor (_execute_as_caller), whose frame the call stack shows for everything it runs:
@@ -306,7 +311,8 @@ BEGIN
         RAISE EXCEPTION USING
             ERRCODE = 'PM008',
             MESSAGE = format('pgmig: %s on pgmig.%s refused: the %s is append-only', TG_OP, TG_TABLE_NAME,
-                             CASE TG_TABLE_NAME WHEN 'audit' THEN 'audit trail' ELSE 'history' END),
+                             CASE TG_TABLE_NAME WHEN 'audit' THEN 'audit trail'
+                                                WHEN 'repeatable' THEN 'record of repeatable migrations' ELSE 'history' END),
             HINT = 'Use migrate_rollback or migrate_repair. To edit it by hand anyway: SET LOCAL pgmig.maintenance = ''on'' in the same transaction.';
     END IF;
     -- Defaults that apply to this session: of this database or all, of its login role or all.

@@ -170,9 +170,11 @@ VALUES (p_scope, p_action, p_version, coalesce(p_client_application, current_set
         p_client_info, p_details)
 $fn$;
 
--- The plan, read once under the lock: every batch entry and applied version in version order
+-- The plan, read once under the lock: every batch entry and applied version in version order,
+-- then the repeatable migrations in name order (version NULL; see _repeatable_rows)
 -- (outcome 'pending' for what this call would apply, 'beyond_target' for pending versions
--- above p_target), and what the engine must know up front, computed in the same pass:
+-- above p_target, and for pending repeatable migrations while any is), and what the engine
+-- must know up front, computed in the same pass:
 -- whether _drift_problems would find anything (its rules as one flag; the report itself is
 -- built only when it will be raised), how many migrations are to apply, which of them carry
 -- no SQL (manifest entries) or are non-transactional, the versions the database is ahead by,
@@ -188,20 +190,30 @@ AS $fn$
 SELECT array_agg((p.version, p.name, p.label,
                   CASE WHEN p.to_apply OR p.outcome <> 'pending' THEN p.outcome ELSE 'beyond_target' END,
                   p.sql, p.down_sql, p.transactional, p.commit_after, p.checksum,
-                  p.recorded_name, p.recorded_checksum, p.applied_at, p.statements)::pgmig.plan_entry ORDER BY p.version),
-       coalesce(bool_or(p.outcome = 'already_applied'
+                  p.recorded_name, p.recorded_checksum, p.applied_at, p.statements)::pgmig.plan_entry
+                 ORDER BY p.version, p.name COLLATE "C"),
+       -- (A changed or missing repeatable migration is not drift: changing is what it is for.)
+       coalesce(bool_or(p.outcome = 'already_applied' AND p.version IS NOT NULL
                         AND (p.checksum <> p.recorded_checksum OR p.name <> p.recorded_name)), false)
-       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing'), false))
+       OR (NOT p_allow_missing AND coalesce(bool_or(p.outcome = 'missing' AND p.version IS NOT NULL), false))
        OR (NOT p_allow_out_of_order AND coalesce(min(p.version) FILTER (WHERE p.outcome = 'pending')
                                                  < max(p.version) FILTER (WHERE p.outcome <> 'pending'), false)),
        count(*) FILTER (WHERE p.to_apply),
-       string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.sql IS NULL),
+       string_agg(coalesce(p.version::text, 'repeatable ' || p.name), ', ' ORDER BY p.version, p.name COLLATE "C")
+           FILTER (WHERE p.to_apply AND p.sql IS NULL),
        string_agg(format('%s (%s)', p.version, left(p.name, 100)), ', ' ORDER BY p.version)
            FILTER (WHERE p.to_apply AND NOT p.transactional),
        string_agg(p.version::text, ', ' ORDER BY p.version) FILTER (WHERE p.outcome = 'ahead'),
        string_agg(p.version::text, ',' ORDER BY p.version) FILTER (WHERE p.to_apply AND p.commit_after)
-FROM (SELECT r.*, r.outcome = 'pending' AND (p_target IS NULL OR r.version <= p_target) AS to_apply
-      FROM pgmig._plan_rows(p_batch, p_scope) AS r) AS p
+FROM (SELECT r.*,
+             r.outcome = 'pending'
+             AND CASE WHEN r.version IS NOT NULL THEN p_target IS NULL OR r.version <= p_target
+                      -- Repeatable migrations come after the last versioned one: not in a call
+                      -- whose target leaves versioned migrations pending.
+                      ELSE NOT coalesce(bool_or(r.outcome = 'pending' AND r.version > p_target) OVER (), false) END AS to_apply
+      FROM (SELECT * FROM pgmig._plan_rows(p_batch, p_scope)
+            UNION ALL
+            SELECT * FROM pgmig._repeatable_rows(p_batch, p_scope)) AS r) AS p
 $fn$;
 
 -- The migrations of p_plan that ran (those with a duration in p_durations, aligned with it):
@@ -263,6 +275,7 @@ DECLARE
     v_state       text;
     v_message     text;
     v_rows        pgmig.history_entry[];
+    v_repeatables pgmig.history_entry[];   -- the repeatable migrations applied, for pgmig.repeatable
     -- lock budget: locks held at the last count, and the most one migration added
     v_locks       integer;
     v_locks_prev  integer;
@@ -301,19 +314,23 @@ BEGIN
             END IF;
             done := done + 1;
             v_phase := 'migration';
+            IF v_progress THEN
+                v_message := CASE WHEN v_entry.version IS NULL
+                                  THEN format('pgmig: applying repeatable migration %s (%s/%s)', v_entry.name,
+                                              p_ctx.committed + done, p_ctx.total)
+                                  ELSE format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
+                                              p_ctx.committed + done, p_ctx.total, v_entry.name) END;
+            END IF;
             IF v_json THEN
                 RAISE NOTICE USING
                     ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
-                                     p_ctx.committed + done, p_ctx.total, v_entry.name),
-                    DETAIL = json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                    MESSAGE = v_message,
+                    DETAIL = json_strip_nulls(json_build_object('event', 'applying', 'version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                                                'index', p_ctx.committed + done, 'total', p_ctx.total,
-                                               'transaction', p_transaction)::text;
+                                               'transaction', p_transaction))::text;
             ELSIF v_progress THEN
-                RAISE NOTICE USING
-                    ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applying version %s (%s/%s): %s', v_entry.version,
-                                     p_ctx.committed + done, p_ctx.total, v_entry.name);
+                RAISE NOTICE USING ERRCODE = 'PM000', MESSAGE = v_message;
             END IF;
             v_t0 := clock_timestamp();
             -- Tell other sessions (migrate_status) which migration runs, since when; local to
@@ -322,8 +339,8 @@ BEGIN
             -- Not once a migration changed application_name itself: a transaction-local
             -- marker would hide that change from the restore at the end of the call.
             IF NOT v_app_touched THEN
-                v_marker := format('pgmig: applying %s @%s %s', v_entry.version, (extract(epoch FROM v_t0) * 1000)::bigint,
-                                   p_ctx.client_application);
+                v_marker := format('pgmig: applying %s @%s %s', coalesce(v_entry.version::text, 'repeatable'),
+                                   (extract(epoch FROM v_t0) * 1000)::bigint, p_ctx.client_application);
                 v_ignored := set_config('application_name', v_marker, true);
             END IF;
             -- The DDL lock timeout covers the migration's own statements only: _execute_as_caller
@@ -355,14 +372,18 @@ BEGIN
             IF v_json THEN
                 RAISE NOTICE USING
                     ERRCODE = 'PM000',
-                    MESSAGE = format('pgmig: applied version %s in %s', v_entry.version, durations[i]),
-                    DETAIL = json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                    MESSAGE = format('pgmig: applied %s in %s', pgmig._what(v_entry.version, v_entry.name), durations[i]),
+                    DETAIL = json_strip_nulls(json_build_object('event', 'applied', 'version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                                                'duration_us', (extract(epoch FROM durations[i]) * 1000000)::bigint,
-                                               'transaction', p_transaction)::text;
+                                               'transaction', p_transaction))::text;
             END IF;
             i := i + 1;
 
-            IF p_ctx.run_mode AND v_entry.commit_after THEN
+            IF v_entry.version IS NULL THEN
+                -- Repeatable migrations: all of them in one transaction, whatever the limits.
+                NULL;
+            ELSIF p_ctx.run_mode AND v_entry.commit_after THEN
                 stopped := 'commit_after';
             ELSIF done >= p_ctx.max_per_transaction THEN
                 stopped := 'max_per_transaction';
@@ -402,11 +423,20 @@ BEGIN
             v_phase := 'recording';
             SELECT array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
                               e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
-              INTO v_rows
+                       FILTER (WHERE e.version IS NOT NULL),
+                   array_agg((e.version, e.name, e.label, e.checksum, e.sql, e.down_sql,
+                              e.transactional, t.at, t.d, NULL)::pgmig.history_entry ORDER BY e.ordinality)
+                       FILTER (WHERE e.version IS NULL)
+              INTO v_rows, v_repeatables
               FROM unnest(p_plan) WITH ORDINALITY AS e
               JOIN unnest(started, durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
              WHERE t.d IS NOT NULL;
-            v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            IF v_rows IS NOT NULL THEN
+                v_ignored := pgmig._record_history(v_rows, 'applied', p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            END IF;
+            IF v_repeatables IS NOT NULL THEN
+                v_ignored := pgmig._record_repeatables(v_repeatables, p_ctx.client_info, p_ctx.client_application, p_ctx.scope)::text;
+            END IF;
         END IF;
     EXCEPTION WHEN OTHERS THEN
         -- Only errors of a migration or of its bookkeeping get here; the subtransaction of
@@ -443,6 +473,7 @@ BEGIN
                 SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
                 failure := jsonb_strip_nulls(jsonb_build_object(
                     'version', v_entry.version, 'name', v_entry.name, 'phase', v_phase, 'transaction', p_transaction,
+                    'repeatable', CASE WHEN v_entry.version IS NULL THEN true END,
                     'sqlstate', v_state, 'message', v_message, 'detail', nullif(v_detail, ''),
                     'hint', nullif(v_hint, ''), 'context', nullif(v_context, ''),
                     'statement', v_where.statement, 'line', v_where.line, 'migration_context', v_where.context));
@@ -460,7 +491,7 @@ BEGIN
             -- client, also one that asked for no progress notices. Its DETAIL is for programs.
             GET STACKED DIAGNOSTICS v_context = PG_EXCEPTION_CONTEXT;
             SELECT * INTO v_where FROM pgmig._failed_statement(v_context, v_entry.sql, v_entry.statements);
-            v_message := format('pgmig: migration %s (%s) failed with SQLSTATE %s%s; %s', v_entry.version, v_entry.name, v_state,
+            v_message := format('pgmig: %s failed with SQLSTATE %s%s; %s', pgmig._what(v_entry.version, v_entry.name), v_state,
                                 CASE WHEN v_where.statement IS NOT NULL
                                      THEN format(' in statement %s (line %s)', v_where.statement, v_where.line) ELSE '' END,
                                 CASE WHEN p_ctx.committed > 0
@@ -470,7 +501,8 @@ BEGIN
             IF p_ctx.data THEN
                 RAISE WARNING USING
                     ERRCODE = 'PM010', MESSAGE = v_message,
-                    DETAIL = json_strip_nulls(json_build_object('version', v_entry.version, 'name', v_entry.name, 'sqlstate', v_state,
+                    DETAIL = json_strip_nulls(json_build_object('version', v_entry.version, 'name', v_entry.name,
+                                               'repeatable', CASE WHEN v_entry.version IS NULL THEN true END, 'sqlstate', v_state,
                                                'transaction', p_transaction, 'committed', p_ctx.committed,
                                                'statement', v_where.statement, 'line', v_where.line,
                                                'context', v_where.context))::text;
@@ -494,7 +526,8 @@ BEGIN
                 ERRCODE = 'PM005',
                 MESSAGE = format('pgmig: recording the applied migrations failed (%s): one of the migrations of this transaction altered pgmig.history: %s; nothing was applied',
                                  v_message,
-                                 (SELECT string_agg(format('%s (%s)', e.version, left(e.name, 100)), ', ' ORDER BY e.version)
+                                 (SELECT string_agg(CASE WHEN e.version IS NULL THEN 'repeatable ' || left(e.name, 100)
+                                                                  ELSE format('%s (%s)', e.version, left(e.name, 100)) END, ', ' ORDER BY e.version)
                                   FROM unnest(p_plan) WITH ORDINALITY AS e
                                   JOIN unnest(durations) WITH ORDINALITY AS t(d, o) ON t.o = e.ordinality
                                   WHERE t.d IS NOT NULL)),
@@ -671,6 +704,33 @@ BEGIN
 END
 $fn$;
 
+-- The outcome of a plan entry as callers see it: the engine's own for a versioned migration;
+-- for a repeatable one (no version) 'repeatable_applied', 'repeatable_pending' (to apply, not
+-- applied by this call), 'repeatable_unchanged' (applied with this checksum, not run again) or
+-- 'repeatable_missing' (recorded, not in the batch).
+CREATE OR REPLACE FUNCTION pgmig._outcome(p_version bigint, p_outcome text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT CASE WHEN p_version IS NOT NULL THEN p_outcome
+            WHEN p_outcome IN ('pending', 'beyond_target') THEN 'repeatable_pending'
+            WHEN p_outcome = 'already_applied' THEN 'repeatable_unchanged'
+            ELSE 'repeatable_' || p_outcome END
+$fn$;
+
+-- The versions and checksums of p_versions/p_checksums (what a transaction ran, _ran) that
+-- are versioned migrations: what it wrote to pgmig.history (repeatable ones have no version).
+CREATE OR REPLACE FUNCTION pgmig._versioned(p_versions bigint[], p_checksums text[],
+                                            OUT versions bigint[], OUT checksums text[], OUT count bigint)
+LANGUAGE sql IMMUTABLE
+SET search_path TO pg_catalog, pg_temp
+AS $fn$
+SELECT coalesce(array_agg(u.v ORDER BY u.o), '{}'), coalesce(array_agg(u.c ORDER BY u.o), '{}'), count(*)
+FROM unnest(p_versions, p_checksums) WITH ORDINALITY AS u(v, c, o)
+WHERE u.v IS NOT NULL
+$fn$;
+
 -- The result rows of migrate_apply (and of a dry run) from a plan: outcome 'applied' with
 -- start and duration where this call applied the entry.
 CREATE OR REPLACE FUNCTION pgmig._result_rows(p_plan pgmig.plan_entry[], p_started timestamptz[], p_durations interval[])
@@ -679,7 +739,7 @@ LANGUAGE sql IMMUTABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
 SELECT e.version, e.name,
-       CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END,
+       pgmig._outcome(e.version, CASE WHEN t.d IS NOT NULL THEN 'applied' ELSE e.outcome END),
        t.d, coalesce(t.at, e.applied_at)
 FROM unnest(p_plan) WITH ORDINALITY AS e
 LEFT JOIN unnest(p_started, p_durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
@@ -721,6 +781,7 @@ DECLARE
     v_session     pgmig.session_state;    -- the caller's session, put back before returning
     v_integrity   pgmig.integrity_state;  -- pgmig's objects after the lock, checked before returning
     v_ran         record;
+    v_written     record;   -- what the migrations that ran wrote to the history (_versioned)
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     v_session := pgmig._session_snapshot(v_caller_path);
@@ -748,9 +809,13 @@ BEGIN
     v_digest := pgmig._history_digest(v_scope);
     IF v_digest <> pgmig._empty_digest() AND v_digest = pgmig._batch_digest(p_batch) THEN
         RETURN QUERY
-            SELECT b.version, b.name, 'already_applied'::text, NULL::interval, h.applied_at
-            FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
-            ORDER BY b.version;
+            SELECT x.version, x.name, x.outcome, x.duration, x.applied_at FROM (
+                SELECT b.version, b.name, 'already_applied'::text AS outcome, NULL::interval AS duration, h.applied_at
+                FROM pgmig._batch_rows(p_batch) AS b JOIN pgmig.history AS h ON h.scope = v_scope AND h.version = b.version
+                UNION ALL
+                SELECT NULL::bigint, r.name, 'repeatable_unchanged'::text, NULL::interval, r.applied_at
+                FROM pgmig._repeatable_state(v_scope) AS r) AS x
+            ORDER BY x.version, x.name COLLATE "C";
         PERFORM pgmig._unquiet(v_quiet);
         PERFORM pgmig._unpin_search_path(v_session);
         RETURN;
@@ -792,7 +857,8 @@ BEGIN
                 HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
         END IF;
         PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
+        SELECT * INTO v_written FROM pgmig._versioned(v_ran.versions, v_ran.checksums);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_written.count, v_written.versions, v_written.checksums);
         PERFORM pgmig._notice('PM012',
             format('pgmig: applied %s migration%s in %s%s', v_run.done,
                              CASE WHEN v_run.done > 1 THEN 's' ELSE '' END,

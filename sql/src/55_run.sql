@@ -53,6 +53,7 @@ DECLARE
     v_pos         integer := 1;     -- where the next transaction continues in v_plan_array
     v_txn         integer := 0;     -- transactions that applied something
     v_applied_v   bigint[] := '{}'::bigint[];            -- what this call applied, in order: version,
+    v_applied_n   text[] := '{}'::text[];                -- name (a repeatable migration has no version),
     v_applied_at  timestamptz[] := '{}'::timestamptz[];  -- start
     v_applied_d   interval[] := '{}'::interval[];        -- and duration
     v_mark        text;             -- the history as this call left it at its last commit
@@ -67,6 +68,7 @@ DECLARE
     v_session     pgmig.session_state;    -- the caller's session, put back before every COMMIT
     v_integrity   pgmig.integrity_state;  -- pgmig's objects after each transaction's lock
     v_ran         record;
+    v_written     record;   -- what the migrations that ran wrote to the history (_versioned)
 BEGIN
     IF pg_catalog.transaction_timestamp() <> pg_catalog.statement_timestamp()
        AND coalesce(p_notices, 'text') = 'text' THEN
@@ -180,8 +182,8 @@ BEGIN
             EXIT;
         END IF;
         SELECT v_applied_v || array_agg(e.version ORDER BY e.ordinality), v_applied_at || array_agg(t.at ORDER BY e.ordinality),
-               v_applied_d || array_agg(t.d ORDER BY e.ordinality)
-          INTO v_applied_v, v_applied_at, v_applied_d
+               v_applied_d || array_agg(t.d ORDER BY e.ordinality), v_applied_n || array_agg(e.name ORDER BY e.ordinality)
+          INTO v_applied_v, v_applied_at, v_applied_d, v_applied_n
           FROM unnest(v_plan_array) WITH ORDINALITY AS e
           JOIN unnest(v_run.started, v_run.durations) WITH ORDINALITY AS t(at, d, o) ON t.o = e.ordinality
          WHERE t.d IS NOT NULL;
@@ -204,7 +206,8 @@ BEGIN
                 HINT = 'Migrations must not touch pgmig''s own objects (schema pgmig).';
         END IF;
         PERFORM pgmig._session_restore(v_session, v_ran.versions, v_ran.names);
-        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_run.done, v_ran.versions, v_ran.checksums);
+        SELECT * INTO v_written FROM pgmig._versioned(v_ran.versions, v_ran.checksums);
+        PERFORM pgmig._assert_intact(v_integrity, v_ran.versions, v_ran.names, v_written.count, v_written.versions, v_written.checksums);
         v_mark := pgmig._history_mark(v_scope);
         COMMIT AND CHAIN;
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
@@ -228,10 +231,13 @@ BEGIN
     -- The outcome, from the last plan and what this call applied.
     SELECT count(*) INTO v_left
       FROM unnest(v_plan_array) AS x
-      LEFT JOIN unnest(v_applied_v) AS a(version) ON a.version = x.version
-     WHERE x.outcome = 'pending' AND a.version IS NULL;
+      LEFT JOIN unnest(v_applied_v, v_applied_n) AS a(version, name)
+        ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)
+     WHERE x.outcome = 'pending' AND a.name IS NULL;
     p_result := jsonb_build_object(
         'applied', coalesce(cardinality(v_applied_v), 0),
+        -- of which repeatable migrations (counted in 'applied' too)
+        'repeatable_applied', (SELECT count(*) FROM unnest(v_applied_v) AS a(version) WHERE a.version IS NULL),
         'pending', v_left,
         'transactions', v_txn,
         'lock_budget', v_ctx.lock_budget,
@@ -246,12 +252,14 @@ BEGIN
         p_result := p_result || jsonb_build_object('migrations', coalesce((
             SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                        'version', x.version, 'name', x.name, 'label', x.label,
-                       'outcome', CASE WHEN a.o IS NOT NULL THEN 'applied' ELSE x.outcome END,
+                       'repeatable', CASE WHEN x.version IS NULL THEN true END,
+                       'outcome', pgmig._outcome(x.version, CASE WHEN a.o IS NOT NULL THEN 'applied' ELSE x.outcome END),
                        'duration_us', (extract(epoch FROM v_applied_d[a.o]) * 1000000)::bigint,
                        'applied_at', coalesce(v_applied_at[a.o], x.applied_at)))
-                   ORDER BY x.version)
-            FROM unnest(v_plan_array) AS x
-            LEFT JOIN unnest(v_applied_v) WITH ORDINALITY AS a(version, o) ON a.version = x.version), '[]'));
+                   ORDER BY x.ordinality)
+            FROM unnest(v_plan_array) WITH ORDINALITY AS x
+            LEFT JOIN unnest(v_applied_v, v_applied_n) WITH ORDINALITY AS a(version, name, o)
+              ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)), '[]'));
     END IF;
     IF v_ctx.committed > 0 THEN
         PERFORM pgmig._notice('PM012',
@@ -284,7 +292,8 @@ $fn$;
 
 -- A cheap mark of the history's state: changes whenever anyone else changes the history
 -- (a row added or removed changes the count or the newest version; a rollback, repair,
--- baseline or resolve also writes an audit row). migrate_run compares it across its commits
+-- baseline or resolve also writes an audit row; applying a repeatable migration adds a row to
+-- pgmig.repeatable). migrate_run compares it across its commits
 -- to know whether its plan still holds. Per scope (other tenants' changes do not matter).
 CREATE OR REPLACE FUNCTION pgmig._history_mark(p_scope text)
 RETURNS text
@@ -294,5 +303,7 @@ AS $fn$
 SELECT concat_ws('/', (SELECT count(*) FROM pgmig.history AS h WHERE h.scope = p_scope),
                  (SELECT max(h.version) FROM pgmig.history AS h WHERE h.scope = p_scope),
                  (SELECT max(a.id) FROM pgmig.audit AS a WHERE a.scope = p_scope),
-                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope))
+                 (SELECT count(*) FROM pgmig.nontx_run AS r WHERE r.scope = p_scope),
+                 -- a repeatable migration applied by another migrator in between
+                 (SELECT max(r.id) FROM pgmig.repeatable AS r WHERE r.scope = p_scope))
 $fn$;

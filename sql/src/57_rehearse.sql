@@ -208,7 +208,7 @@ BEGIN
         SELECT coalesce(jsonb_agg(jsonb_build_object(
                    'version', e.version, 'name', e.name,
                    'outcome', CASE WHEN t.d IS NOT NULL THEN 'rehearsed'
-                                   WHEN e.outcome = 'pending' THEN 'not_rehearsed' ELSE e.outcome END,
+                                   WHEN e.outcome = 'pending' THEN 'not_rehearsed' ELSE pgmig._outcome(e.version, e.outcome) END,
                    'duration', t.d, 'wal_bytes', t.m->'wal_bytes', 'relations', t.m->'relations',
                    'note', CASE
                        WHEN t.d IS NOT NULL OR e.outcome <> 'pending' THEN NULL

@@ -9,7 +9,9 @@ DO $pgmig$ BEGIN PERFORM pgmig._drop_if_changed('pgmig._plan(jsonb,bigint,boolea
 -- applied version whose down SQL in the batch is not the recorded one. step numbers the
 -- transactions migrate_run would use as far as the batch decides them: a commit_after
 -- migration ends one, a non-transactional migration is a step of its own (the lock budget may
--- cut more, which only running can tell).
+-- cut more, which only running can tell). Repeatable migrations follow the versioned ones
+-- (version NULL, name order) with outcome 'repeatable_pending', 'repeatable_unchanged' or
+-- 'repeatable_missing' (recorded, not in the batch), in the step of the last versioned one.
 CREATE OR REPLACE FUNCTION pgmig._plan(
     p_batch              jsonb,
     p_target_version     bigint,
@@ -56,7 +58,7 @@ BEGIN
         version := v_entry.version;
         name := v_entry.name;
         label := v_entry.label;
-        outcome := v_entry.outcome;
+        outcome := pgmig._outcome(v_entry.version, v_entry.outcome);
         applied_at := v_entry.applied_at;
         transactional := v_entry.transactional;
         commit_after := v_entry.commit_after;
@@ -80,13 +82,14 @@ BEGIN
         END IF;
         drift := v_drift->v_entry.version::text->>'kinds';
         detail := v_drift->v_entry.version::text->>'problems';
-        down_differs := v_downs ? v_entry.version::text;
+        down_differs := coalesce(v_downs ? v_entry.version::text, false);
         RETURN NEXT;
     END LOOP;
 END
 $fn$;
 
--- The history plus, when a migrator holds the lock right now, one 'in_progress' row naming it
+-- The history, then the repeatable migrations as last applied (state 'repeatable'), plus,
+-- when a migrator holds the lock right now, one 'in_progress' row naming it
 -- (and the migration it is applying, with how long it has been at it), and one row per
 -- non-transactional migration started and not recorded. Reads take ACCESS SHARE, which
 -- EXCLUSIVE does not block: status never waits for a running migration. p_scope is checked
@@ -105,6 +108,17 @@ SELECT * FROM (
     WHERE h.scope = p_scope
     ORDER BY h.version
 ) AS applied
+UNION ALL
+-- Repeatable migrations as last applied (state 'repeatable'), in name order.
+SELECT * FROM (
+    SELECT NULL::bigint, r.name, NULL::text, 'repeatable', r.applied_at, r.applied_by,
+           nullif(concat_ws(' ', r.client_application, host(r.client_addr), r.client_info), ''),
+           r.duration, r.checksum,
+           format('applied %s time%s', n.times, CASE WHEN n.times > 1 THEN 's' ELSE '' END)
+    FROM pgmig._repeatable_state(p_scope) AS r
+    CROSS JOIN LATERAL (SELECT count(*) AS times FROM pgmig.repeatable AS x WHERE x.scope = p_scope AND x.name = r.name) AS n
+    ORDER BY r.name COLLATE "C"
+) AS repeatables
 UNION ALL
 -- Non-transactional migrations started and not recorded: running (their holder has the lock),
 -- failed, or interrupted (the client died).
@@ -144,15 +158,20 @@ $fn$;
 -- over its migration files learns in one tiny query, without uploading anything or taking
 -- the lock, that exactly its migrations are applied and nothing drifted (the common "nothing
 -- to do" case at every service start). Any difference means: call the engine.
+-- Repeatable migrations follow, one line each in name order (byte order),
+-- "R\t<name>\t<checksum>\n" with the checksum recorded last: so a changed repeatable file
+-- changes the files' digest too (see _batch_digest).
 CREATE OR REPLACE FUNCTION pgmig._history_digest(p_scope text)
 RETURNS text
 LANGUAGE sql STABLE
 SET search_path TO pg_catalog, pg_temp
 AS $fn$
-SELECT encode(sha256(convert_to(coalesce(string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n',
-                                                    '' ORDER BY h.version), ''), 'UTF8')), 'hex')
-FROM pgmig.history AS h
-WHERE h.scope = p_scope
+SELECT encode(sha256(convert_to(
+           coalesce((SELECT string_agg(h.version::text || E'\t' || h.name || E'\t' || h.checksum || E'\n', '' ORDER BY h.version)
+                     FROM pgmig.history AS h WHERE h.scope = p_scope), '')
+        || coalesce((SELECT string_agg('R' || E'\t' || r.name || E'\t' || r.checksum || E'\n', '' ORDER BY r.name COLLATE "C")
+                     FROM pgmig._repeatable_state(p_scope) AS r), ''),
+        'UTF8')), 'hex')
 $fn$;
 
 -- The digest of an empty history (sha256 of nothing).

@@ -35,6 +35,9 @@ BEGIN
         -- The audit trail is kept forever: pg_dump must carry it (and where its ids are).
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit', '');
         PERFORM pg_catalog.pg_extension_config_dump('pgmig.audit_id_seq', '');
+        -- So is the record of repeatable migrations (append-only, like the history).
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.repeatable', '');
+        PERFORM pg_catalog.pg_extension_config_dump('pgmig.repeatable_id_seq', '');
     END IF;
 
     INSERT INTO pgmig.install_log (version, mode, api_schema)
@@ -52,7 +55,7 @@ DECLARE
     v_table text;
     v_trig  text;
 BEGIN
-    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run'] LOOP
+    FOREACH v_table IN ARRAY ARRAY['history', 'audit', 'nontx_run', 'repeatable'] LOOP
         v_trig := CASE v_table WHEN 'nontx_run' THEN 'nontx_run_guard' ELSE v_table || '_append_only' END;
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_trigger AS g
                        WHERE g.tgrelid = pg_catalog.to_regclass('pgmig.' || v_table) AND g.tgname = v_trig

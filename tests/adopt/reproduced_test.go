@@ -261,11 +261,18 @@ func TestAdoptFlyway(t *testing.T) {
 	flyway := func(t *testing.T) (*bundle, []*pgmig.Migration) {
 		b := setup(t, pgmig.FormatFlyway)
 		ctx := context.Background()
-		ms := b.load(t)
-		if _, err := b.client.Push(ctx, ms, nil); err != nil {
+		all := b.load(t)
+		if _, err := b.client.Push(ctx, all, nil); err != nil {
 			t.Fatal(err)
 		}
-		b.exec(t, "begin; set local pgmig.maintenance = 'on'; delete from pgmig.history; commit")
+		// What Flyway applied, pgmig never did: no history, no repeatable migration recorded.
+		b.exec(t, "begin; set local pgmig.maintenance = 'on'; delete from pgmig.history; delete from pgmig.repeatable; commit")
+		var ms []*pgmig.Migration // the versioned ones (Load returns the repeatable one last)
+		for _, m := range all {
+			if !m.Repeatable {
+				ms = append(ms, m)
+			}
+		}
 		b.exec(t, createTable[b.tool])
 		b.flywayRow(t, 1, nil, "<< Flyway Schema Creation >>", "SCHEMA", `"public"`, nil, true)
 		for i, m := range ms {
@@ -362,7 +369,7 @@ func TestAdoptFlyway(t *testing.T) {
 		b.flywayRow(t, 1, "1.2", "<< Flyway Baseline >>", "BASELINE", "<< Flyway Baseline >>", nil, true)
 		b.flywayRow(t, 2, "2", "comment owner", "SQL", "V2__comment_owner.sql", flywayChecksums["V2__comment_owner.sql"], true)
 		b.flywayRow(t, 3, "2.1", "create stock", "SQL", "archive/V2.1__create_stock.sql", flywayChecksums["archive/V2.1__create_stock.sql"], true)
-		b.mustAdopt(t, len(ms))
+		b.mustAdopt(t, len(ms)-1) // all but the repeatable migration, which Load returns last
 		b.pushAfter(t)
 	})
 	// From psql: no checksums given, the engine computes them from the SQL.

@@ -250,8 +250,8 @@ func TestExtensionMode(t *testing.T) {
 		t.Fatalf("migrate_apply in extension mode: %q, %v", outcome, err)
 	}
 	// The history, the audit trail and the staged releases are configuration data: pg_dump must include their rows.
-	if got := queryString(t, conn, `select string_agg(c::regclass::text, ' ' order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c where e.extname = 'pgmig'`); got != "pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.staged" {
-		t.Fatalf("extconfig = %s, want pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.staged", got)
+	if got := queryString(t, conn, `select string_agg(c::regclass::text, ' ' order by c::regclass::text) from pg_extension e, unnest(e.extconfig) c where e.extname = 'pgmig'`); got != "pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.repeatable pgmig.repeatable_id_seq pgmig.staged" {
+		t.Fatalf("extconfig = %s, want pgmig.audit pgmig.audit_id_seq pgmig.history pgmig.install_log pgmig.repeatable pgmig.repeatable_id_seq pgmig.staged", got)
 	}
 	// The plain script must not touch an extension install.
 	_, err := db.Conn(t).Exec(ctx(t), pgmigsql.InstallScript())
