@@ -32,6 +32,7 @@ const (
 type runner struct {
 	cli  string // built pgmig binary
 	psql string
+	tern string // tern's CLI, built for the fleet workload
 	// pgmigSegment is PushOpts.SegmentSize / --segment-size for every
 	// pgmig push: 0 is pgmig's default (automatic), as users run it.
 	pgmigSegment int

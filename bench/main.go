@@ -44,6 +44,7 @@ type config struct {
 	plot        string
 	quick       bool
 	verbose     bool
+	fleet       fleetConfig
 }
 
 func envOr(name, def string) string {
@@ -60,22 +61,38 @@ func main() {
 	flag.IntVar(&cfg.largeRuns, "large-runs", atoi(envOr("PGMIG_BENCH_LARGE_RUNS", "3")), "runs for the realistic N = 1000 workloads and for tern at the largest latency ($PGMIG_BENCH_LARGE_RUNS)")
 	flag.StringVar(&sizes, "sizes", envOr("PGMIG_BENCH_SIZES", "100,1000,10000"), "N of the realistic DDL workload, comma-separated ($PGMIG_BENCH_SIZES)")
 	flag.StringVar(&rtts, "rtts", envOr("PGMIG_BENCH_RTTS", "1ms,5ms"), "added round-trip times for the latency workloads (0 is the loopback of the other workloads) ($PGMIG_BENCH_RTTS)")
-	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,trivial,noop,concurrent,latency,profile"), "which workloads ($PGMIG_BENCH_WORKLOADS)")
+	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,trivial,noop,concurrent,latency,profile,fleet"), "which workloads; fleet alone rewrites only the fleet section of -out ($PGMIG_BENCH_WORKLOADS)")
 	flag.IntVar(&cfg.hugeRuns, "huge-runs", atoi(envOr("PGMIG_BENCH_HUGE_RUNS", "1")), "runs for N >= 10 000 ($PGMIG_BENCH_HUGE_RUNS)")
 	flag.IntVar(&cfg.segment, "physical-segment", atoi(envOr("PGMIG_BENCH_PHYSICAL_SEGMENT", "1000")), "for N above it, the physical limit commits every this many migrations (one transaction's lock table holds ~1 000 realistic migrations on default settings)")
 	flag.IntVar(&cfg.pgmigSeg, "pgmig-segment-size", atoi(envOr("PGMIG_BENCH_PGMIG_SEGMENT", "0")), "PushOpts.SegmentSize / --segment-size for every pgmig push (0: pgmig's default, automatic; -1: all in one)")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "pushers of the concurrent workload")
 	flag.IntVar(&cfg.concN, "concurrent-n", 100, "migrations of the concurrent workload")
+	var parallels string
+	flag.IntVar(&cfg.fleet.dbs, "fleet-dbs", atoi(envOr("PGMIG_BENCH_FLEET_DBS", "200")), "databases of the fleet workload ($PGMIG_BENCH_FLEET_DBS)")
+	flag.IntVar(&cfg.fleet.n, "fleet-n", atoi(envOr("PGMIG_BENCH_FLEET_N", "50")), "realistic migrations pushed to each database of the fleet ($PGMIG_BENCH_FLEET_N)")
+	flag.IntVar(&cfg.fleet.runs, "fleet-runs", atoi(envOr("PGMIG_BENCH_FLEET_RUNS", "3")), "runs per fleet contender, each on freshly created databases ($PGMIG_BENCH_FLEET_RUNS)")
+	flag.StringVar(&parallels, "fleet-parallel", envOr("PGMIG_BENCH_FLEET_PARALLEL", "1,4,8,16"), "--parallel values of the fleet push ($PGMIG_BENCH_FLEET_PARALLEL)")
+	flag.StringVar(&cfg.fleet.plot, "fleet-plot", "bench/fleet.png", "PNG of the fleet's time and throughput against --parallel")
 	flag.StringVar(&cfg.out, "out", "BENCHMARKS.md", "markdown file whose generated section is replaced (created if missing)")
 	flag.StringVar(&cfg.plot, "plot", "bench/scaling.png", "PNG of time against N")
-	flag.BoolVar(&cfg.quick, "quick", os.Getenv("PGMIG_BENCH_QUICK") != "", "a short run: 2 runs, N = 100 and 1000, 5 ms only ($PGMIG_BENCH_QUICK)")
+	flag.BoolVar(&cfg.quick, "quick", os.Getenv("PGMIG_BENCH_QUICK") != "", "a short run: 2 runs, N = 100 and 1000, 5 ms only, a fleet of 40 databases ($PGMIG_BENCH_QUICK)")
 	flag.BoolVar(&cfg.verbose, "v", false, "print every run")
 	flag.Parse()
 	if cfg.quick {
 		cfg.runs, cfg.largeRuns, cfg.hugeRuns = 2, 1, 1
 		sizes, rtts = "100,1000", "5ms"
+		cfg.fleet.dbs, cfg.fleet.runs = 40, 2
 	}
 	cfg.sizes = parseInts(sizes)
+	cfg.fleet.parallels = parseInts(parallels)
+	if cfg.fleet.dbs < 1 || cfg.fleet.n < 1 || cfg.fleet.runs < 1 || len(cfg.fleet.parallels) == 0 {
+		fatal(errors.New("-fleet-dbs, -fleet-n, -fleet-runs must be at least 1, -fleet-parallel not empty"))
+	}
+	for _, p := range cfg.fleet.parallels {
+		if p < 1 || p > 64 {
+			fatal(fmt.Errorf("-fleet-parallel: %d is not in 1..64 (pgmig push --parallel)", p))
+		}
+	}
 	for _, s := range strings.Split(rtts, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			d, err := time.ParseDuration(s)
@@ -127,6 +144,7 @@ type env struct {
 	seq    int
 	wl     map[string]*workload
 	report *report
+	fleet  *fleetResult
 }
 
 func run(ctx context.Context, cfg *config) error {
@@ -235,15 +253,36 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
+	if cfg.workloads["fleet"] {
+		if err := e.fleetScenario(ctx, cfg.fleet); err != nil {
+			return err
+		}
+	}
 	e.report.elapsed = time.Since(started)
 	e.report.segments = e.r.segments
-	if err := e.report.plot(cfg.plot); err != nil {
-		return err
+	var written []string
+	// Only the sections of what ran are rewritten: a fleet-only run keeps
+	// the other results (and their plot) as they are, and the other way
+	// round.
+	if len(e.report.scenarios) > 0 || e.report.profile != "" {
+		if err := e.report.plot(cfg.plot); err != nil {
+			return err
+		}
+		if err := e.report.write(cfg); err != nil {
+			return err
+		}
+		written = append(written, cfg.plot)
 	}
-	if err := e.report.write(cfg); err != nil {
-		return err
+	if e.fleet != nil {
+		if err := e.fleet.plotPNG(cfg.fleet.plot); err != nil {
+			return err
+		}
+		if err := e.fleet.write(cfg.out, e.report); err != nil {
+			return err
+		}
+		written = append(written, cfg.fleet.plot)
 	}
-	logf("done in %v: %s, %s", time.Since(started).Round(time.Second), cfg.out, cfg.plot)
+	logf("done in %v: %s, %s", time.Since(started).Round(time.Second), cfg.out, strings.Join(written, ", "))
 	return nil
 }
 
