@@ -209,7 +209,7 @@ func (f *fleetResult) modelMarkdown(b *strings.Builder) {
 	fc := f.cfg
 	d := time.Duration(fc.dbs)
 	b.WriteString("#### Where it saturates, and a model\n\n")
-	fmt.Fprintf(b, "Measured inputs, per database, from the median `--parallel 1` run: **%s** of wall time, of which **%s** client CPU and **%s** server CPU; the rest, **%s**, is waiting (round trips, WAL flushes, the scheduler). One round trip on an open connection: %s; one committing round trip (a one-row `INSERT`, whose commit waits for its WAL flush): %s, so a flush costs about %s. The push made %.1f WAL fsyncs per database (tern: %.1f: it commits every migration).",
+	fmt.Fprintf(b, "Measured inputs, per database, from the median `--parallel 1` run: **%s** of wall time, of which **%s** client CPU and **%s** server CPU; the rest, **%s**, is waiting (round trips, WAL flushes, the scheduler). One round trip on an open connection: %s; one committing round trip (a one-row `INSERT`, whose commit waits for its WAL flush): %s, so a flush costs about %s. The server made %.1f WAL fsyncs per database during the push (during tern's loop: %.1f: it commits every migration).",
 		fmtDur(m.t1), fmtDur(m.client), fmtDur(m.server), fmtDur(max(0, m.t1-m.cpu1())), fmtDur(m.rtt), fmtDur(m.rtt+m.flush), fmtDur(max(0, m.flush)),
 		m.fsyncsPerTarget, m.ternFsyncsPerTarget)
 	fmt.Fprintf(b, " Other processes left the benchmark about **%.1f of the %d cores** (median over all runs).\n\n", m.cores, f.cores)

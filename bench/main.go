@@ -2,10 +2,13 @@
 // physical limit (the whole workload's SQL in one transaction, one round
 // trip) on generated workloads, side by side on one throwaway PostgreSQL
 // cluster with default durability settings, and writes the results into
-// BENCHMARKS.md and a plot into bench/scaling.png.
+// BENCHMARKS.md and a plot into bench/scaling.png. Its fleet workload
+// (fleet.go) pushes to 200 databases with `pgmig push --targets` against
+// shell loops of pgmig and tern, into its own section and bench/fleet.png.
 //
 //	go run ./bench            # the full run (make bench)
 //	go run ./bench -quick     # a few minutes: fewer runs, no N = 10 000, 5 ms only
+//	go run ./bench -workloads fleet   # only the fleet (only its section is rewritten)
 //	go run ./bench -h         # every flag; PGMIG_BENCH_* variables set the defaults
 package main
 
