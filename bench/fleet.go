@@ -30,6 +30,7 @@ type fleetConfig struct {
 	runs      int   // runs per contender, each on fresh databases
 	parallels []int // --parallel values of the pgmig fleet push
 	plot      string
+	render    string // a saved run to render again instead of running
 }
 
 const (

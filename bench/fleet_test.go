@@ -100,6 +100,19 @@ func TestFleetTiny(t *testing.T) {
 			t.Errorf("the fleet section lacks %q:\n%s", want, doc)
 		}
 	}
+	// A saved run renders the same section again (-fleet-render).
+	js := filepath.Join(tmp, "fleet.json")
+	if err := fr.save(js, e.report); err != nil {
+		t.Fatal(err)
+	}
+	rep := &report{}
+	again, err := loadFleet(js, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := fr.markdown(e.report), again.markdown(rep); a[strings.Index(a, "- Fleet"):] != b[strings.Index(b, "- Fleet"):] {
+		t.Errorf("rendered from the saved run:\n%s\nwant:\n%s", b, a)
+	}
 	png := filepath.Join(tmp, "fleet.png")
 	if err := fr.plotPNG(png); err != nil {
 		t.Fatal(err)

@@ -57,14 +57,18 @@ func mergeSection(doc, begin, end, gen, heading, before string) string {
 	return doc + "\n" + block
 }
 
-// model is the fleet's simple model, fitted on the sequential fleet push
-// (--parallel 1): per target, t1 of wall time of which cpu1 is CPU (client
-// and server) and the rest waits (round trips, WAL flushes, the scheduler).
-// p pushes at once on C cores take max(t1 / p, cpu1 / C) per target.
+// model is the fleet's simple model: per target, t1 of wall time in the
+// sequential fleet push (--parallel 1), of which the CPU (client and
+// server) is a part and the rest waits (round trips, WAL flushes, the
+// scheduler); p pushes at once on C cores take max(t1 / p, CPU_p / C) per
+// target, where CPU_p is the CPU per target measured at p at once (it grows
+// with concurrency), or at the largest p measured for a larger p.
 type model struct {
 	ok                      bool
-	t1, client, server      time.Duration // per target
-	cores                   float64       // cores left over by other work during the runs (median)
+	t1, client, server      time.Duration // per target, --parallel 1
+	cpuAt                   map[int][2]time.Duration
+	hiP                     int     // the largest --parallel measured
+	cores                   float64 // cores left over by other work during the runs (median)
 	flush, rtt              time.Duration
 	fsyncsPerTarget         float64
 	ternFsyncsPerTarget     float64
@@ -75,16 +79,30 @@ type model struct {
 
 func (m model) cpu1() time.Duration { return m.client + m.server }
 
+// cpu is the client and server CPU per target at p at once: measured at p,
+// else at the largest p measured below it.
+func (m model) cpu(p int) (client, server time.Duration) {
+	best := 0
+	for q := range m.cpuAt {
+		if q <= p && q > best {
+			best = q
+		}
+	}
+	c := m.cpuAt[best]
+	return c[0], c[1]
+}
+
 // perTarget is the model's time per target with p at once when the server
 // work is spread over serverCores and the client's over clientCores
 // (shared: both on the same cores, sharedCores).
 func (m model) perTarget(p int, shared, serverCores, clientCores float64) time.Duration {
 	wait := float64(m.t1) / float64(p)
+	client, server := m.cpu(p)
 	cpu := 0.0
 	if shared > 0 {
-		cpu = float64(m.cpu1()) / shared
+		cpu = float64(client+server) / shared
 	} else {
-		cpu = math.Max(float64(m.server)/serverCores, float64(m.client)/clientCores)
+		cpu = math.Max(float64(server)/serverCores, float64(client)/clientCores)
 	}
 	return time.Duration(math.Max(wait, cpu))
 }
@@ -98,6 +116,13 @@ func (f *fleetResult) model() model {
 	d := time.Duration(f.cfg.dbs)
 	m.ok = true
 	m.t1, m.client, m.server = one.wall/d, one.client/d, one.server/d
+	m.cpuAt = map[int][2]time.Duration{}
+	for _, p := range f.cfg.parallels {
+		if s, ok := f.median(fleetParallel(p)); ok {
+			m.cpuAt[p] = [2]time.Duration{s.client / d, s.server / d}
+			m.hiP = max(m.hiP, p)
+		}
+	}
 	m.flush, m.rtt = f.commitTrip-f.roundTrip, f.roundTrip
 	if one.walSyncs >= 0 {
 		m.fsyncsPerTarget = float64(one.walSyncs) / float64(f.cfg.dbs)
@@ -151,7 +176,7 @@ func (f *fleetResult) markdown(rep *report) string {
 	var b strings.Builder
 	fc := f.cfg
 	d := time.Duration(fc.dbs)
-	fmt.Fprintf(&b, "\n_Last run: %s, took %v; `%s`._\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"),
+	fmt.Fprintf(&b, "\n_Last run: %s, took %v; `%s`._\n\n", rep.finishedAt().UTC().Format("2006-01-02 15:04 MST"),
 		f.elapsed.Round(time.Second), rep.commandLine())
 	fmt.Fprintf(&b, "- Fleet: **%d databases × %d realistic DDL migrations** (the generator of the scaling workload: a table, its primary key, an index, a comment, 3 rows each), on the benchmark's one server (%s, default settings, fsync on).\n",
 		fc.dbs, fc.n, rep.pgVersion)
@@ -212,8 +237,10 @@ func (f *fleetResult) modelMarkdown(b *strings.Builder) {
 	fmt.Fprintf(b, "Measured inputs, per database, from the median `--parallel 1` run: **%s** of wall time, of which **%s** client CPU and **%s** server CPU; the rest, **%s**, is waiting (round trips, WAL flushes, the scheduler). One round trip on an open connection: %s; one committing round trip (a one-row `INSERT`, whose commit waits for its WAL flush): %s, so a flush costs about %s. The server made %.1f WAL fsyncs per database during the push (during tern's loop: %.1f: it commits every migration).",
 		fmtDur(m.t1), fmtDur(m.client), fmtDur(m.server), fmtDur(max(0, m.t1-m.cpu1())), fmtDur(m.rtt), fmtDur(m.rtt+m.flush), fmtDur(max(0, m.flush)),
 		m.fsyncsPerTarget, m.ternFsyncsPerTarget)
-	fmt.Fprintf(b, " Other processes left the benchmark about **%.1f of the %d cores** (median over all runs).\n\n", m.cores, f.cores)
-	b.WriteString("Model: with p pushes at once on C cores, each database costs max(t₁ ÷ p, CPU₁ ÷ C), where t₁ is the sequential wall time per database and CPU₁ its CPU time (client + server): parallelism hides the waits until the cores are busy, then nothing more is gained. WAL flushes are shared by concurrent commits (group commit) and a push commits about once, so on this server they bound nothing before the CPU does")
+	hc, hs := m.cpu(m.hiP)
+	fmt.Fprintf(b, " The CPU per database grows with concurrency: %s at `--parallel 1`, %s at `--parallel %d` (%+.0f%%: %d pushes and autovacuum share %d cores, and the server's processes contend for its shared structures). Other processes left the benchmark about **%.1f of the %d cores** (median over all runs).\n\n",
+		fmtDur(m.cpu1()), fmtDur(hc+hs), m.hiP, 100*(float64(hc+hs)/float64(m.cpu1())-1), m.hiP, f.cores, m.cores, f.cores)
+	b.WriteString("Model: with p pushes at once on C cores, each database costs max(t₁ ÷ p, CPU_p ÷ C), where t₁ is the sequential wall time per database and CPU_p the CPU time (client + server) per database measured at p at once (for a larger p: at the largest p measured): parallelism hides the waits until the cores are busy, then nothing more is gained. WAL flushes are shared by concurrent commits (group commit) and a push commits only a few times, so on this server they bound nothing before the CPU does")
 	if m.flush > 0 && m.fsyncsPerTarget > 0 {
 		fmt.Fprintf(b, " (one flush at a time would still allow %.0f databases/s)", 1/(m.flush.Seconds()*m.fsyncsPerTarget))
 	}
@@ -235,12 +262,13 @@ func (f *fleetResult) modelMarkdown(b *strings.Builder) {
 			fmtDur(d*m.perTarget(p, m.cores, 0, 0)), fmtDur(d*m.perTarget(p, 8, 0, 0)),
 			fmtDur(d*m.perTarget(p, 0, 8, 8)), fmtDur(d*m.perTarget(p, 0, 32, 8)))
 	}
+	cpuHi := hc + hs
 	sat := m.t1.Seconds() / m.cpu1().Seconds()
-	fmt.Fprintf(b, "\nThe model's knee is at p = t₁ ÷ CPU₁ × C = %.1f × C: on this machine about **%.1f** pushes at once saturate the CPUs; the best it can do is %.1f databases/s (%s for the fleet). ",
-		sat, sat*m.cores, m.cores/m.cpu1().Seconds(), fmtDur(time.Duration(float64(d*m.cpu1())/m.cores)))
-	fmt.Fprintf(b, "With more cores the same model scales the ceiling linearly (8 cores shared: %.0f databases/s) until `--parallel` (at most 64) is the limit; servers of their own move the server's share (%.0f%% of CPU₁ here) off the client, whose share (%s per database) then bounds a single `pgmig push` process at %.0f databases/s per client core. ",
-		8/m.cpu1().Seconds(), 100*m.server.Seconds()/m.cpu1().Seconds(), fmtDur(m.client), 1/m.client.Seconds())
-	b.WriteString("Over a network, each database's waits grow by its round trips (a push: a handful; tern: about five per migration), which parallelism hides as well, and the knee moves to a higher p. It is a model: it ignores lock and cache contention inside the server, checkpoints, and other work on the machine varying from run to run.\n\n")
+	fmt.Fprintf(b, "\nThe knee is at p ≈ t₁ ÷ CPU₁ × C = %.2f × C: the push is CPU almost all the time even alone (the DDL on the server), so on this machine about **%.0f** pushes at once saturate the CPUs, and the ceiling is C ÷ CPU_p = %.1f databases/s (%s for the fleet). ",
+		sat, math.Max(1, math.Round(sat*m.cores)), m.cores/cpuHi.Seconds(), fmtDur(time.Duration(float64(d*cpuHi)/m.cores)))
+	fmt.Fprintf(b, "The same model with more cores raises the ceiling linearly (8 cores shared: %.0f databases/s) until `--parallel` (at most 64) is the limit; servers of their own take the server's share (%.0f%% of the CPU here) off the client, whose share (%s per database) bounds one `pgmig push` process at about %.0f databases/s per client core. ",
+		8/cpuHi.Seconds(), 100*hs.Seconds()/cpuHi.Seconds(), fmtDur(hc), 1/hc.Seconds())
+	b.WriteString("Over a network, each database's waits grow by its round trips (a push: a handful; tern: about five per migration), which parallelism hides as well, and the knee moves to a higher p. It is a model: contention inside the server enters only as CPU_p measured here, on 2 oversubscribed cores (conservative for more cores, where the same p contends less); it ignores checkpoints, and other work on the machine varying from run to run.\n\n")
 }
 
 // plotPNG draws time (left) and databases per second (right) against

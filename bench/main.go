@@ -75,6 +75,7 @@ func main() {
 	flag.IntVar(&cfg.fleet.n, "fleet-n", atoi(envOr("PGMIG_BENCH_FLEET_N", "50")), "realistic migrations pushed to each database of the fleet ($PGMIG_BENCH_FLEET_N)")
 	flag.IntVar(&cfg.fleet.runs, "fleet-runs", atoi(envOr("PGMIG_BENCH_FLEET_RUNS", "3")), "runs per fleet contender, each on freshly created databases ($PGMIG_BENCH_FLEET_RUNS)")
 	flag.StringVar(&parallels, "fleet-parallel", envOr("PGMIG_BENCH_FLEET_PARALLEL", "1,4,8,16"), "--parallel values of the fleet push ($PGMIG_BENCH_FLEET_PARALLEL)")
+	flag.StringVar(&cfg.fleet.render, "fleet-render", "", "run nothing: render the fleet section of -out and its plot again from a saved run (bench/fleet.json)")
 	flag.StringVar(&cfg.fleet.plot, "fleet-plot", "bench/fleet.png", "PNG of the fleet's time and throughput against --parallel")
 	flag.StringVar(&cfg.out, "out", "BENCHMARKS.md", "markdown file whose generated section is replaced (created if missing)")
 	flag.StringVar(&cfg.plot, "plot", "bench/scaling.png", "PNG of time against N")
@@ -105,6 +106,12 @@ func main() {
 			cfg.rtts = append(cfg.rtts, d)
 		}
 	}
+	if cfg.fleet.render != "" {
+		if err := renderFleet(&cfg); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	cfg.workloads = map[string]bool{}
 	for _, w := range strings.Split(workloads, ",") {
 		cfg.workloads[strings.TrimSpace(w)] = true
@@ -112,6 +119,26 @@ func main() {
 	if err := run(context.Background(), &cfg); err != nil {
 		fatal(err)
 	}
+}
+
+// renderFleet writes the fleet section and plot again from a saved run.
+func renderFleet(cfg *config) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	rep := &report{}
+	f, err := loadFleet(cfg.fleet.render, rep)
+	if err != nil {
+		return err
+	}
+	if err := f.plotPNG(cfg.fleet.plot); err != nil {
+		return err
+	}
+	return f.write(cfg.out, rep)
 }
 
 func fatal(err error) {
@@ -281,6 +308,9 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 		if err := e.fleet.write(cfg.out, e.report); err != nil {
+			return err
+		}
+		if err := e.fleet.save(jsonPath(cfg.fleet.plot), e.report); err != nil {
 			return err
 		}
 		written = append(written, cfg.fleet.plot)
