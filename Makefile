@@ -68,7 +68,7 @@ test-matrix: sql ## the whole suite against PostgreSQL 13–18 (binaries from np
 	bash .ci/pg-matrix.sh
 
 .PHONY: bench
-bench: sql ## pgmig vs tern vs the physical limit (fsync on); writes BENCHMARKS.md and bench/scaling.png; BENCH_FLAGS=-quick for a short run
+bench: sql ## pgmig vs tern vs the physical limit (fsync on), and a 200-database fleet; writes BENCHMARKS.md, bench/scaling.png, bench/fleet.png; BENCH_FLAGS=-quick for a short run
 	$(GO) run ./bench $(BENCH_FLAGS)
 
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"time"
 
 	pgmig "github.com/pgmig/pgmig/gowrapper"
@@ -18,25 +15,6 @@ const (
 	cTernCLI = "tern CLI"       // tern migrate --migrations D --conn-string URL: a process, as users run it
 	cBundle  = "psql -f bundle" // psql -X -f release.sql: one CALL migrate_run of the inline batch
 )
-
-// ternModule is the tern built for cTernCLI, at the version go.mod requires.
-const ternModule = "github.com/jackc/tern/v2"
-
-// buildTernCLI installs tern's command (its own module graph, as `go
-// install` does for users) into dir and returns its path.
-func buildTernCLI(dir string) (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", ternModule).Output()
-	if err != nil {
-		return "", fmt.Errorf("go list -m %s: %w", ternModule, err)
-	}
-	version := string(out[:len(out)-1])
-	cmd := exec.Command("go", "install", ternModule+"@"+version)
-	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go install %s@%s: %w\n%s", ternModule, version, err, b)
-	}
-	return filepath.Join(dir, "tern"), nil
-}
 
 func (r *runner) ternCLI(ctx context.Context, url, dir string) error {
 	return r.command(ctx, r.tern, "migrate", "--migrations", dir, "--conn-string", url)

@@ -32,7 +32,7 @@ const (
 type runner struct {
 	cli  string // built pgmig binary
 	psql string
-	tern string // built tern binary (cTernCLI)
+	tern string // tern's CLI (cTernCLI, the fleet's tern loop), built by buildTern
 	// pgmigSegment is PushOpts.SegmentSize / --segment-size for every
 	// pgmig push: 0 is pgmig's default (automatic), as users run it.
 	pgmigSegment int

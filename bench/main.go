@@ -2,10 +2,13 @@
 // physical limit (the whole workload's SQL in one transaction, one round
 // trip) on generated workloads, side by side on one throwaway PostgreSQL
 // cluster with default durability settings, and writes the results into
-// BENCHMARKS.md and a plot into bench/scaling.png.
+// BENCHMARKS.md and a plot into bench/scaling.png. Its fleet workload
+// (fleet.go) pushes to 200 databases with `pgmig push --targets` against
+// shell loops of pgmig and tern, into its own section and bench/fleet.png.
 //
 //	go run ./bench            # the full run (make bench)
 //	go run ./bench -quick     # a few minutes: fewer runs, no N = 10 000, 5 ms only
+//	go run ./bench -workloads fleet   # only the fleet (only its section is rewritten)
 //	go run ./bench -h         # every flag; PGMIG_BENCH_* variables set the defaults
 package main
 
@@ -44,6 +47,7 @@ type config struct {
 	plot        string
 	quick       bool
 	verbose     bool
+	fleet       fleetConfig
 }
 
 func envOr(name, def string) string {
@@ -60,22 +64,39 @@ func main() {
 	flag.IntVar(&cfg.largeRuns, "large-runs", atoi(envOr("PGMIG_BENCH_LARGE_RUNS", "3")), "runs for the realistic N = 1000 workloads and for tern at the largest latency ($PGMIG_BENCH_LARGE_RUNS)")
 	flag.StringVar(&sizes, "sizes", envOr("PGMIG_BENCH_SIZES", "100,1000,10000"), "N of the realistic DDL workload, comma-separated ($PGMIG_BENCH_SIZES)")
 	flag.StringVar(&rtts, "rtts", envOr("PGMIG_BENCH_RTTS", "1ms,5ms"), "added round-trip times for the latency workloads (0 is the loopback of the other workloads) ($PGMIG_BENCH_RTTS)")
-	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,cli,trivial,noop,concurrent,latency,profile"), "which workloads ($PGMIG_BENCH_WORKLOADS)")
+	flag.StringVar(&workloads, "workloads", envOr("PGMIG_BENCH_WORKLOADS", "scale,cli,trivial,noop,concurrent,latency,profile,fleet"), "which workloads; fleet alone rewrites only the fleet section of -out ($PGMIG_BENCH_WORKLOADS)")
 	flag.IntVar(&cfg.hugeRuns, "huge-runs", atoi(envOr("PGMIG_BENCH_HUGE_RUNS", "1")), "runs for N >= 10 000 ($PGMIG_BENCH_HUGE_RUNS)")
 	flag.IntVar(&cfg.segment, "physical-segment", atoi(envOr("PGMIG_BENCH_PHYSICAL_SEGMENT", "1000")), "for N above it, the physical limit commits every this many migrations (one transaction's lock table holds ~1 000 realistic migrations on default settings)")
 	flag.IntVar(&cfg.pgmigSeg, "pgmig-segment-size", atoi(envOr("PGMIG_BENCH_PGMIG_SEGMENT", "0")), "PushOpts.SegmentSize / --segment-size for every pgmig push (0: pgmig's default, automatic; -1: all in one)")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "pushers of the concurrent workload")
 	flag.IntVar(&cfg.concN, "concurrent-n", 100, "migrations of the concurrent workload")
+	var parallels string
+	flag.IntVar(&cfg.fleet.dbs, "fleet-dbs", atoi(envOr("PGMIG_BENCH_FLEET_DBS", "200")), "databases of the fleet workload ($PGMIG_BENCH_FLEET_DBS)")
+	flag.IntVar(&cfg.fleet.n, "fleet-n", atoi(envOr("PGMIG_BENCH_FLEET_N", "50")), "realistic migrations pushed to each database of the fleet ($PGMIG_BENCH_FLEET_N)")
+	flag.IntVar(&cfg.fleet.runs, "fleet-runs", atoi(envOr("PGMIG_BENCH_FLEET_RUNS", "3")), "runs per fleet contender, each on freshly created databases ($PGMIG_BENCH_FLEET_RUNS)")
+	flag.StringVar(&parallels, "fleet-parallel", envOr("PGMIG_BENCH_FLEET_PARALLEL", "1,4,8,16"), "--parallel values of the fleet push ($PGMIG_BENCH_FLEET_PARALLEL)")
+	flag.StringVar(&cfg.fleet.render, "fleet-render", "", "run nothing: render the fleet section of -out and its plot again from a saved run (bench/fleet.json)")
+	flag.StringVar(&cfg.fleet.plot, "fleet-plot", "bench/fleet.png", "PNG of the fleet's time and throughput against --parallel")
 	flag.StringVar(&cfg.out, "out", "BENCHMARKS.md", "markdown file whose generated section is replaced (created if missing)")
 	flag.StringVar(&cfg.plot, "plot", "bench/scaling.png", "PNG of time against N")
-	flag.BoolVar(&cfg.quick, "quick", os.Getenv("PGMIG_BENCH_QUICK") != "", "a short run: 2 runs, N = 100 and 1000, 5 ms only ($PGMIG_BENCH_QUICK)")
+	flag.BoolVar(&cfg.quick, "quick", os.Getenv("PGMIG_BENCH_QUICK") != "", "a short run: 2 runs, N = 100 and 1000, 5 ms only, a fleet of 40 databases ($PGMIG_BENCH_QUICK)")
 	flag.BoolVar(&cfg.verbose, "v", false, "print every run")
 	flag.Parse()
 	if cfg.quick {
 		cfg.runs, cfg.largeRuns, cfg.hugeRuns = 2, 1, 1
 		sizes, rtts = "100,1000", "5ms"
+		cfg.fleet.dbs, cfg.fleet.runs = 40, 2
 	}
 	cfg.sizes = parseInts(sizes)
+	cfg.fleet.parallels = parseInts(parallels)
+	if cfg.fleet.dbs < 1 || cfg.fleet.n < 1 || cfg.fleet.runs < 1 || len(cfg.fleet.parallels) == 0 {
+		fatal(errors.New("-fleet-dbs, -fleet-n, -fleet-runs must be at least 1, -fleet-parallel not empty"))
+	}
+	for _, p := range cfg.fleet.parallels {
+		if p < 1 || p > 64 {
+			fatal(fmt.Errorf("-fleet-parallel: %d is not in 1..64 (pgmig push --parallel)", p))
+		}
+	}
 	for _, s := range strings.Split(rtts, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			d, err := time.ParseDuration(s)
@@ -85,6 +106,12 @@ func main() {
 			cfg.rtts = append(cfg.rtts, d)
 		}
 	}
+	if cfg.fleet.render != "" {
+		if err := renderFleet(&cfg); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	cfg.workloads = map[string]bool{}
 	for _, w := range strings.Split(workloads, ",") {
 		cfg.workloads[strings.TrimSpace(w)] = true
@@ -92,6 +119,26 @@ func main() {
 	if err := run(context.Background(), &cfg); err != nil {
 		fatal(err)
 	}
+}
+
+// renderFleet writes the fleet section and plot again from a saved run.
+func renderFleet(cfg *config) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	rep := &report{}
+	f, err := loadFleet(cfg.fleet.render, rep)
+	if err != nil {
+		return err
+	}
+	if err := f.plotPNG(cfg.fleet.plot); err != nil {
+		return err
+	}
+	return f.write(cfg.out, rep)
 }
 
 func fatal(err error) {
@@ -127,6 +174,7 @@ type env struct {
 	seq    int
 	wl     map[string]*workload
 	report *report
+	fleet  *fleetResult
 }
 
 func run(ctx context.Context, cfg *config) error {
@@ -156,7 +204,7 @@ func run(ctx context.Context, cfg *config) error {
 	var tern string
 	if cfg.workloads["cli"] {
 		logf("building the tern CLI")
-		if tern, err = buildTernCLI(tmp); err != nil {
+		if tern, err = buildTern(); err != nil {
 			return err
 		}
 	}
@@ -248,15 +296,39 @@ func run(ctx context.Context, cfg *config) error {
 			return err
 		}
 	}
+	if cfg.workloads["fleet"] {
+		if err := e.fleetScenario(ctx, cfg.fleet); err != nil {
+			return err
+		}
+	}
 	e.report.elapsed = time.Since(started)
 	e.report.segments = e.r.segments
-	if err := e.report.plot(cfg.plot); err != nil {
-		return err
+	var written []string
+	// Only the sections of what ran are rewritten: a fleet-only run keeps
+	// the other results (and their plot) as they are, and the other way
+	// round.
+	if len(e.report.scenarios) > 0 || e.report.profile != "" {
+		if err := e.report.plot(cfg.plot); err != nil {
+			return err
+		}
+		if err := e.report.write(cfg); err != nil {
+			return err
+		}
+		written = append(written, cfg.plot)
 	}
-	if err := e.report.write(cfg); err != nil {
-		return err
+	if e.fleet != nil {
+		if err := e.fleet.plotPNG(cfg.fleet.plot); err != nil {
+			return err
+		}
+		if err := e.fleet.write(cfg.out, e.report); err != nil {
+			return err
+		}
+		if err := e.fleet.save(jsonPath(cfg.fleet.plot), e.report); err != nil {
+			return err
+		}
+		written = append(written, cfg.fleet.plot)
 	}
-	logf("done in %v: %s, %s", time.Since(started).Round(time.Second), cfg.out, cfg.plot)
+	logf("done in %v: %s, %s", time.Since(started).Round(time.Second), cfg.out, strings.Join(written, ", "))
 	return nil
 }
 

@@ -55,8 +55,8 @@ func (r *report) plot(path string) error {
 	fillRect(img, 0, 0, w, h, color.White)
 	title := "pgmig vs tern vs physical limit: fresh apply of N realistic DDL migrations (fsync on, loopback)"
 	drawText(img, (w-textWidth(title, 2))/2, 14, title, 2, color.Black)
-	panel(img, image.Rect(110, 70, 670, 560), "total time", total, fmtMillis, true)
-	panel(img, image.Rect(810, 70, 1370, 560), "time per migration (flat = linear)", per, fmtMicrosAxis, false)
+	panel(img, image.Rect(110, 70, 670, 560), "total time", total, fmtMillis, true, "N (migrations)", nil)
+	panel(img, image.Rect(810, 70, 1370, 560), "time per migration (flat = linear)", per, fmtMicrosAxis, false, "N (migrations)", nil)
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -81,7 +81,9 @@ func fmtMicrosAxis(v float64) string {
 	return fmt.Sprintf("%g µs", v)
 }
 
-func panel(img *image.RGBA, rc image.Rectangle, title string, ss []series, yfmt func(float64) string, legend bool) {
+// panel draws series on log-log axes: x by decades, or, with xticks, from
+// the first tick to the last with a grid line at each.
+func panel(img *image.RGBA, rc image.Rectangle, title string, ss []series, yfmt func(float64) string, legend bool, xlabel string, xticks []float64) {
 	minX, maxX, minY, maxY := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	for _, s := range ss {
 		for _, p := range s.points {
@@ -91,6 +93,9 @@ func panel(img *image.RGBA, rc image.Rectangle, title string, ss []series, yfmt 
 	}
 	lx0, lx1 := math.Floor(math.Log10(minX)), math.Ceil(math.Log10(maxX))
 	ly0, ly1 := math.Floor(math.Log10(minY)), math.Ceil(math.Log10(maxY))
+	if len(xticks) > 1 {
+		lx0, lx1 = math.Log10(xticks[0]), math.Log10(xticks[len(xticks)-1])
+	}
 	if lx1 == lx0 {
 		lx1++
 	}
@@ -115,7 +120,7 @@ func panel(img *image.RGBA, rc image.Rectangle, title string, ss []series, yfmt 
 		lbl := yfmt(v)
 		drawText(img, rc.Min.X-10-textWidth(lbl, 2), py(v)-7, lbl, 2, axis)
 	}
-	for d := lx0; d <= lx1; d++ {
+	for d := lx0; d <= lx1 && len(xticks) <= 1; d++ {
 		v := math.Pow(10, d)
 		for _, m := range []float64{2, 5} {
 			if d < lx1 {
@@ -126,10 +131,15 @@ func panel(img *image.RGBA, rc image.Rectangle, title string, ss []series, yfmt 
 		lbl := fmt.Sprintf("%g", v)
 		drawText(img, px(v)-textWidth(lbl, 2)/2, rc.Max.Y+10, lbl, 2, axis)
 	}
+	for _, v := range xticks {
+		vline(img, px(v), rc.Min.Y, rc.Max.Y, grid)
+		lbl := fmt.Sprintf("%g", v)
+		drawText(img, px(v)-textWidth(lbl, 2)/2, rc.Max.Y+10, lbl, 2, axis)
+	}
 	hline(img, rc.Min.X, rc.Max.X, rc.Max.Y, axis)
 	vline(img, rc.Min.X, rc.Min.Y, rc.Max.Y, axis)
 	drawText(img, rc.Min.X+(rc.Dx()-textWidth(title, 2))/2, rc.Min.Y-26, title, 2, color.Black)
-	xl := "N (migrations)"
+	xl := xlabel
 	drawText(img, rc.Min.X+(rc.Dx()-textWidth(xl, 2))/2, rc.Max.Y+36, xl, 2, axis)
 	for _, s := range ss {
 		for i, p := range s.points {

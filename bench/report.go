@@ -106,6 +106,10 @@ type report struct {
 	profile   string
 	notes     []string
 	cfg       *config
+	// command and finished, when set, are those of a saved run being
+	// rendered again (-fleet-render).
+	command  string
+	finished time.Time
 }
 
 func (r *report) scenario(key string) *scenario {
@@ -253,7 +257,17 @@ func (r *report) markdown() string {
 }
 
 func (r *report) commandLine() string {
+	if r.command != "" {
+		return r.command
+	}
 	return "go run ./bench " + strings.Join(os.Args[1:], " ")
+}
+
+func (r *report) finishedAt() time.Time {
+	if !r.finished.IsZero() {
+		return r.finished
+	}
+	return time.Now().UTC()
 }
 
 func (r *report) scenarioTable(b *strings.Builder, s *scenario) {
