@@ -110,7 +110,7 @@ func (e *DetectError) Error() string {
 		return b.String()
 	}
 	if e.Format == "" {
-		fmt.Fprintf(&b, "%s of any format: %s; ", ErrUnmatchedFile, fileList(e.Unmatched))
+		fmt.Fprintf(&b, "%s: %s match no rule of any format; ", strings.TrimSuffix(ErrUnmatchedFile.Error(), " of the format"), fileList(e.Unmatched))
 		b.WriteString("names: tern 001_name.sql; golang-migrate 1_name.up.sql and 1_name.down.sql; goose 1_name.sql with -- +goose Up; " +
 			"dbmate 1_name.sql with -- migrate:up; sql-migrate 1-name.sql with -- +migrate Up; Flyway V1__name.sql, U1__name.sql, R__name.sql")
 		return b.String()
@@ -551,6 +551,12 @@ func (d *dirScan) detect() (Format, error) {
 	case 0:
 		if len(d.files) > 0 {
 			unmatched := d.paths()
+			if sub := subDirectories(unmatched); sub != nil {
+				// Nothing at the top, migrations one level down: the
+				// directory given is the project's, not the migrations'.
+				return "", fmt.Errorf("loading migrations: %w: %s, in %s, not in the directory itself, where migrations are read: give that directory (pgmig --dir %s)",
+					ErrUnmatchedFile, fileList(unmatched), strings.Join(sub, ", "), sub[0])
+			}
 			return "", &LoadError{File: unmatched[0], Err: &DetectError{Unmatched: unmatched}}
 		}
 		return "", noMigrations("")
@@ -577,6 +583,23 @@ func (d *dirScan) detect() (Format, error) {
 		}
 	}
 	return "", &LoadError{File: blame, Err: &DetectError{Files: ev}}
+}
+
+// subDirectories: the sub-directories holding paths, sorted, when every
+// path is in one (nil otherwise).
+func subDirectories(paths []string) []string {
+	var dirs []string
+	for _, p := range paths {
+		dir := path.Dir(p)
+		if dir == "." {
+			return nil
+		}
+		if !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	slices.Sort(dirs)
+	return dirs
 }
 
 func (d *dirScan) paths() []string {

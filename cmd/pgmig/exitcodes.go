@@ -72,7 +72,7 @@ func exitCode(err error) int {
 		return exitValidation
 	case errors.Is(err, pgmig.ErrDrift), errors.Is(err, pgmig.ErrInvalidBatch), errors.As(err, &lerr),
 		errors.Is(err, pgmig.ErrInterrupted), errors.Is(err, pgmig.ErrIrreversible),
-		errors.Is(err, pgmig.ErrNoMigrations), errors.Is(err, pgmig.ErrAdoptRefused), errorsAreFiles(err):
+		errors.Is(err, pgmig.ErrNoMigrations), errors.Is(err, pgmig.ErrUnmatchedFile), errors.Is(err, pgmig.ErrAdoptRefused), errorsAreFiles(err):
 		return exitValidation
 	}
 	return exitUsage
