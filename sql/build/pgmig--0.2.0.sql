@@ -4075,7 +4075,9 @@ BEGIN
     SELECT count(*) INTO v_left
       FROM unnest(v_plan_array) AS x
       LEFT JOIN unnest(v_applied_v, v_applied_n) AS a(version, name)
-        ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)
+        -- One hashable key (a version, or a repeatable migration's name): an OR here would make
+        -- it a nested loop, quadratic in the batch (~0.2 s at 1000 migrations).
+        ON coalesce(a.version::text, 'R ' || a.name) = coalesce(x.version::text, 'R ' || x.name)
      WHERE x.outcome = 'pending' AND a.name IS NULL;
     p_result := jsonb_build_object(
         'applied', coalesce(cardinality(v_applied_v), 0),
@@ -4102,7 +4104,7 @@ BEGIN
                    ORDER BY x.ordinality)
             FROM unnest(v_plan_array) WITH ORDINALITY AS x
             LEFT JOIN unnest(v_applied_v, v_applied_n) WITH ORDINALITY AS a(version, name, o)
-              ON a.version = x.version OR (x.version IS NULL AND a.version IS NULL AND a.name = x.name)), '[]'));
+              ON coalesce(a.version::text, 'R ' || a.name) = coalesce(x.version::text, 'R ' || x.name)), '[]'));
     END IF;
     IF v_ctx.committed > 0 THEN
         PERFORM pgmig._notice('PM012',
