@@ -64,17 +64,16 @@ func mergeSection(doc, begin, end, gen, heading, before string) string {
 // target, where CPU_p is the CPU per target measured at p at once (it grows
 // with concurrency), or at the largest p measured for a larger p.
 type model struct {
-	ok                      bool
-	t1, client, server      time.Duration // per target, --parallel 1
-	cpuAt                   map[int][2]time.Duration
-	hiP                     int     // the largest --parallel measured
-	cores                   float64 // cores left over by other work during the runs (median)
-	flush, rtt              time.Duration
-	fsyncsPerTarget         float64
-	ternFsyncsPerTarget     float64
-	ternT1                  time.Duration
-	loopT1                  time.Duration
-	maxParallelMeasuredWall time.Duration
+	ok                  bool
+	t1, client, server  time.Duration // per target, --parallel 1
+	cpuAt               map[int][2]time.Duration
+	hiP                 int     // the largest --parallel measured
+	cores               float64 // cores left over by other work during the runs (median)
+	flush, rtt          time.Duration
+	fsyncsPerTarget     float64
+	ternFsyncsPerTarget float64
+	ternT1              time.Duration
+	loopT1              time.Duration
 }
 
 func (m model) cpu1() time.Duration { return m.client + m.server }
