@@ -166,12 +166,12 @@ func (c *Client) pushError(ctx context.Context, conn *pgx.Conn, migrations []*Mi
 		CurrentVersion: -1, Applied: committed,
 		PgError: pgErr,
 	}
-	if pos := sqlPosition(m, pgErr); pos > 0 {
+	starts := statementStarts(m.SQL)
+	if pos := sqlPosition(m, starts, pgErr); pos > 0 {
 		if loc, ok := m.Locate(pos); ok {
 			merr.Location = loc
 		}
 	}
-	starts := statementStarts(m.SQL)
 	if n := statementOf(pgErr.InternalQuery); n > 0 && n <= len(starts) && merr.Statement == 0 {
 		merr.Statement, merr.Statements = n, len(starts)
 	}
@@ -264,8 +264,6 @@ func migrationBySQL(migrations []*Migration, query string) *Migration {
 	return nil
 }
 
-// sqlPosition: the error's 1-based character position in m.SQL, from the
-// internal position (the migration's SQL as executed by the engine).
 // statementMarker ends each statement the engine runs on its own
 // (_execute_as_caller): `/*pgmig:statement N*/`.
 var statementMarker = regexp.MustCompile(`\n/\*pgmig:statement ([0-9]+)\*/$`)
@@ -298,7 +296,10 @@ func statementText(sql string, n int) string {
 	return string(runes[from:to])
 }
 
-func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {
+// sqlPosition: the error's 1-based character position in m.SQL, from the
+// internal position (the migration's SQL as executed by the engine);
+// starts is statementStarts(m.SQL).
+func sqlPosition(m *Migration, starts []int, pgErr *pgconn.PgError) int {
 	if pgErr.InternalPosition <= 0 || pgErr.InternalQuery == "" {
 		return 0
 	}
@@ -309,7 +310,7 @@ func sqlPosition(m *Migration, pgErr *pgconn.PgError) int {
 	// The engine ran statement n alone (the batch's "statements"): it starts
 	// there, or, the first one, at the beginning of the SQL.
 	if n := statementOf(pgErr.InternalQuery); n > 0 {
-		if starts := statementStarts(m.SQL); n <= len(starts) {
+		if n <= len(starts) {
 			if n == 1 {
 				return pos
 			}
